@@ -1,0 +1,415 @@
+"""The book's GPT (chapter 4) as transformers models: backbone, causal LM and sequence classifier.
+
+The module tree keeps the book's names so ``print(model)`` reads like the chapter. This file is
+copied next to every saved model (``trust_remote_code=True``): it imports only ``torch``,
+``transformers`` and its siblings via ``from .x import y``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput, SequenceClassifierOutput
+
+from .configuration_gpt import GPTConfig
+from .convert_gpt2 import (
+    book_state_dict_to_hf,
+    config_from_book_state_dict,
+    load_gpt2_checkpoint,
+    to_gpt2_causal_lm,
+    to_gpt2_sequence_classifier,
+)
+
+
+class LayerNorm(nn.Module):
+    """The book's LayerNorm (``scale``/``shift``, biased variance, eps 1e-5), computed by ``F.layer_norm``."""
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(emb_dim))
+        self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
+
+
+class FeedForward(nn.Module):
+    """Linear -> GELU (tanh approximation, as GPT-2 and the book) -> Linear, 4x wide."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(config.emb_dim, 4 * config.emb_dim),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(4 * config.emb_dim, config.emb_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class MultiHeadAttention(nn.Module):
+    """The book's multi-head attention, with the softmax(QK^T/sqrt(d))V step done by SDPA.
+
+    ``F.scaled_dot_product_attention`` computes the same thing as the book's explicit
+    ``masked_fill(-inf)`` + softmax + dropout (a test checks it), but picks a fused kernel and needs no
+    ``mask`` buffer.
+    """
+
+    def __init__(self, d_in: int, d_out: int, dropout: float, num_heads: int, qkv_bias: bool = False, causal: bool = True) -> None:
+        super().__init__()
+        if d_out % num_heads:
+            raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads}).")
+        self.d_out = d_out
+        self.num_heads = num_heads
+        self.head_dim = d_out // num_heads
+        self.causal = causal
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, num_tokens, _ = x.shape
+        # (b, T, d_out) -> (b, nh, T, hd)
+        queries = self.W_query(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        keys = self.W_key(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        values = self.W_value(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        context = F.scaled_dot_product_attention(
+            queries,
+            keys,
+            values,
+            attn_mask=attn_mask,  # (b, 1, T, T) bool, already causal when needed
+            dropout_p=self.dropout.p if self.training else 0.0,
+            is_causal=self.causal and attn_mask is None,
+        )
+        # (b, nh, T, hd) -> (b, T, d_out)
+        return self.out_proj(context.transpose(1, 2).reshape(b, num_tokens, self.d_out))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: x + drop(att(norm1(x))), then x + drop(ff(norm2(x)))."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.att = MultiHeadAttention(
+            d_in=config.emb_dim,
+            d_out=config.emb_dim,
+            dropout=config.drop_rate,
+            num_heads=config.n_heads,
+            qkv_bias=config.qkv_bias,
+            causal=config.causal,
+        )
+        self.ff = FeedForward(config)
+        self.norm1 = LayerNorm(config.emb_dim)
+        self.norm2 = LayerNorm(config.emb_dim)
+        self.drop_resid = nn.Dropout(config.drop_rate)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop_resid(self.att(self.norm1(x), attn_mask))
+        return x + self.drop_resid(self.ff(self.norm2(x)))
+
+
+def padding_attention_mask(attention_mask: torch.Tensor, causal: bool) -> torch.Tensor | None:
+    """The (b, 1, T, T) boolean SDPA mask for ``attention_mask``, or ``None`` when it changes nothing.
+
+    With a causal model and right padding (the book's and the tokenizer's default) a real token
+    never sees the pads after it, so no mask is needed and SDPA keeps its fast causal kernel. Left or
+    interior padding, or a non-causal model, masks the pad keys; the diagonal stays visible so a pad
+    query never gets an all-masked (NaN) row.
+    """
+    keep = attention_mask.bool()
+    right_padded = bool((keep[:, 1:] <= keep[:, :-1]).all())
+    if causal and right_padded:
+        return None
+    num_tokens = keep.shape[1]
+    eye = torch.eye(num_tokens, dtype=torch.bool, device=keep.device)
+    mask = keep[:, None, None, :].expand(-1, 1, num_tokens, -1)
+    if causal:
+        mask = mask & torch.ones_like(eye).tril()
+    return mask | eye
+
+
+class GPTPreTrainedModel(PreTrainedModel):
+    """Shared base: config class, weight init and the checkpoint converters for all three heads."""
+
+    config_class = GPTConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["TransformerBlock"]
+    # Without this, Trainer would multiply the loss by the number of processes (DDP) and skip the
+    # division by gradient-accumulation steps for models that accept loss kwargs.
+    accepts_loss_kwargs = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """GPT-2's init: N(0, 0.02) weights, zero biases, LayerNorm scale 1 / shift 0."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, LayerNorm):
+            init.ones_(module.scale)
+            init.zeros_(module.shift)
+
+    #: which head a converted checkpoint must provide: None (backbone), "lm" or "classifier"
+    checkpoint_head: str | None = None
+
+    @classmethod
+    def from_gpt2(cls, name_or_path: str | os.PathLike, **config_kwargs):
+        """Load OpenAI GPT-2 weights (a Hub id, a book preset name or a local transformers folder).
+
+        ``config_kwargs`` set the fields GPT-2's config does not have, e.g. ``num_labels``,
+        ``id2label``, ``pooling``, ``drop_rate``. A classifier's ``out_head`` starts fresh unless the
+        checkpoint is a ``GPT2ForSequenceClassification`` (e.g. one written by :meth:`to_gpt2`).
+        """
+        config, state_dict = load_gpt2_checkpoint(name_or_path, cls.config_class, config_kwargs, cls.checkpoint_head)
+        return cls._from_converted(config, state_dict, source=str(name_or_path))
+
+    @classmethod
+    def from_book_state_dict(cls, state_dict_or_path: str | os.PathLike | Mapping[str, torch.Tensor], config: GPTConfig | None = None, **config_kwargs):
+        """Load what the book saves with ``torch.save(model.state_dict(), "review_classifier.pth")``.
+
+        A path is read with ``torch.load(weights_only=True)``, so no code in the file runs. Without
+        ``config`` the sizes are read off the tensors; ``n_heads`` comes from GPT-2's table for that
+        width unless given in ``config_kwargs``.
+        """
+        if isinstance(state_dict_or_path, Mapping):
+            book_sd, source = dict(state_dict_or_path), "the given state dict"
+        else:
+            source = str(state_dict_or_path)
+            book_sd = torch.load(state_dict_or_path, map_location="cpu", weights_only=True)
+        if config is None:
+            config = config_from_book_state_dict(book_sd, cls.config_class, config_kwargs, cls.checkpoint_head)
+        return cls._from_converted(config, book_state_dict_to_hf(book_sd, cls.checkpoint_head, config.vocab_size), source)
+
+    @classmethod
+    def _from_converted(cls, config: GPTConfig, state_dict: dict[str, torch.Tensor], source: str):
+        """``cls(config)`` with ``state_dict`` loaded strictly; only a classifier's head may stay fresh."""
+        model = cls(config)
+        fresh_ok = ("out_head.weight", "out_head.bias") if cls.checkpoint_head == "classifier" else ()
+        expected = model.state_dict()
+        wrong_shape = [
+            f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+            for k, v in state_dict.items()
+            if k in expected and v.shape != expected[k].shape
+        ]
+        if wrong_shape:
+            raise ValueError(f"{source} does not match the config's shapes (emb_dim, n_layers, vocab_size, context_length, num_labels):\n  " + "\n  ".join(wrong_shape))
+        result = model.load_state_dict(state_dict, strict=False)
+        missing = [k for k in result.missing_keys if k not in fresh_ok]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"{source} does not fit {cls.__name__}: missing {missing}, unexpected {result.unexpected_keys}.")
+        model.tie_weights()
+        return model.eval()
+
+
+class GPTModel(GPTPreTrainedModel):
+    """The book's ``GPTModel`` without ``out_head``: token ids -> final-LayerNorm hidden states."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__(config)
+        self.tok_emb = nn.Embedding(config.vocab_size, config.emb_dim)
+        self.pos_emb = nn.Embedding(config.context_length, config.emb_dim)
+        self.drop_emb = nn.Dropout(config.drop_rate)
+        self.trf_blocks = nn.Sequential(*[TransformerBlock(config) for _ in range(config.n_layers)])
+        self.final_norm = LayerNorm(config.emb_dim)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.tok_emb
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.tok_emb = value
+
+    def check_inputs(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> int:
+        """Turn the silent failures (index errors, position overflow) into errors that say what to do."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        num_tokens = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if num_tokens > self.config.context_length:
+            raise ValueError(
+                f"Sequence length {num_tokens} exceeds context_length {self.config.context_length}; "
+                f"truncate the input (tokenizer(..., truncation=True, max_length={self.config.context_length}))."
+            )
+        if input_ids is not None and input_ids.numel():
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.config.vocab_size:
+                bad = high if high >= self.config.vocab_size else low
+                raise ValueError(f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); was the text tokenized for another model?")
+        return num_tokens
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutput:
+        """``attention_mask`` (1 = real token) masks pad keys and shifts positions under left padding."""
+        if output_attentions:
+            raise ValueError("output_attentions is not available: attention runs in fused SDPA kernels that do not return weights.")
+        num_tokens = self.check_inputs(input_ids, inputs_embeds)
+        x = self.tok_emb(input_ids) if inputs_embeds is None else inputs_embeds  # (b, T, emb_dim)
+        device = x.device
+        attn_mask = None if attention_mask is None else padding_attention_mask(attention_mask, self.config.causal)
+        if attn_mask is None:
+            positions = torch.arange(num_tokens, device=device)
+        else:  # left padding: real tokens count positions from their first real token, as if unpadded
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        x = self.drop_emb(x + self.pos_emb(positions))
+        hidden_states = [x] if output_hidden_states else None
+        for block in self.trf_blocks:
+            x = block(x, attn_mask)
+            if hidden_states is not None:
+                hidden_states.append(x)
+        x = self.final_norm(x)
+        if hidden_states is not None:
+            hidden_states[-1] = x
+        return BaseModelOutput(last_hidden_state=x, hidden_states=tuple(hidden_states) if hidden_states else None)
+
+
+class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
+    """The book's full ``GPTModel``: ``out_head`` maps hidden states to next-token logits.
+
+    The model keeps no KV cache, so ``generate()`` must re-read the whole (context-cropped) sequence
+    every step, exactly like the book's ``generate_text_simple``; transformers' default would feed only
+    the newest token and silently decode garbage.
+    """
+
+    _tied_weights_keys = {"out_head.weight": "model.tok_emb.weight"}
+    checkpoint_head = "lm"
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__(config)
+        self.model = GPTModel(config)
+        self.out_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
+        self.post_init()
+        self.generation_config.use_cache = False
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.tok_emb
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.tok_emb = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.out_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.out_head = value
+
+    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs) -> dict:
+        """The whole sequence, cropped to the last ``context_length`` tokens (``generate_text_simple``)."""
+        context = self.config.context_length
+        inputs = {"input_ids": input_ids[:, -context:]}
+        if attention_mask is not None:
+            inputs["attention_mask"] = attention_mask[:, -context:]
+        return inputs
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        use_cache: bool | None = None,
+    ) -> CausalLMOutput:
+        """``labels`` are the inputs themselves (shifted here, as transformers does); -100 is ignored."""
+        outputs = self.model(input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states)
+        logits = self.out_head(outputs.last_hidden_state)  # (b, T, vocab_size)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
+        return CausalLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+    def to_gpt2(self):
+        """The same network as a stock ``GPT2LMHeadModel`` (no custom code needed to use it)."""
+        return to_gpt2_causal_lm(self)
+
+
+class GPTForSequenceClassification(GPTPreTrainedModel):
+    """Chapter 6's classifier: a ``Linear(emb_dim, num_labels)`` ``out_head`` on one pooled position.
+
+    Which position is read is ``config.pooling``:
+    ``last_non_pad`` (default) the last real token, found from ``attention_mask`` or else as the last
+    token that is not ``pad_token_id``; padding never changes its logits.
+    ``last`` position -1 exactly as the book; with padding that is a pad token (the book trains with
+    it, and the model sees pads as ordinary tokens: ``attention_mask`` is ignored).
+    ``first`` position of the first real token (exercise 6.3); ``mean`` the mean over real tokens.
+    """
+
+    checkpoint_head = "classifier"
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = GPTModel(config)
+        self.out_head = nn.Linear(config.emb_dim, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.tok_emb
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.tok_emb = value
+
+    def real_tokens(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """(b, T) 1/0 mask of real tokens: ``attention_mask``, else ``input_ids != pad_token_id``, else all."""
+        if attention_mask is not None:
+            return attention_mask.to(like.device, torch.long)
+        if input_ids is not None and self.config.pad_token_id is not None:
+            return (input_ids != self.config.pad_token_id).to(like.device, torch.long)
+        return torch.ones(like.shape[:2], dtype=torch.long, device=like.device)
+
+    def pool(self, hidden: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """(b, T, emb_dim) -> (b, emb_dim) according to ``config.pooling``."""
+        batch = torch.arange(hidden.shape[0], device=hidden.device)
+        positions = torch.arange(hidden.shape[1], device=hidden.device)
+        if self.config.pooling == "last":
+            return hidden[:, -1, :]
+        if self.config.pooling == "last_non_pad":
+            return hidden[batch, (positions * real).argmax(-1)]  # rightmost real token
+        if self.config.pooling == "first":
+            return hidden[batch, real.argmax(-1)]  # leftmost real token
+        weights = real.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> SequenceClassifierOutput:
+        """Logits (b, num_labels); with ``labels`` also the mean cross-entropy the book trains on."""
+        book_exact = self.config.pooling == "last"
+        outputs = self.model(input_ids, None if book_exact else attention_mask, inputs_embeds, output_attentions, output_hidden_states)
+        hidden = outputs.last_hidden_state
+        pooled = self.pool(hidden, self.real_tokens(input_ids, attention_mask, hidden))
+        logits = self.out_head(pooled)  # (b, num_labels)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float(), labels.to(logits.device).view(-1))
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+    def to_gpt2(self):
+        """The same classifier as a stock ``GPT2ForSequenceClassification`` (see ``convert_gpt2``)."""
+        return to_gpt2_sequence_classifier(self)

@@ -1,0 +1,78 @@
+"""GPT-2's tokenizer twice over: tiktoken for data preparation (as the book) and a transformers
+tokenizer saved with every model (for ``AutoTokenizer`` and ``pipeline``).
+
+Both are built from the same two files, OpenAI's ``encoder.json`` and ``vocab.bpe``, fetched through
+tiktoken's own cache (``TIKTOKEN_CACHE_DIR``) and checked against tiktoken's sha256, so no Hub
+access is needed and the ids agree (a test checks every SMS message).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import tiktoken
+from tiktoken.load import read_file_cached
+from transformers import GPT2TokenizerFast, PreTrainedModel, PreTrainedTokenizerBase
+
+END_OF_TEXT = "<|endoftext|>"
+# The URLs and sha256 that tiktoken_ext.openai_public.gpt2() uses.
+GPT2_BPE_FILES = {
+    "vocab.json": (
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    ),
+    "merges.txt": (
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    ),
+}
+
+
+def _read_bpe_file(url: str, sha256: str) -> bytes:
+    try:
+        return read_file_cached(url, sha256)
+    except Exception as error:  # requests' connection errors, tiktoken's hash ValueError
+        cache = os.environ.get("TIKTOKEN_CACHE_DIR", "<unset>")
+        raise RuntimeError(
+            f"Could not get GPT-2's BPE file {url} ({error}). Offline, point TIKTOKEN_CACHE_DIR (now {cache}) "
+            "at a folder with tiktoken's cached copies of encoder.json and vocab.bpe."
+        ) from error
+
+
+@functools.cache
+def tiktoken_gpt2() -> tiktoken.Encoding:
+    """tiktoken's ``gpt2`` encoding, the book's tokenizer (``tiktoken.get_encoding("gpt2")``)."""
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as error:
+        url, sha256 = GPT2_BPE_FILES["vocab.json"]
+        _read_bpe_file(url, sha256)  # raises the explanatory error if the files are the problem
+        raise error
+
+
+def gpt2_tokenizer(model_max_length: int = 1024) -> PreTrainedTokenizerBase:
+    """A transformers GPT-2 tokenizer with ``<|endoftext|>`` (50256) as pad token, as chapter 6 pads.
+
+    Built with ``from_pretrained`` on a folder holding ``vocab.json``/``merges.txt``: the direct
+    ``GPT2TokenizerFast(vocab_file=..., merges_file=...)`` call silently builds an empty tokenizer.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        for name, (url, sha256) in GPT2_BPE_FILES.items():
+            Path(folder, name).write_bytes(_read_bpe_file(url, sha256))
+        tokenizer = GPT2TokenizerFast.from_pretrained(folder, model_max_length=model_max_length)
+    tokenizer.pad_token = END_OF_TEXT
+    if len(tokenizer) != tiktoken_gpt2().n_vocab:
+        raise RuntimeError(f"GPT-2 tokenizer has {len(tokenizer)} tokens instead of {tiktoken_gpt2().n_vocab}.")
+    return tokenizer
+
+
+def save_with_tokenizer(model: PreTrainedModel, directory: str | os.PathLike, tokenizer: PreTrainedTokenizerBase | None = None, **kwargs) -> None:
+    """``model.save_pretrained`` plus the GPT-2 tokenizer, so the folder works with ``AutoTokenizer`` and ``pipeline``."""
+    model.save_pretrained(directory, **kwargs)
+    tokenizer = tokenizer or gpt2_tokenizer(model.config.context_length)
+    tokenizer.save_pretrained(directory)
+    json.loads(Path(directory, "config.json").read_text())  # the folder must be loadable: fail here, not later

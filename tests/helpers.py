@@ -1,0 +1,45 @@
+"""Small builders shared by the tests."""
+
+import torch
+from transformers import GPT2Config
+
+from hf_spam import GPTConfig
+from tests import book_reference
+
+TINY = {"vocab_size": 50257, "context_length": 32, "emb_dim": 64, "n_heads": 4, "n_layers": 2}
+
+
+def tiny_config(**overrides) -> GPTConfig:
+    return GPTConfig(**{**TINY, **overrides})
+
+
+def tiny_gpt2_config(**overrides) -> GPT2Config:
+    fields = {"vocab_size": 50257, "n_positions": 32, "n_embd": 64, "n_layer": 2, "n_head": 4, "pad_token_id": 50256}
+    return GPT2Config(**{**fields, **overrides})
+
+
+def book_model_like(model) -> book_reference.GPTModel:
+    """The book's GPTModel holding ``model``'s weights (LM head, or a classifier head as in chapter 6)."""
+    c = model.config
+    cfg = {k: getattr(c, k) for k in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias")}
+    book = book_reference.GPTModel(cfg)
+    out_features = model.out_head.out_features
+    book.out_head = torch.nn.Linear(c.emb_dim, out_features, bias=model.out_head.bias is not None)
+    state = {k.removeprefix("model."): v for k, v in model.state_dict().items()}
+    result = book.load_state_dict(state, strict=False)
+    assert all(k.endswith("att.mask") for k in result.missing_keys) and not result.unexpected_keys, result
+    return book.eval()
+
+
+def right_padded(rows: list[list[int]], pad: int = 50256) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return ids, mask
+
+
+def left_padded(rows: list[list[int]], pad: int = 50256) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
