@@ -204,7 +204,12 @@ class GPTPreTrainedModel(PreTrainedModel):
             if k in expected and v.shape != expected[k].shape
         ]
         if wrong_shape:
-            raise ValueError(f"{source} does not match the config's shapes (emb_dim, n_layers, vocab_size, context_length, num_labels):\n  " + "\n  ".join(wrong_shape))
+            more = f"\n  ... and {len(wrong_shape) - 8} more" if len(wrong_shape) > 8 else ""
+            raise ValueError(
+                f"{source} does not match the config's shapes (emb_dim, n_layers, vocab_size, context_length, num_labels):\n  "
+                + "\n  ".join(wrong_shape[:8])
+                + more
+            )
         result = model.load_state_dict(state_dict, strict=False)
         missing = [k for k in result.missing_keys if k not in fresh_ok]
         if missing or result.unexpected_keys:
