@@ -211,7 +211,9 @@ def _load_exact(hf_model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) 
 
 def to_gpt2_causal_lm(model) -> GPT2LMHeadModel:
     """A stock ``GPT2LMHeadModel`` with the same weights, hence the same logits."""
-    config = gpt2_config_from_book(model.config, tie_word_embeddings=model.config.tie_word_embeddings, pad_token_id=model.config.pad_token_id)
+    config = gpt2_config_from_book(
+        model.config, tie_word_embeddings=model.config.tie_word_embeddings, pad_token_id=model.config.pad_token_id
+    )
     trunk = book_to_gpt2(model.model.state_dict(), model.config.n_layers)
     state_dict = {f"transformer.{k}": v for k, v in trunk.items()} | {"lm_head.weight": model.out_head.weight.detach()}
     return _load_exact(GPT2LMHeadModel(config), state_dict)

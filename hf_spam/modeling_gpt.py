@@ -176,7 +176,9 @@ class GPTPreTrainedModel(PreTrainedModel):
         return cls._from_converted(config, state_dict, source=str(name_or_path))
 
     @classmethod
-    def from_book_state_dict(cls, state_dict_or_path: str | os.PathLike | Mapping[str, torch.Tensor], config: GPTConfig | None = None, **config_kwargs):
+    def from_book_state_dict(
+        cls, state_dict_or_path: str | os.PathLike | Mapping[str, torch.Tensor], config: GPTConfig | None = None, **config_kwargs
+    ):
         """Load what the book saves with ``torch.save(model.state_dict(), "review_classifier.pth")``.
 
         A path is read with ``torch.load(weights_only=True)``, so no code in the file runs. Without
@@ -250,7 +252,9 @@ class GPTModel(GPTPreTrainedModel):
             low, high = int(input_ids.min()), int(input_ids.max())
             if low < 0 or high >= self.config.vocab_size:
                 bad = high if high >= self.config.vocab_size else low
-                raise ValueError(f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); was the text tokenized for another model?")
+                raise ValueError(
+                    f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); was the text tokenized for another model?"
+                )
         return num_tokens
 
     def forward(

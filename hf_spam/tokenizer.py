@@ -70,7 +70,9 @@ def gpt2_tokenizer(model_max_length: int = 1024) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def save_with_tokenizer(model: PreTrainedModel, directory: str | os.PathLike, tokenizer: PreTrainedTokenizerBase | None = None, **kwargs) -> None:
+def save_with_tokenizer(
+    model: PreTrainedModel, directory: str | os.PathLike, tokenizer: PreTrainedTokenizerBase | None = None, **kwargs
+) -> None:
     """``model.save_pretrained`` plus the GPT-2 tokenizer, so the folder works with ``AutoTokenizer`` and ``pipeline``."""
     model.save_pretrained(directory, **kwargs)
     tokenizer = tokenizer or gpt2_tokenizer(model.config.context_length)

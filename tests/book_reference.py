@@ -128,3 +128,46 @@ def generate_text_simple(model, idx, max_new_tokens, context_size):
         idx_next = torch.argmax(probas, dim=-1, keepdim=True)
         idx = torch.cat((idx, idx_next), dim=1)
     return idx
+
+
+# Chapter 6, listings 6.2 and 6.3 (pandas), and the book's SpamDataset padding.
+
+
+def create_balanced_dataset(df):
+    import pandas as pd
+
+    num_spam = df[df["Label"] == "spam"].shape[0]
+    ham_subset = df[df["Label"] == "ham"].sample(num_spam, random_state=123)
+    balanced_df = pd.concat([ham_subset, df[df["Label"] == "spam"]])
+    return balanced_df
+
+
+def random_split(df, train_frac, validation_frac):
+    df = df.sample(frac=1, random_state=123).reset_index(drop=True)
+    train_end = int(len(df) * train_frac)
+    validation_end = train_end + int(len(df) * validation_frac)
+    train_df = df[:train_end]
+    validation_df = df[train_end:validation_end]
+    test_df = df[validation_end:]
+    return train_df, validation_df, test_df
+
+
+def book_splits(path):
+    import pandas as pd
+
+    df = pd.read_csv(path, sep="\t", header=None, names=["Label", "Text"])
+    balanced_df = create_balanced_dataset(df)
+    balanced_df["Label"] = balanced_df["Label"].map({"ham": 0, "spam": 1})
+    return df, random_split(balanced_df, 0.7, 0.1)
+
+
+class SpamDataset:
+    def __init__(self, df, tokenizer, max_length=None, pad_token_id=50256):
+        self.data = df
+        self.encoded_texts = [tokenizer.encode(text) for text in self.data["Text"]]
+        if max_length is None:
+            self.max_length = max(len(t) for t in self.encoded_texts)
+        else:
+            self.max_length = max_length
+            self.encoded_texts = [t[: self.max_length] for t in self.encoded_texts]
+        self.encoded_texts = [t + [pad_token_id] * (self.max_length - len(t)) for t in self.encoded_texts]

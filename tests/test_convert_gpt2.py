@@ -24,7 +24,9 @@ def gpt2_checkpoint(folder: Path, config: GPT2Config, head=GPT2LMHeadModel, seed
     with torch.no_grad():  # GPT-2 inits biases and LayerNorms to 0/1: randomise them so every tensor is checked
         for name, param in model.named_parameters():
             if name.endswith("bias") or ".ln_" in name:
-                param.normal_(0.0, 0.02).add_(1.0 if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name.endswith("ln_f.weight") else 0.0)
+                param.normal_(0.0, 0.02).add_(
+                    1.0 if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name.endswith("ln_f.weight") else 0.0
+                )
     model.save_pretrained(folder)
     return model
 
@@ -156,8 +158,12 @@ def test_book_state_dicts_load_safely(tmp_path):
 
 def test_mismatched_checkpoints_give_clear_errors(tmp_path):
     lm = GPTForCausalLM(tiny_config())
-    with pytest.raises(ValueError, match=r"(?s)does not match the config's shapes.*tok_emb.weight: checkpoint \(50257, 64\) vs model \(50257, 128\)"):
-        GPTForCausalLM.from_book_state_dict({k.removeprefix("model."): v for k, v in lm.state_dict().items()}, config=tiny_config(emb_dim=128))
+    with pytest.raises(
+        ValueError, match=r"(?s)does not match the config's shapes.*tok_emb.weight: checkpoint \(50257, 64\) vs model \(50257, 128\)"
+    ):
+        GPTForCausalLM.from_book_state_dict(
+            {k.removeprefix("model."): v for k, v in lm.state_dict().items()}, config=tiny_config(emb_dim=128)
+        )
     with pytest.raises(ValueError, match="not a GPT-2 width; pass n_heads"):
         GPTModel.from_book_state_dict({k.removeprefix("model."): v for k, v in lm.state_dict().items()})
     gpt2_checkpoint(tmp_path / "gpt2", tiny_gpt2_config())

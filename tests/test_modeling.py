@@ -29,7 +29,12 @@ def test_module_tree_uses_the_books_names():
 
 def test_config_hf_names_presets_and_errors():
     config = GPTConfig.from_preset("gpt2-medium")
-    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.max_position_embeddings) == (1024, 24, 16, 1024)
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.max_position_embeddings) == (
+        1024,
+        24,
+        16,
+        1024,
+    )
     assert GPTConfig.from_preset("gpt2-xl (1558M)").emb_dim == 1600
     assert GPTConfig.from_preset("openai-community/gpt2-large").n_layers == 36
     assert GPTConfig().pad_token_id == 50256 and GPTConfig().num_labels == 2

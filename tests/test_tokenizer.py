@@ -5,7 +5,17 @@ from transformers import AutoTokenizer
 
 from hf_spam import gpt2_tokenizer, tiktoken_gpt2
 
-ODD_TEXTS = ["", "   ", "Hello, world!", "naïve café ½ µ 2024", "日本語のテキスト", "👩‍👩‍👧 emoji", "tabs\tand\nnewlines", "it's we'll they're", "<|endoftext|>"]
+ODD_TEXTS = [
+    "",
+    "   ",
+    "Hello, world!",
+    "naïve café ½ µ 2024",
+    "日本語のテキスト",
+    "👩‍👩‍👧 emoji",
+    "tabs\tand\nnewlines",
+    "it's we'll they're",
+    "<|endoftext|>",
+]
 
 
 def test_tokenizer_ids_equal_tiktoken_on_every_sms_message(sms_file, tmp_path):
