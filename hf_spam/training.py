@@ -99,7 +99,8 @@ class SpamTrainingArguments(TrainingArguments):
     weight_decay_scope: str = field(
         default="book",
         metadata={
-            "help": "book: decay every trainable parameter, as AdamW(model.parameters()); transformers: not biases/norms.",
+            "help": "book: decay every parameter, as AdamW(model.parameters()); transformers: Trainer's name rules "
+            "(with the book's names they spare biases and final_norm but still decay norm1/norm2).",
             "choices": ["book", "transformers"],
         },
     )
@@ -116,6 +117,19 @@ class SpamTrainingArguments(TrainingArguments):
         default=True, metadata={"help": "Drop the last incomplete training batch (book); evaluation never drops."}
     )
 
+    def __post_init__(self) -> None:
+        # accelerate treats a multi-process CPU launch (torchrun, accelerate launch) as distributed only
+        # with use_cpu=True; without it every process silently trains alone on all the data as rank 0.
+        if not self.use_cpu and not _has_accelerator():
+            self.use_cpu = True
+        super().__post_init__()
+
+
+def _has_accelerator() -> bool:
+    if hasattr(torch, "accelerator"):
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
 
 class SpamTrainer(Trainer):
     """``Trainer`` with the book's two optimizer/data details, and a record of the data each process saw."""
@@ -125,8 +139,9 @@ class SpamTrainer(Trainer):
         self.example_fingerprints: list[str] = []
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
-        """The book's ``AdamW(model.parameters(), weight_decay=0.1)`` decays everything; Trainer by default
-        skips biases and anything named ``norm`` (which, with the book's names, is ``norm1``/``norm2``/``final_norm``)."""
+        """The book's ``AdamW(model.parameters(), weight_decay=0.1)`` decays everything. Trainer's default
+        spares parameters by name: biases and ``final_norm`` (``_norm``), but not ``norm1``/``norm2``:
+        an accident of the book's names, so the book's rule is the default here."""
         if self.args.weight_decay_scope == "book":
             return [name for name, _ in model.named_parameters()]
         return super().get_decay_parameter_names(model)

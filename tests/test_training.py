@@ -1,0 +1,243 @@
+"""Finetuning through Trainer: the chapter's recipe end to end, its optimizer details, LoRA, DDP, the Hub push."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score
+from transformers import AutoModelForSequenceClassification, HfArgumentParser
+
+from hf_spam import GPTForSequenceClassification
+from hf_spam.training import (
+    DataArguments,
+    ModelArguments,
+    SpamTrainer,
+    SpamTrainingArguments,
+    configure_trainable,
+    load_metric,
+    push_folder,
+    run,
+)
+from tests.helpers import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--weights",
+    "random",
+    "--config_overrides",
+    "n_layers=1,emb_dim=64,n_heads=2",
+    "--trainable_layers",
+    "all",
+    "--learning_rate",
+    "5e-4",
+]
+
+
+def parse(*argv: str):
+    return HfArgumentParser((ModelArguments, DataArguments, SpamTrainingArguments)).parse_args_into_dataclasses(args=list(argv))
+
+
+def test_defaults_are_the_books_recipe():
+    model_args, data_args, args = parse("--output_dir", "x")
+    assert (model_args.model_name_or_path, model_args.weights, model_args.trainable_layers) == ("gpt2-small", "pretrained", "last_block")
+    assert (args.learning_rate, args.weight_decay, args.num_train_epochs, args.per_device_train_batch_size, args.seed) == (
+        5e-5,
+        0.1,
+        5,
+        8,
+        123,
+    )
+    assert args.lr_scheduler_type == "constant" and args.max_grad_norm == 0 and args.dataloader_drop_last
+    assert data_args.padding == "longest_train"
+
+
+def test_weight_decay_reaches_the_same_parameters_as_the_books_adamw(tmp_path):
+    model = configure_trainable(GPTForSequenceClassification(tiny_config()), ModelArguments(trainable_layers="last_block"))
+    decayed = {}
+    for scope in ("book", "transformers"):
+        (args,) = HfArgumentParser(SpamTrainingArguments).parse_args_into_dataclasses(
+            args=["--output_dir", str(tmp_path), "--weight_decay_scope", scope, "--eval_strategy", "no"]
+        )
+        optimizer = SpamTrainer(model=model, args=args).create_optimizer()
+        names = {id(p): n for n, p in model.named_parameters()}
+        decayed[scope] = {names[id(p)] for group in optimizer.param_groups if group["weight_decay"] == 0.1 for p in group["params"]}
+    # the book: AdamW(model.parameters(), weight_decay=0.1) -> every parameter that gets a gradient is decayed
+    assert decayed["book"] == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "model.trf_blocks.1.norm1.scale" in decayed["book"] and "out_head.bias" in decayed["book"]
+    # transformers' name rules with the book's names: biases and final_norm are spared, norm1/norm2 are not
+    assert "out_head.bias" not in decayed["transformers"] and "model.final_norm.scale" not in decayed["transformers"]
+    assert "model.trf_blocks.1.norm1.scale" in decayed["transformers"]
+
+
+@pytest.mark.parametrize(
+    ("choice", "prefixes"),
+    [
+        ("last_layer", ("out_head.",)),
+        ("last_block", ("out_head.", "model.trf_blocks.1.", "model.final_norm.")),
+        ("last_two_blocks", ("out_head.", "model.trf_blocks.0.", "model.trf_blocks.1.", "model.final_norm.")),
+    ],
+)
+def test_trainable_layers_freeze_like_chapter_6(choice, prefixes):
+    model = configure_trainable(GPTForSequenceClassification(tiny_config()), ModelArguments(trainable_layers=choice))
+    for name, param in model.named_parameters():
+        assert param.requires_grad == name.startswith(prefixes), name
+
+
+def test_metric_module_agrees_with_scikit_learn():
+    rng = np.random.default_rng(0)
+    references, predictions = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    ours = load_metric().compute(predictions=predictions, references=references)
+    assert ours["accuracy"] == pytest.approx(np.mean(references == predictions))
+    assert ours["precision"] == pytest.approx(precision_score(references, predictions))
+    assert ours["recall"] == pytest.approx(recall_score(references, predictions))
+    assert ours["f1"] == pytest.approx(f1_score(references, predictions))
+    assert ours["confusion_matrix"] == confusion_matrix(references, predictions).tolist()
+    references, predictions = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
+    ours = load_metric().compute(predictions=predictions, references=references, num_labels=3)
+    assert ours["f1"] == pytest.approx(f1_score(references, predictions, average="macro"))
+
+
+@pytest.mark.slow
+def test_readme_command_trains_a_spam_classifier_from_scratch(tmp_path, sms_file):
+    """The README's offline run: 2-layer GPT from random weights, all layers, lr 5e-4, test accuracy >= 0.93."""
+    out = tmp_path / "out"
+    command = [sys.executable, "scripts/train.py", "--data_file", str(sms_file), "--weights", "random"]
+    command += [
+        "--config_overrides",
+        "n_layers=2,emb_dim=128,n_heads=2",
+        "--trainable_layers",
+        "all",
+        "--learning_rate",
+        "5e-4",
+        "--output_dir",
+        str(out),
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "all_results.json").read_text())
+    assert metrics["test_accuracy"] >= 0.93, metrics
+    assert {"train_accuracy", "eval_accuracy", "test_accuracy", "test_precision", "test_recall", "test_f1", "initial_eval_accuracy"} <= set(
+        metrics
+    )
+    for name in (
+        "loss.png",
+        "loss.pdf",
+        "accuracy.png",
+        "accuracy.pdf",
+        "README.md",
+        "modeling_gpt.py",
+        "tokenizer.json",
+        "model.safetensors",
+    ):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "ham", "1": "spam"}
+    card = (out / "README.md").read_text()
+    assert f"{metrics['test_accuracy'] * 100:.2f} %" in card
+
+    answer = subprocess.run(
+        [
+            sys.executable,
+            "scripts/classify.py",
+            str(out),
+            "--jsonl",
+            "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    reply = json.loads(answer.stdout.strip().splitlines()[-1])
+    assert reply["label"] in ("ham", "spam") and abs(sum(reply["scores"].values()) - 1) < 1e-5
+
+
+def test_same_seed_same_metrics_and_weights(tmp_path, sms_file):
+    results = []
+    for name in ("a", "b"):
+        results.append(
+            run(
+                *parse(
+                    "--data_file",
+                    str(sms_file),
+                    *TINY,
+                    "--max_steps",
+                    "12",
+                    "--initial_eval_batches",
+                    "1",
+                    "--output_dir",
+                    str(tmp_path / name),
+                )
+            )
+        )
+    timing = ("runtime", "per_second", "preparation_time")
+    results = [{k: v for k, v in r.items() if not k.endswith(timing)} for r in results]
+    assert results[0] == results[1] and "test_accuracy" in results[0]
+    weights = [load_file(tmp_path / name / "model.safetensors") for name in ("a", "b")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_lora_run_saves_a_merged_plain_model(tmp_path, sms_file):
+    argv = [
+        "--data_file",
+        str(sms_file),
+        "--weights",
+        "random",
+        "--config_overrides",
+        "n_layers=1,emb_dim=64,n_heads=2",
+        "--trainable_layers",
+        "lora",
+    ]
+    run(*parse(*argv, "--lora_rank", "4", "--max_steps", "4", "--initial_eval_batches", "0", "--output_dir", str(tmp_path)))
+    keys = load_file(tmp_path / "model.safetensors").keys()
+    assert not any("lora" in k or "base_layer" in k or "modules_to_save" in k for k in keys)
+    assert (
+        type(AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=True)).__name__
+        == "GPTForSequenceClassification"
+    )
+
+
+def test_push_to_hub_uploads_exactly_the_output_folder(tmp_path, monkeypatch):
+    calls = {}
+
+    class Repo:
+        repo_id = "someone/spam"
+
+    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda self, repo_id, **kw: calls.setdefault("create", repo_id) and Repo())
+    monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", lambda self, **kw: calls.setdefault("upload", kw))
+    assert push_folder(tmp_path, "someone/spam") == "someone/spam"
+    assert (
+        calls["create"] == "someone/spam"
+        and calls["upload"]["folder_path"] == str(tmp_path)
+        and calls["upload"]["repo_id"] == "someone/spam"
+    )
+
+
+@pytest.mark.slow
+def test_two_processes_train_on_different_data(tmp_path, sms_file):
+    """DDP on 2 CPU processes (gloo) via torchrun, the launcher accelerate uses under --multi_gpu."""
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "scripts/train.py",
+        "--data_file",
+        str(sms_file),
+        *TINY,
+    ]
+    command += ["--max_steps", "3", "--initial_eval_batches", "0", "--output_dir", str(out)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = [json.loads((out / f"data_seen_rank{rank}.json").read_text())["examples"] for rank in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 3 * 8
+    assert not set(seen[0]) & set(seen[1]), "both processes trained on the same examples"
+    assert AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).config.id2label == {0: "ham", 1: "spam"}
