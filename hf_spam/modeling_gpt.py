@@ -257,6 +257,34 @@ class GPTModel(GPTPreTrainedModel):
                 )
         return num_tokens
 
+    def embed(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, inputs_embeds: torch.Tensor | None = None):
+        """Token + position embeddings (after ``drop_emb``) and the SDPA mask every block uses.
+
+        ``attention_mask`` (1 = real token) masks pad keys and shifts positions under left padding.
+        """
+        num_tokens = self.check_inputs(input_ids, inputs_embeds)
+        x = self.tok_emb(input_ids) if inputs_embeds is None else inputs_embeds  # (b, T, emb_dim)
+        attn_mask = None if attention_mask is None else padding_attention_mask(attention_mask, self.config.causal)
+        if attn_mask is None:
+            positions = torch.arange(num_tokens, device=x.device)
+        else:  # left padding: real tokens count positions from their first real token, as if unpadded
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return self.drop_emb(x + self.pos_emb(positions)), attn_mask
+
+    def prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, depth: int) -> torch.Tensor:
+        """Embeddings and blocks ``[0, depth)``: the part of a partly frozen model whose output can be cached."""
+        x, attn_mask = self.embed(input_ids, attention_mask)
+        for block in self.trf_blocks[:depth]:
+            x = block(x, attn_mask)
+        return x
+
+    def suffix(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, depth: int) -> torch.Tensor:
+        """Blocks ``[depth, n_layers)`` and ``final_norm`` on :meth:`prefix`'s output: ``suffix(prefix(x)) == forward(x)``."""
+        attn_mask = None if attention_mask is None else padding_attention_mask(attention_mask, self.config.causal)
+        for block in self.trf_blocks[depth:]:
+            hidden = block(hidden, attn_mask)
+        return self.final_norm(hidden)
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -266,18 +294,10 @@ class GPTModel(GPTPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BaseModelOutput:
-        """``attention_mask`` (1 = real token) masks pad keys and shifts positions under left padding."""
+        """Hidden states after ``final_norm``, (b, T, emb_dim)."""
         if output_attentions:
             raise ValueError("output_attentions is not available: attention runs in fused SDPA kernels that do not return weights.")
-        num_tokens = self.check_inputs(input_ids, inputs_embeds)
-        x = self.tok_emb(input_ids) if inputs_embeds is None else inputs_embeds  # (b, T, emb_dim)
-        device = x.device
-        attn_mask = None if attention_mask is None else padding_attention_mask(attention_mask, self.config.causal)
-        if attn_mask is None:
-            positions = torch.arange(num_tokens, device=device)
-        else:  # left padding: real tokens count positions from their first real token, as if unpadded
-            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        x = self.drop_emb(x + self.pos_emb(positions))
+        x, attn_mask = self.embed(input_ids, attention_mask, inputs_embeds)
         hidden_states = [x] if output_hidden_states else None
         for block in self.trf_blocks:
             x = block(x, attn_mask)
@@ -409,15 +429,27 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput:
         """Logits (b, num_labels); with ``labels`` also the mean cross-entropy the book trains on."""
-        book_exact = self.config.pooling == "last"
-        outputs = self.model(input_ids, None if book_exact else attention_mask, inputs_embeds, output_attentions, output_hidden_states)
-        hidden = outputs.last_hidden_state
-        pooled = self.pool(hidden, self.real_tokens(input_ids, attention_mask, hidden))
-        logits = self.out_head(pooled)  # (b, num_labels)
+        outputs = self.model(input_ids, self.trunk_mask(attention_mask), inputs_embeds, output_attentions, output_hidden_states)
+        return self.head(outputs.last_hidden_state, input_ids, attention_mask, labels, outputs.hidden_states)
+
+    def trunk_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The mask the trunk sees: none for ``last`` pooling, where the book's model treats pads as tokens."""
+        return None if self.config.pooling == "last" else attention_mask
+
+    def head(
+        self,
+        hidden: torch.Tensor,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
+        hidden_states: tuple[torch.Tensor, ...] | None = None,
+    ) -> SequenceClassifierOutput:
+        """Pool the final hidden states (b, T, emb_dim), apply ``out_head``, add the loss when ``labels`` are given."""
+        logits = self.out_head(self.pool(hidden, self.real_tokens(input_ids, attention_mask, hidden)))  # (b, num_labels)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.float(), labels.to(logits.device).view(-1))
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def to_gpt2(self):
         """The same classifier as a stock ``GPT2ForSequenceClassification`` (see ``convert_gpt2``)."""

@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,8 +23,9 @@ from datasets import Dataset
 from huggingface_hub import HfApi
 from transformers import AutoConfig, EvalPrediction, Trainer, TrainingArguments, set_seed
 
+from .cached_trunk import ClassifierTop, cache_prefix, collate_cached, frozen_depth
 from .configuration_gpt import GPTConfig
-from .data import describe, load_sms_spam, load_text_classification, tokenize
+from .data import TokenizedData, describe, load_sms_spam, load_text_classification, tokenize
 from .modeling_gpt import GPTForSequenceClassification
 from .plots import plot_history
 from .tokenizer import gpt2_tokenizer, save_with_tokenizer
@@ -75,7 +78,11 @@ class DataArguments:
         default=False, metadata={"help": "Undersample --dataset_name's classes to the smallest (SMS is always balanced, as the book)."}
     )
     padding: str = field(
-        default="longest_train", metadata={"help": "Padding.", "choices": ["longest_train", "max_length", "dynamic", "none"]}
+        default="dynamic",
+        metadata={
+            "help": "dynamic: pad each batch; longest_train: the book's pad-to-longest (120).",
+            "choices": ["longest_train", "max_length", "dynamic", "none"],
+        },
     )
     max_length: int | None = field(default=None, metadata={"help": "Pad length for --padding max_length (default: context length)."})
     context_length: int | None = field(
@@ -115,6 +122,15 @@ class SpamTrainingArguments(TrainingArguments):
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing (the final model is always saved)."})
     dataloader_drop_last: bool = field(
         default=True, metadata={"help": "Drop the last incomplete training batch (book); evaluation never drops."}
+    )
+
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={"help": "group_by_length: batches of similar length (little padding); random: the book's shuffling."},
+    )
+    cache_frozen_trunk: bool = field(
+        default=True,
+        metadata={"help": "Run the frozen embeddings/blocks once and train the top on their cached output (exact; see cached_trunk)."},
     )
 
     def __post_init__(self) -> None:
@@ -261,6 +277,24 @@ def load_data(data_args: DataArguments):
     return load_sms_spam(data_args.data_file)
 
 
+def prepare_trainee(model: torch.nn.Module, data: TokenizedData, args: SpamTrainingArguments):
+    """(module Trainer trains, its splits, its collator): the classifier's top on a cached frozen prefix
+    when that is exact (see ``cached_trunk``), else the whole model on token ids."""
+    depth = frozen_depth(model) if args.cache_frozen_trunk and isinstance(model, GPTForSequenceClassification) else 0
+    if not depth:
+        logger.info("Training the whole model on token ids (nothing frozen to cache, or --cache_frozen_trunk false).")
+        return model, data.splits, data.collator
+    started = time.perf_counter()
+    cached = {name: cache_prefix(model, split, depth, args.per_device_eval_batch_size * 4) for name, split in data.splits.items()}
+    logger.info(
+        "Cached the frozen embeddings + %d blocks for %d examples in %.1f s.",
+        depth,
+        sum(map(len, cached.values())),
+        time.perf_counter() - started,
+    )
+    return ClassifierTop(model, depth), cached, functools.partial(collate_cached, pad_token_id=model.config.pad_token_id)
+
+
 def _first_batches(dataset: Dataset, batches: int, batch_size: int) -> Dataset:
     return dataset.select(range(min(len(dataset), batches * batch_size)))
 
@@ -278,23 +312,24 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Spa
     model = configure_trainable(model, model_args)
     trainable, total = count_parameters(model)
     logger.info("Trainable parameters: %s of %s (%s)", f"{trainable:,}", f"{total:,}", model_args.trainable_layers)
+    trainee, splits_in, collator = prepare_trainee(model, data, training_args)
 
     batch = training_args.per_device_eval_batch_size
     trainer = SpamTrainer(
-        model=model,
+        model=trainee,
         args=training_args,
-        train_dataset=data.splits["train"],
+        train_dataset=splits_in["train"],
         eval_dataset={
-            "validation": data.splits["validation"],
-            "train": _first_batches(data.splits["train"], data_args.train_eval_batches, batch),
+            "validation": splits_in["validation"],
+            "train": _first_batches(splits_in["train"], data_args.train_eval_batches, batch),
         },
-        data_collator=data.collator,
+        data_collator=collator,
         compute_metrics=make_compute_metrics(len(label_names)),
     )
     results: dict[str, float] = {}
     if data_args.initial_eval_batches:
         for split, prefix in (("train", "initial_train"), ("validation", "initial_eval"), ("test", "initial_test")):
-            subset = _first_batches(data.splits[split], data_args.initial_eval_batches, batch)
+            subset = _first_batches(splits_in[split], data_args.initial_eval_batches, batch)
             results.update(trainer.evaluate(subset, metric_key_prefix=prefix))
         trainer.log_metrics("initial", {k: v for k, v in results.items() if k.endswith(("accuracy", "loss"))})
 
@@ -302,8 +337,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Spa
     results.update({k: v for k, v in train_result.metrics.items() if k != "train_loss"})
     results["train_running_loss"] = train_result.metrics["train_loss"]
     for split, prefix in (("train", "train"), ("validation", "eval"), ("test", "test")):
-        results.update(trainer.evaluate(data.splits[split], metric_key_prefix=prefix))
-    results["test_confusion_matrix"] = confusion_matrix(trainer, data.splits["test"], len(label_names))
+        results.update(trainer.evaluate(splits_in[split], metric_key_prefix=prefix))
+    results["test_confusion_matrix"] = confusion_matrix(trainer, splits_in["test"], len(label_names))
     trainer.log_metrics(
         "final",
         {k: v for k, v in results.items() if k.split("_", 1)[0] in ("train", "eval", "test") and k.endswith(("accuracy", "loss", "f1"))},

@@ -54,7 +54,7 @@ def test_defaults_are_the_books_recipe():
         123,
     )
     assert args.lr_scheduler_type == "constant" and args.max_grad_norm == 0 and args.dataloader_drop_last
-    assert data_args.padding == "longest_train"
+    assert data_args.padding == "dynamic" and args.train_sampling_strategy == "group_by_length" and args.cache_frozen_trunk
 
 
 def test_weight_decay_reaches_the_same_parameters_as_the_books_adamw(tmp_path):

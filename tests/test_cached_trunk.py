@@ -1,0 +1,74 @@
+"""Training on the cached frozen prefix must be the same computation as training the whole model."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from hf_spam import GPTForSequenceClassification
+from hf_spam.cached_trunk import ClassifierTop, cache_prefix, collate_cached, frozen_depth
+from hf_spam.data import load_sms_spam, tokenize
+from hf_spam.training import ModelArguments, configure_trainable
+from tests.helpers import tiny_config
+from tests.test_training import parse
+
+
+@pytest.fixture(scope="module")
+def sms_splits(sms_file):
+    return load_sms_spam(sms_file)
+
+
+def grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize(("pooling", "padding"), [("last_non_pad", "dynamic"), ("last", "longest_train"), ("mean", "dynamic")])
+def test_cached_top_gives_the_same_loss_and_gradients(sms_splits, pooling, padding):
+    torch.manual_seed(0)
+    model = configure_trainable(
+        GPTForSequenceClassification(tiny_config(n_layers=3, pooling=pooling, context_length=128)), ModelArguments()
+    )
+    depth = frozen_depth(model)
+    assert depth == 2
+    data = tokenize(sms_splits, padding, context_length=128)
+    examples = data.splits["train"].select(range(8))
+    cached = cache_prefix(model, examples, depth, batch_size=3)  # other batches than the one trained on
+    batch = collate_cached([cached[i] for i in range(8)], pad_token_id=50256)
+
+    model.train()
+    full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    full.loss.backward()
+    expected = grads(model)
+    model.zero_grad()
+    top = ClassifierTop(model, depth)(**batch)
+    top.loss.backward()
+    got = grads(model)
+
+    torch.testing.assert_close(top.logits, full.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(top.loss, full.loss, atol=1e-6, rtol=1e-6)
+    assert expected.keys() == got.keys() and all(n.startswith(("out_head", "model.trf_blocks.2", "model.final_norm")) for n in got)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=1e-4)
+
+
+def test_nothing_is_cached_when_it_would_not_be_exact():
+    assert frozen_depth(configure_trainable(GPTForSequenceClassification(tiny_config()), ModelArguments(trainable_layers="all"))) == 0
+    assert frozen_depth(configure_trainable(GPTForSequenceClassification(tiny_config(drop_rate=0.1)), ModelArguments())) == 0
+    assert (
+        frozen_depth(configure_trainable(GPTForSequenceClassification(tiny_config()), ModelArguments(trainable_layers="last_layer"))) == 2
+    )
+
+
+def test_saved_model_reproduces_the_accuracy_measured_on_the_cache(tmp_path, sms_file, sms_splits):
+    argv = ["--data_file", str(sms_file), "--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2"]
+    from hf_spam.training import run
+
+    results = run(*parse(*argv, "--num_train_epochs", "1", "--initial_eval_batches", "0", "--output_dir", str(tmp_path)))
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    test = tokenize(sms_splits, "longest_train", context_length=model.config.context_length).splits["test"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor(test["input_ids"]), attention_mask=torch.tensor(test["attention_mask"])).logits
+    accuracy = (logits.argmax(-1) == torch.tensor(test["label"])).sum().item() / len(test)
+    assert accuracy == pytest.approx(results["test_accuracy"], abs=1e-9)
+    assert json.loads((tmp_path / "all_results.json").read_text())["test_accuracy"] == results["test_accuracy"]
