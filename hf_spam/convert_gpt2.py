@@ -126,7 +126,13 @@ def load_gpt2_checkpoint(name_or_path: str | os.PathLike, config_class: type, ov
             source = str(GPT2_PRESETS[resolve_preset(source)]["hub_id"])
         except ValueError:
             pass  # not a preset name: a Hub id
-    gpt2_config = AutoConfig.from_pretrained(source)
+    try:
+        gpt2_config = AutoConfig.from_pretrained(source)
+    except OSError as error:
+        raise OSError(
+            f"Could not load GPT-2 weights {source!r} ({error}). Offline, pass a local transformers GPT-2 folder, "
+            "or put the checkpoint in the Hugging Face cache and set HF_HUB_OFFLINE=1."
+        ) from error
     check_gpt2_config(gpt2_config, source)
     config = book_config_from_gpt2(gpt2_config, config_class, overrides, head)
     if head == "classifier" and "GPT2ForSequenceClassification" in (gpt2_config.architectures or []):

@@ -73,26 +73,43 @@ def read_sms_spam_bytes(data_file: str | os.PathLike) -> tuple[bytes, str]:
 
 
 def check_sms_lines(raw: bytes, name: str) -> str:
-    """Decode and validate every line, naming the first bad one; return the text.
+    """Decode and validate every line, naming the first bad one; return the text with LF line endings.
 
     Checked per physical line, before pandas' quote handling can merge lines: a label, a tab, a
-    non-empty message, UTF-8 throughout.
+    non-empty message, UTF-8 throughout. A UTF-8 byte-order mark and CRLF/CR line endings are
+    accepted and reported; blank lines are skipped (as pandas does) and counted.
     """
+    if raw.startswith(b"\xef\xbb\xbf"):
+        logger.warning("%s: removed a UTF-8 byte-order mark at the start of the file.", name)
+        raw = raw[3:]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise DataError(f"{name} line {line}: byte {raw[error.start]:#04x} is not UTF-8; re-save the file as UTF-8.") from error
-    for number, line in enumerate(text.splitlines(), start=1):
+    if "\r" in text:
+        logger.warning("%s: %d CRLF and %d CR line endings read as LF.", name, text.count("\r\n"), text.count("\r") - text.count("\r\n"))
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline
+    blank = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            blank += 1
+            continue
         label, tab, message = line.partition("\t")
         if not tab:
             raise DataError(
                 f"{name} line {number}: no tab; every line must be 'ham<TAB>message' or 'spam<TAB>message' (got {line[:60]!r})."
             )
         if label not in SMS_LABELS:
-            raise DataError(f"{name} line {number}: unknown label {label!r}; expected 'ham' or 'spam'.")
+            hint = " If this is a header row, remove it: the file has none." if number == 1 else ""
+            raise DataError(f"{name} line {number}: unknown label {label!r}; expected 'ham' or 'spam'.{hint}")
         if not message.strip():
             raise DataError(f"{name} line {number}: empty message; remove the line or give it a text.")
+    if blank:
+        logger.warning("%s: skipped %d blank lines.", name, blank)
     return text
 
 
@@ -103,7 +120,7 @@ def parse_sms_spam(text: str, name: str) -> pd.DataFrame:
     following lines (5,574 lines -> 5,572 rows, the book's numbers); that is kept, and reported.
     """
     frame = pd.read_csv(io.StringIO(text), sep="\t", header=None, names=["Label", "Text"])
-    lines = len(text.splitlines())
+    lines = sum(1 for line in text.split("\n") if line.strip())
     if len(frame) != lines:
         logger.warning(
             "%s: pandas' default quoting (the book's read_csv call) joined %d of %d lines into neighbouring messages, giving %d messages.",
@@ -214,6 +231,9 @@ def load_text_classification(
 ) -> DatasetDict:
     """A Hub dataset id or local CSV/TSV/JSON(L)/Parquet file(s) as ``text``/``label`` splits.
 
+    A local folder holding ``train.*`` (and optionally ``validation.*``, ``test.*``) gives those splits;
+    any other files are read as one training set.
+
     String labels become a ``ClassLabel`` (names sorted), whose names flow into the model's
     ``id2label``. Missing splits are made with the book's procedure: no splits at all -> 70/10/20; a
     train split without validation -> validation cut from train.
@@ -233,6 +253,12 @@ def load_text_classification(
     loaded = _as_class_labels(loaded, str(path_or_id))
     for split_name, split in loaded.items():
         _check_rows(split, f"{path_or_id} ({split_name} split)")
+    train_labels = set(loaded["train"]["label"]) if "train" in loaded else set()
+    names = next(iter(loaded.values())).features["label"].names
+    for split_name, split in loaded.items():
+        unseen = sorted(set(split["label"]) - train_labels) if split_name != "train" and train_labels else []
+        if unseen:
+            logger.warning("%s: the %s split has classes with no training example: %s.", path_or_id, split_name, [names[i] for i in unseen])
     if "train" not in loaded:
         if len(loaded) != 1:
             raise DataError(f"{path_or_id} has splits {list(loaded)} but no 'train'.")
@@ -257,9 +283,11 @@ def _load_any(path_or_id: str | os.PathLike, config_name: str | None) -> Dataset
         if len(suffixes) != 1:
             raise DataError(f"{path}: expected files of one of {sorted(LOCAL_FORMATS)}, found {sorted(f.name for f in files)[:10]}.")
         suffix = suffixes.pop()
-        data_files = [str(f) for f in files if f.suffix.lower() == suffix]
+        data_files = [f for f in files if f.suffix.lower() == suffix]
+        by_split = {f.stem: str(f) for f in data_files}
+        named = set(by_split) <= {"train", "validation", "test"} and "train" in by_split
         kwargs = {"sep": "\t"} if suffix == ".tsv" else {}
-        return load_dataset(LOCAL_FORMATS[suffix], data_files={"train": data_files}, **kwargs)
+        return load_dataset(LOCAL_FORMATS[suffix], data_files=by_split if named else {"train": [str(f) for f in data_files]}, **kwargs)
     try:
         return load_dataset(str(path_or_id), config_name)
     except Exception as error:
@@ -379,6 +407,21 @@ def describe(splits: DatasetDict, tokenized: TokenizedData | None = None, batch_
             )
             row += f", longest {max(lengths)} tokens, truncated {tokenized.truncated.get(name, 0)}"
         lines.append(row + (" (drop_last)" if drop_last else ""))
+    lines.append(duplicate_report(splits))
     if tokenized is not None:
         lines.append(f"padding: {tokenized.padding}" + (f" to {tokenized.max_length} tokens" if tokenized.max_length else ""))
     return "\n".join(lines)
+
+
+def duplicate_report(splits: DatasetDict) -> str:
+    """Repeated texts are kept (as the book keeps them); say how many, and how many cross splits."""
+    texts = {name: split["text"] for name, split in splits.items()}
+    within = {name: len(values) - len(set(values)) for name, values in texts.items()}
+    train = set(texts.get("train", []))
+    leaked = {name: sum(t in train for t in set(values)) for name, values in texts.items() if name != "train"}
+    return (
+        "duplicate texts kept (as the book does): "
+        + ", ".join(f"{name} {count} repeats" for name, count in within.items())
+        + "; also in train: "
+        + ", ".join(f"{name} {count}" for name, count in leaked.items())
+    )

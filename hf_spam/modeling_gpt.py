@@ -243,6 +243,8 @@ class GPTModel(GPTPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         num_tokens = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if num_tokens == 0:
+            raise ValueError("The input has no tokens (an empty text?); give every sequence at least one token, e.g. <|endoftext|>.")
         if num_tokens > self.config.context_length:
             raise ValueError(
                 f"Sequence length {num_tokens} exceeds context_length {self.config.context_length}; "

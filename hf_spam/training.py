@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 from huggingface_hub import HfApi
+from safetensors import safe_open
 from transformers import AutoConfig, EvalPrediction, Trainer, TrainingArguments, set_seed
 
 from .cached_trunk import ClassifierTop, cache_prefix, collate_cached, frozen_depth
@@ -277,6 +278,52 @@ def load_data(data_args: DataArguments):
     return load_sms_spam(data_args.data_file)
 
 
+def checkpoint_problem(folder: Path, needs_optimizer: bool = True) -> str | None:
+    """Why ``folder`` cannot be resumed from (``None`` if it can). ``trainer_state.json`` is written
+    last, so a checkpoint killed while saving lacks it or has it truncated."""
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (saving was interrupted)"
+    try:
+        json.loads(state.read_text())
+    except ValueError:
+        return "trainer_state.json is truncated"
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        return "no model.safetensors"
+    try:
+        with safe_open(weights, framework="pt") as handle:
+            handle.keys()
+    except Exception as error:  # safetensors raises its own error types for bad headers
+        return f"model.safetensors is unreadable ({error})"
+    if needs_optimizer and not (folder / "optimizer.pt").is_file():
+        return "no optimizer.pt"
+    return None
+
+
+def resolve_checkpoint(resume: str | None, output_dir: Path, needs_optimizer: bool = True) -> str | None:
+    """``--resume_from_checkpoint``: a checkpoint folder, or ``last`` for the newest complete one in
+    ``output_dir``. Incomplete checkpoints are skipped with a message, never loaded."""
+    if resume is None:
+        return None
+    if resume != "last":
+        problem = checkpoint_problem(Path(resume), needs_optimizer)
+        if problem:
+            raise ValueError(f"Cannot resume from {resume}: {problem}. Pass --resume_from_checkpoint last to use the newest complete one.")
+        return resume
+    candidates = sorted(
+        output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1, reverse=True
+    )
+    for folder in candidates:
+        problem = checkpoint_problem(folder, needs_optimizer)
+        if problem is None:
+            logger.info("Resuming from %s.", folder)
+            return str(folder)
+        logger.warning("Skipping %s: %s.", folder, problem)
+    logger.warning("No complete checkpoint in %s; training from the start.", output_dir)
+    return None
+
+
 def prepare_trainee(model: torch.nn.Module, data: TokenizedData, args: SpamTrainingArguments):
     """(module Trainer trains, its splits, its collator): the classifier's top on a cached frozen prefix
     when that is exact (see ``cached_trunk``), else the whole model on token ids."""
@@ -333,7 +380,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Spa
             results.update(trainer.evaluate(subset, metric_key_prefix=prefix))
         trainer.log_metrics("initial", {k: v for k, v in results.items() if k.endswith(("accuracy", "loss"))})
 
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    resume = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir, not training_args.save_only_model)
+    train_result = trainer.train(resume_from_checkpoint=resume)
     results.update({k: v for k, v in train_result.metrics.items() if k != "train_loss"})
     results["train_running_loss"] = train_result.metrics["train_loss"]
     for split, prefix in (("train", "train"), ("validation", "eval"), ("test", "test")):

@@ -9,15 +9,14 @@ import argparse
 import json
 import sys
 
-from hf_spam.inference import classify, load_classifier
+from hf_spam.inference import classify, load_classifier, read_text_file
 
 
 def read_texts(args: argparse.Namespace) -> list[str]:
     if args.texts:
         return args.texts
     if args.file:
-        with open(args.file, encoding="utf-8", errors="replace") as handle:
-            return handle.read().splitlines()
+        return read_text_file(args.file)
     return sys.stdin.read().splitlines()
 
 

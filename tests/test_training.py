@@ -241,3 +241,29 @@ def test_two_processes_train_on_different_data(tmp_path, sms_file):
     assert len(seen[0]) == len(seen[1]) == 3 * 8
     assert not set(seen[0]) & set(seen[1]), "both processes trained on the same examples"
     assert AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).config.id2label == {0: "ham", 1: "spam"}
+
+
+def test_classify_matches_the_pipeline(tmp_path):
+    from transformers import pipeline
+
+    from hf_spam import save_with_tokenizer
+    from hf_spam.inference import classify, load_classifier
+
+    torch.manual_seed(0)
+    for pooling in ("last_non_pad", "last"):
+        model = GPTForSequenceClassification(tiny_config(pooling=pooling, id2label={0: "ham", 1: "spam"}))
+        model.config.padded_length = 24
+        save_with_tokenizer(model, tmp_path / pooling)
+        texts = ["Free entry in 2 a wkly comp", "Ok lar", "<|endoftext|>", "Sorry, I'll call later " * 3, "Win cash now!!! " * 20]
+        ours = classify(load_classifier(tmp_path / pooling), texts, batch_size=2)
+        reference = pipeline("text-classification", model=str(tmp_path / pooling), trust_remote_code=True, top_k=None)
+        kwargs = (
+            {"truncation": True, "padding": "max_length", "max_length": 24} if pooling == "last" else {"truncation": True, "max_length": 32}
+        )
+        for mine, theirs in zip(ours, reference(texts, batch_size=1, **kwargs), strict=True):
+            for entry in theirs:
+                assert mine["scores"][entry["label"]] == pytest.approx(entry["score"], abs=1e-5)
+        empty = classify(load_classifier(tmp_path / pooling), [""])[0]["scores"]  # read as <|endoftext|>
+        assert empty == pytest.approx(ours[2]["scores"], abs=1e-6)
+    with pytest.raises(ValueError, match="no tokens"):
+        model(torch.zeros(1, 0, dtype=torch.long))

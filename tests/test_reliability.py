@@ -1,0 +1,185 @@
+"""Bad inputs, interrupted training, unsafe files, no network: clear errors or stated handling, never a crash."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from hf_spam import GPTForSequenceClassification, save_with_tokenizer
+from hf_spam.data import DataError, describe, load_sms_spam, load_text_classification
+from hf_spam.inference import classify, load_classifier, read_text_file
+from hf_spam.training import resolve_checkpoint
+from tests.helpers import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_RUN = ["--weights", "random", "--config_overrides", "n_layers=1,emb_dim=32,n_heads=2", "--initial_eval_batches", "0"]
+
+
+@pytest.fixture(scope="module")
+def saved_classifier(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("classifier")
+    torch.manual_seed(0)
+    save_with_tokenizer(GPTForSequenceClassification(tiny_config(id2label={0: "ham", 1: "spam"})), folder)
+    return load_classifier(folder)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.text(max_size=400) | st.text(alphabet=st.characters(codec="utf-8"), min_size=200, max_size=3000), min_size=1, max_size=6)
+)
+def test_any_unicode_text_gets_a_label_and_probabilities_that_sum_to_one(saved_classifier, texts):
+    results = classify(saved_classifier, texts, batch_size=4)
+    assert len(results) == len(texts)
+    for result in results:
+        assert result["label"] in ("ham", "spam")
+        assert sum(result["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert 0.0 <= result["score"] <= 1.0
+
+
+def test_awkward_texts_and_wrong_types(saved_classifier, caplog):
+    texts = ["", "   \t\n", "\x00\x07\x1b[31m control", "🙂🚀👩‍👩‍👧", "مرحبا بالعالم", "你好，世界", "Win! " * 500]
+    with caplog.at_level(logging.WARNING):
+        results = classify(saved_classifier, texts)
+    assert [r["text"] for r in results] == texts
+    expected_tokens = len(saved_classifier.tokenizer(texts[6])["input_ids"])
+    assert f"Text 6 has {expected_tokens} tokens; only its first 32 are classified." in caplog.text
+    with pytest.raises(TypeError, match="Text 1 is NoneType, not str"):
+        classify(saved_classifier, ["fine", None])
+    with pytest.raises(TypeError, match="Text 0 is int"):
+        classify(saved_classifier, [42])
+
+
+def test_non_utf8_lines_in_a_text_file_are_replaced_and_reported(tmp_path, caplog):
+    (tmp_path / "texts.txt").write_bytes(b"hello\n\xff\xfe broken\r\nok \xef\xbf\xbd literal\n")
+    with caplog.at_level(logging.WARNING):
+        texts = read_text_file(tmp_path / "texts.txt")
+    assert texts == ["hello", "\ufffd\ufffd broken", "ok \ufffd literal"]
+    assert "lines [2] are not valid UTF-8" in caplog.text
+
+
+def test_another_vocabulary_is_refused(tmp_path):
+    save_with_tokenizer(GPTForSequenceClassification(tiny_config()), tmp_path)
+    words = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]").save_pretrained(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "[UNK]"}))
+    with pytest.raises(ValueError, match="is not GPT-2's 50257-token BPE"):
+        load_classifier(tmp_path)
+
+
+def test_corrupt_or_mismatched_checkpoints_fail_loudly(tmp_path):
+    save_with_tokenizer(GPTForSequenceClassification(tiny_config()), tmp_path)
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        GPTForSequenceClassification.from_pretrained(tmp_path, num_labels=3)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(Exception, match=r"(?i)safetensors|incomplete|deserializ|metadata"):
+        GPTForSequenceClassification.from_pretrained(tmp_path)
+
+
+def test_bom_crlf_blank_lines_header_and_duplicates(tmp_path, sms_file, caplog):
+    clean = sms_file.read_bytes()
+    (tmp_path / "windows").write_bytes(b"\xef\xbb\xbf" + clean.replace(b"\n", b"\r\n").replace(b"\r\nham", b"\r\n\r\nham", 3))
+    with caplog.at_level(logging.WARNING):
+        assert load_sms_spam(tmp_path / "windows")["test"]["text"] == load_sms_spam(sms_file)["test"]["text"]
+    assert "byte-order mark" in caplog.text and "5577 CRLF and 0 CR line endings" in caplog.text and "skipped 3 blank lines" in caplog.text
+    (tmp_path / "header").write_bytes(b"label\ttext\n" + clean)
+    with pytest.raises(DataError, match="line 1: unknown label 'label'.*header row"):
+        load_sms_spam(tmp_path / "header")
+    report = describe(load_sms_spam(sms_file))
+    assert "duplicate texts kept (as the book does): train " in report and "also in train: validation " in report
+
+
+def test_unseen_classes_and_empty_splits(tmp_path, caplog):
+    (tmp_path / "named").mkdir()
+    (tmp_path / "named" / "train.csv").write_text("text,label\n" + "".join(f"t{i},a\nu{i},b\n" for i in range(10)))
+    (tmp_path / "named" / "test.csv").write_text("text,label\nx,a\ny,c\n")
+    with caplog.at_level(logging.WARNING):
+        splits = load_text_classification(tmp_path / "named")
+    assert "the test split has classes with no training example: ['c']" in caplog.text
+    assert splits["train"].features["label"].names == ["a", "b", "c"] and len(splits["test"]) == 2 and len(splits["validation"]) == 3
+    (tmp_path / "few.csv").write_text("text,label\na,x\nb,y\nc,x\n")
+    with pytest.raises(DataError, match="The validation split is empty"):
+        load_text_classification(tmp_path / "few.csv")
+
+
+def test_offline_hub_error_says_what_to_do(tmp_path):
+    script = "from hf_spam import GPTForCausalLM; GPTForCausalLM.from_gpt2('gpt2-medium')"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert (
+        "Could not load GPT-2 weights 'openai-community/gpt2-medium'" in result.stderr
+        and "local transformers GPT-2 folder" in result.stderr
+    )
+
+
+def test_half_written_checkpoints_are_skipped(tmp_path, caplog):
+    for step, complete in ((10, True), (20, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"")
+        if complete:
+            from safetensors.torch import save_file
+
+            save_file({"w": torch.zeros(2)}, folder / "model.safetensors")
+            (folder / "optimizer.pt").write_bytes(b"x")
+            (folder / "trainer_state.json").write_text("{}")
+    with caplog.at_level(logging.WARNING):
+        assert resolve_checkpoint("last", tmp_path) == str(tmp_path / "checkpoint-10")
+    assert "Skipping" in caplog.text and "checkpoint-20: no trainer_state.json" in caplog.text
+    with pytest.raises(ValueError, match="Cannot resume from .*checkpoint-20: no trainer_state.json"):
+        resolve_checkpoint(str(tmp_path / "checkpoint-20"), tmp_path)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path, sms_file):
+    """SIGKILL after a checkpoint, resume with --resume_from_checkpoint last: bitwise the uninterrupted run."""
+    common = [sys.executable, "scripts/train.py", "--data_file", str(sms_file), *TINY_RUN, "--max_steps", "60"]
+    common += ["--save_strategy", "steps", "--save_steps", "20"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = subprocess.run(
+        [*common, "--output_dir", str(tmp_path / "whole")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        [*common, "--output_dir", str(interrupted)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 600
+    while not (interrupted / "checkpoint-20" / "trainer_state.json").is_file():
+        assert process.poll() is None and time.time() < deadline, "the run ended before writing checkpoint-20"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (interrupted / "all_results.json").exists(), "the run must have been killed before finishing"
+    resumed = subprocess.run(
+        [*common, "--output_dir", str(interrupted), "--resume_from_checkpoint", "last"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from" in resumed.stderr
+
+    whole, again = (load_file(folder / "model.safetensors") for folder in (tmp_path / "whole", interrupted))
+    assert whole.keys() == again.keys() and all(torch.equal(whole[k], again[k]) for k in whole)
+    timing = ("runtime", "per_second", "preparation_time")
+    metrics = [json.loads((folder / "all_results.json").read_text()) for folder in (tmp_path / "whole", interrupted)]
+    metrics = [{k: v for k, v in m.items() if not k.endswith(timing) and k != "train_running_loss"} for m in metrics]
+    assert metrics[0] == metrics[1]
