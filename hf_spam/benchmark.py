@@ -8,8 +8,8 @@ peak memory is its own, and the rounds alternate variants so machine noise does 
 The work unit: last block + final LayerNorm + head trainable, AdamW lr 5e-5 / weight decay 0.1,
 constant rate, batch 8, 5 epochs over the 1,045 training messages (650 steps, the last partial batch
 dropped), then accuracy on train, validation and test (1,494 messages). ``--quick`` times a fixed
-slice (20 steps; 320 messages through the cache/evaluation) and scales each phase linearly to the
-work unit: steps by 650/20, caching and evaluation by messages.
+slice (20 steps on 160 messages; 320 messages cached, 160 evaluated) and scales each phase linearly
+to the work unit: steps by 650/20, caching and evaluation by messages.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from .modeling_gpt import GPTForSequenceClassification
 
 FULL_STEPS = 5 * (1045 // 8)
 FULL_EXAMPLES = 1045 + 149 + 300
@@ -201,6 +203,78 @@ def time_inference(variant: str, checkpoint: str, data_file: str) -> dict:
     }
 
 
+def sweep(lengths: tuple[int, ...] = (32, 64, 120, 256), sizes: tuple[int, ...] = (1045, 10_000), reps: int = 3) -> list[dict]:
+    """How the work unit's cost grows with message length and training-set size.
+
+    Measures, at each padded length T (batch 8): one training step of hf_spam's cached top (last block
+    + head, AdamW), one training step of transformers' GPT-2 (full forward, last-block backward, AdamW),
+    one inference forward of each per message, and hf_spam's prefix cost per message. Then projects
+    5 epochs + evaluation of train/validation/test (splits 70/10/20) for each training-set size.
+    """
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from hf_spam import GPTConfig
+    from hf_spam.cached_trunk import ClassifierTop
+    from hf_spam.training import ModelArguments, configure_trainable
+
+    torch.manual_seed(0)
+    ours = configure_trainable(GPTForSequenceClassification(GPTConfig()), ModelArguments(trainable_layers="last_block"))
+    top = ClassifierTop(ours, ours.config.n_layers - 1)
+    theirs = GPT2ForSequenceClassification(GPT2Config(pad_token_id=50256))
+    for name, param in theirs.named_parameters():
+        param.requires_grad = name.startswith(("transformer.h.11.", "transformer.ln_f.", "score."))
+    optimizers = [torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=5e-5, weight_decay=0.1) for m in (top, theirs)]
+
+    def best(fn, *args) -> float:
+        fn(*args)
+        times = []
+        for _ in range(reps):
+            started = time.perf_counter()
+            fn(*args)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    def step(model, optimizer, inputs):
+        model(**inputs).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    rows = []
+    for length in lengths:
+        ids = torch.randint(0, 50000, (8, length))
+        labels = torch.randint(0, 2, (8,))
+        hidden = torch.randn(8, length, 768)
+        ours_step = best(step, top, optimizers[0], {"hidden_states": hidden, "input_ids": ids, "labels": labels})
+        theirs_step = best(step, theirs, optimizers[1], {"input_ids": ids, "labels": labels})
+        with torch.inference_mode():
+            prefix = best(ours.model.prefix, ids, None, ours.config.n_layers - 1) / 8
+            ours_eval = best(top, hidden, ids) / 8
+            theirs_eval = best(theirs, ids) / 8
+        for size in sizes:
+            total = round(size / 0.7)
+            steps = 5 * (size // 8)
+            ours_total = total * (prefix + ours_eval) + steps * ours_step
+            theirs_total = total * theirs_eval + steps * theirs_step
+            rows.append(
+                {
+                    "tokens": length,
+                    "train_messages": size,
+                    "hf_spam_s": ours_total,
+                    "transformers_s": theirs_total,
+                    "ratio": theirs_total / ours_total,
+                }
+            )
+    return rows
+
+
+def format_sweep(rows: list[dict]) -> str:
+    lines = ["| tokens per message | training messages | hf_spam s | transformers s | ratio |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {r['tokens']} | {r['train_messages']:,} | {r['hf_spam_s']:.0f} | {r['transformers_s']:.0f} | {r['ratio']:.1f} |" for r in rows
+    ]
+    return "\n".join(lines)
+
+
 def _worker(argv: list[str], env: dict) -> dict:
     out = subprocess.run([sys.executable, "-m", "hf_spam.benchmark", *argv], capture_output=True, text=True, env=env, check=False)
     if out.returncode:
@@ -214,9 +288,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="time a fixed slice and extrapolate (about 10 min on 2 CPU cores)")
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds of the three variants (default: 2 quick, 1 full)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--sweep", action="store_true", help="only the sweep over message length and training-set size (about 3 min)")
     parser.add_argument("--worker", choices=[*VARIANTS, *(f"infer_{v}" for v in VARIANTS)], help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.sweep:
+        rows = sweep()
+        print(format_sweep(rows))
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return {"sweep": rows}
     if args.worker:
         if args.worker.startswith("infer_"):
             print(json.dumps(time_inference(args.worker.removeprefix("infer_"), args.checkpoint, args.data_file)))

@@ -144,6 +144,7 @@ class GPTPreTrainedModel(PreTrainedModel):
     config_class = GPTConfig
     base_model_prefix = "model"
     _no_split_modules = ["TransformerBlock"]
+    _input_embed_layer = "tok_emb"  # transformers' embedding accessors find model.tok_emb by this name
     # Without this, Trainer would multiply the loss by the number of processes (DDP) and skip the
     # division by gradient-accumulation steps for models that accept loss kwargs.
     accepts_loss_kwargs = False
@@ -231,12 +232,6 @@ class GPTModel(GPTPreTrainedModel):
         self.trf_blocks = nn.Sequential(*[TransformerBlock(config) for _ in range(config.n_layers)])
         self.final_norm = LayerNorm(config.emb_dim)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.tok_emb
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.tok_emb = value
 
     def check_inputs(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> int:
         """Turn the silent failures (index errors, position overflow) into errors that say what to do."""
@@ -329,12 +324,6 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         self.post_init()
         self.generation_config.use_cache = False
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.tok_emb
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.tok_emb = value
-
     def get_output_embeddings(self) -> nn.Linear:
         return self.out_head
 
@@ -392,12 +381,6 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         self.model = GPTModel(config)
         self.out_head = nn.Linear(config.emb_dim, config.num_labels)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.tok_emb
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.tok_emb = value
 
     def real_tokens(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
         """(b, T) 1/0 mask of real tokens: ``attention_mask``, else ``input_ids != pad_token_id``, else all."""

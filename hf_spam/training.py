@@ -384,9 +384,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Spa
     train_result = trainer.train(resume_from_checkpoint=resume)
     results.update({k: v for k, v in train_result.metrics.items() if k != "train_loss"})
     results["train_running_loss"] = train_result.metrics["train_loss"]
-    for split, prefix in (("train", "train"), ("validation", "eval"), ("test", "test")):
+    for split, prefix in (("train", "train"), ("validation", "eval")):
         results.update(trainer.evaluate(splits_in[split], metric_key_prefix=prefix))
-    results["test_confusion_matrix"] = confusion_matrix(trainer, splits_in["test"], len(label_names))
+    test = trainer.predict(splits_in["test"], metric_key_prefix="test")  # one pass: metrics and confusion matrix
+    results.update(test.metrics)
+    matrix = load_metric().compute(predictions=test.predictions.argmax(-1), references=test.label_ids, num_labels=len(label_names))
+    results["test_confusion_matrix"] = matrix["confusion_matrix"]
     trainer.log_metrics(
         "final",
         {k: v for k, v in results.items() if k.split("_", 1)[0] in ("train", "eval", "test") and k.endswith(("accuracy", "loss", "f1"))},
@@ -409,13 +412,6 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Spa
     return results
 
 
-def confusion_matrix(trainer: Trainer, dataset: Dataset, num_labels: int) -> list[list[int]]:
-    prediction = trainer.predict(dataset, metric_key_prefix="confusion")
-    return load_metric().compute(predictions=prediction.predictions.argmax(-1), references=prediction.label_ids, num_labels=num_labels)[
-        "confusion_matrix"
-    ]
-
-
 def push_folder(folder: Path, repo_id: str, token: str | None = None, private: bool | None = None) -> str:
     """Upload exactly ``folder`` (weights, config, code, tokenizer, card, plots) to the Hub."""
     api = HfApi(token=token)
@@ -436,7 +432,7 @@ def write_model_card(output_dir: Path, model_args, data_args, training_args, res
         f"| {split} | {results.get(f'{prefix}_accuracy', float('nan')) * 100:.2f} % | {results.get(f'{prefix}_f1', float('nan')):.4f} | {results.get(f'{prefix}_loss', float('nan')):.4f} |"
         for split, prefix in (("train", "train"), ("validation", "eval"), ("test", "test"))
     )
-    recipe = {k: v for k, v in asdict(model_args).items()} | {k: v for k, v in asdict(data_args).items() if v is not None}
+    recipe = asdict(model_args) | {k: v for k, v in asdict(data_args).items() if v is not None}
     recipe |= {
         k: getattr(training_args, k)
         for k in ("learning_rate", "weight_decay", "weight_decay_scope", "num_train_epochs", "per_device_train_batch_size", "seed")
