@@ -58,6 +58,15 @@ def build_checkpoint(folder: Path, seed: int = 123) -> None:
     GPT2LMHeadModel(GPT2Config()).save_pretrained(folder)
 
 
+def _same_head(weight: torch.Tensor, bias: torch.Tensor | None = None, seed: int = 123) -> None:
+    """Every variant starts from the identical N(0, 0.02) head (and zero bias), so accuracies compare."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weight.copy_(torch.randn(weight.shape, generator=generator) * 0.02)
+        if bias is not None:
+            bias.zero_()
+
+
 def _slice(splits, quick: bool):
     from datasets import DatasetDict
 
@@ -105,7 +114,11 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool) -> d
     output_dir = tempfile.mkdtemp()
     timings: dict[str, float] = {}
     if variant == "transformers":
-        model = GPT2ForSequenceClassification.from_pretrained(checkpoint, num_labels=2, pad_token_id=50256)
+        # the book's recipe trains without dropout (GPT-2's config would add 0.1)
+        model = GPT2ForSequenceClassification.from_pretrained(
+            checkpoint, num_labels=2, pad_token_id=50256, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+        )
+        _same_head(model.score.weight)
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith(("transformer.h.11.", "transformer.ln_f.", "score."))
         args = _training_args(
@@ -115,9 +128,9 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool) -> d
         evaluated = data.splits
     else:
         model = GPTForSequenceClassification.from_gpt2(checkpoint, num_labels=2, pooling="last" if book else "last_non_pad")
+        _same_head(model.out_head.weight, model.out_head.bias)
         model = configure_trainable(model, ModelArguments(trainable_layers="last_block"))
-        extra = {"train_sampling_strategy": "random"} if book else {}
-        args = _training_args(output_dir, quick, **extra)
+        args = _training_args(output_dir, quick)
         cache_started = time.perf_counter()
         trainee, evaluated, collator = prepare_trainee(model, data, args)
         timings["cache"] = time.perf_counter() - cache_started
@@ -288,6 +301,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="time a fixed slice and extrapolate (about 10 min on 2 CPU cores)")
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds of the three variants (default: 2 quick, 1 full)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument(
+        "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="which training variants to time (transformers always)"
+    )
     parser.add_argument("--sweep", action="store_true", help="only the sweep over message length and training-set size (about 3 min)")
     parser.add_argument("--worker", choices=[*VARIANTS, *(f"infer_{v}" for v in VARIANTS)], help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
@@ -314,14 +330,15 @@ def orchestrate(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         build_checkpoint(Path(folder))
         common = ["--checkpoint", folder, "--data_file", args.data_file] + (["--quick"] if args.quick else [])
-        runs = {v: [] for v in VARIANTS}
+        runs = {v: [] for v in VARIANTS if v in args.variants or v == "transformers"}
         for _ in range(rounds):
-            for variant in VARIANTS:
+            for variant in runs:
                 runs[variant].append(_worker(["--worker", variant, *common], env))
         inference = {v: [] for v in ("hf_spam", "transformers")}
         for _ in range(max(rounds, 2)):
             for variant in inference:
                 inference[variant].append(_worker(["--worker", f"infer_{variant}", *common], env))
+    peak = max(peak, matmul_peak_flops())  # the machine's speed drifts: the higher peak gives the lower fraction
     results = summarize(runs, inference, peak, args.quick)
     print(format_table(results))
     if args.json:
@@ -358,7 +375,7 @@ def summarize(runs: dict, inference: dict, peak: float, quick: bool) -> dict:
         "variants": rows,
         "inference": infer,
         "train_speedup_vs_transformers": rows["hf_spam"]["speedup_vs_transformers"],
-        "book_exact_speedup_vs_transformers": rows["hf_spam_book"]["speedup_vs_transformers"],
+        "book_exact_speedup_vs_transformers": rows["hf_spam_book"]["speedup_vs_transformers"] if "hf_spam_book" in rows else None,
         "inference_speedup_vs_transformers": infer["hf_spam"]["messages_per_s"] / infer["transformers"]["messages_per_s"],
         "train_matmul_peak_fraction": rows["hf_spam"]["matmul_peak_fraction"],
     }
@@ -385,7 +402,7 @@ def format_table(results: dict) -> str:
         lines.append(f"| {label} | {row['messages_per_s']:.1f} | {row['peak_rss_mib']:.0f} |")
     lines.append("")
     lines.append(
-        f"train speedup {results['train_speedup_vs_transformers']:.2f}x, book-exact {results['book_exact_speedup_vs_transformers']:.2f}x, "
+        f"train speedup {results['train_speedup_vs_transformers']:.2f}x, "
         f"inference speedup {results['inference_speedup_vs_transformers']:.2f}x, training hot loop at {results['train_matmul_peak_fraction'] * 100:.0f} % of matmul peak"
     )
     return "\n".join(lines)

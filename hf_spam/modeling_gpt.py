@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -161,6 +162,16 @@ class GPTPreTrainedModel(PreTrainedModel):
         elif isinstance(module, LayerNorm):
             init.ones_(module.scale)
             init.zeros_(module.shift)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loader, with a damaged weights file named in the error."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:
+            raise OSError(
+                f"{pretrained_model_name_or_path}: model.safetensors is truncated or corrupt ({error}); re-download or re-save the model."
+            ) from error
 
     #: which head a converted checkpoint must provide: None (backbone), "lm" or "classifier"
     checkpoint_head: str | None = None
