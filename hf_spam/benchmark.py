@@ -103,7 +103,6 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool) -> d
     """One timed run of the work unit (or its quick slice) in this process."""
     from transformers import GPT2ForSequenceClassification
 
-    from hf_spam import GPTForSequenceClassification
     from hf_spam.data import load_sms_spam, tokenize
     from hf_spam.training import ModelArguments, SpamTrainer, configure_trainable, make_compute_metrics, prepare_trainee
 
@@ -192,7 +191,7 @@ def time_inference(variant: str, checkpoint: str, data_file: str) -> dict:
     """Classify the 300 test messages: hf_spam's batched predictor vs transformers' pipeline."""
     from transformers import GPT2ForSequenceClassification, pipeline
 
-    from hf_spam import GPTForSequenceClassification, gpt2_tokenizer
+    from hf_spam import gpt2_tokenizer
     from hf_spam.data import load_sms_spam
     from hf_spam.inference import predict_proba
 
