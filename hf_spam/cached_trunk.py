@@ -3,19 +3,23 @@
 Chapter 6 freezes everything below the last block. With no dropout in that frozen prefix its output
 is a fixed function of the input, so computing it every step of every epoch (as the book and a
 plain ``Trainer`` do) repeats the same work five times. Here the prefix runs once per example under
-``inference_mode``; training and evaluation then run only blocks ``[depth:]``, ``final_norm`` and
-the head. The result is the same computation (a test checks loss and gradients against the
-uncached model on the same batch); only the order of floating-point work differs.
+``inference_mode``; training and evaluation then feed the cached states to the classifier's own
+``forward(prefix_hidden_states=..., prefix_depth=...)``, which runs only blocks ``[depth:]``,
+``final_norm`` and the head. ``Trainer`` therefore always holds the real classifier: its checkpoints
+are complete models, and a run can resume a checkpoint of an uncached run and vice versa. The result
+is the same computation (a test checks loss and gradients against the uncached model on the same
+batch); only the order of floating-point work differs.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
+from collections.abc import Callable
 
 import torch
 from datasets import Dataset
-from torch import nn
-from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .modeling_gpt import GPTForSequenceClassification
 
@@ -39,17 +43,20 @@ def frozen_depth(model: GPTForSequenceClassification) -> int:
 
 
 class CachedPrefix(torch.utils.data.Dataset):
-    """One example per item: the prefix's hidden states for its tokens, plus ids, mask and label."""
+    """One example per item: the prefix's hidden states for its tokens (after ``depth`` blocks), plus ids, mask and label."""
 
-    def __init__(self, hidden: list[torch.Tensor], input_ids: list[list[int]], attention_mask: list[list[int]], labels: list[int]) -> None:
-        self.hidden, self.input_ids, self.attention_mask, self.labels = hidden, input_ids, attention_mask, labels
+    def __init__(
+        self, hidden: list[torch.Tensor], input_ids: list[list[int]], attention_mask: list[list[int]], labels: list[int], depth: int
+    ) -> None:
+        self.hidden, self.input_ids, self.attention_mask, self.labels, self.depth = hidden, input_ids, attention_mask, labels, depth
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> dict:
         return {
-            "hidden_states": self.hidden[index],
+            "prefix_hidden_states": self.hidden[index],
+            "prefix_depth": self.depth,
             "input_ids": self.input_ids[index],  # also gives Trainer's length-grouped sampler its lengths
             "attention_mask": self.attention_mask[index],
             "labels": self.labels[index],
@@ -57,7 +64,8 @@ class CachedPrefix(torch.utils.data.Dataset):
 
     def select(self, indices) -> CachedPrefix:
         indices = list(indices)
-        return CachedPrefix(*([column[i] for i in indices] for column in (self.hidden, self.input_ids, self.attention_mask, self.labels)))
+        columns = (self.hidden, self.input_ids, self.attention_mask, self.labels)
+        return CachedPrefix(*([column[i] for i in indices] for column in columns), self.depth)
 
 
 def pad_ids(features: list[dict], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,11 +83,13 @@ def pad_ids(features: list[dict], pad_token_id: int) -> tuple[torch.Tensor, torc
 def collate_cached(features: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
     """A batch of cached examples, right-padded; pad hidden states are zeros (causal attention never reads them)."""
     input_ids, attention_mask = pad_ids(features, pad_token_id)
-    hidden = torch.zeros(*input_ids.shape, features[0]["hidden_states"].shape[-1], dtype=features[0]["hidden_states"].dtype)
+    first = features[0]["prefix_hidden_states"]
+    hidden = torch.zeros(*input_ids.shape, first.shape[-1], dtype=first.dtype)
     for row, feature in enumerate(features):
-        hidden[row, : len(feature["input_ids"])] = feature["hidden_states"]
+        hidden[row, : len(feature["input_ids"])] = feature["prefix_hidden_states"]
     return {
-        "hidden_states": hidden,
+        "prefix_hidden_states": hidden,
+        "prefix_depth": features[0]["prefix_depth"],
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "labels": torch.tensor([f["labels"] for f in features]),
@@ -108,28 +118,21 @@ def cache_prefix(model: GPTForSequenceClassification, dataset: Dataset, depth: i
         for offset, i in enumerate(rows):
             hidden[i] = out[offset, : len(input_ids[i])].clone()
     model.train(was_training)
-    return CachedPrefix(hidden, input_ids, attention_mask, labels)
+    return CachedPrefix(hidden, input_ids, attention_mask, labels, depth)
 
 
-class ClassifierTop(nn.Module):
-    """The trainable top of a classifier (blocks ``[depth:]``, ``final_norm``, ``out_head``) on cached inputs.
-
-    It holds the classifier itself, so training it trains the classifier's own parameters in place.
-    """
-
-    def __init__(self, classifier: GPTForSequenceClassification, depth: int) -> None:
-        super().__init__()
-        self.classifier = classifier
-        self.depth = depth
-        self.config = classifier.config
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> SequenceClassifierOutput:
-        top = self.classifier
-        hidden = top.model.suffix(hidden_states, top.trunk_mask(attention_mask), self.depth)
-        return top.head(hidden, input_ids, attention_mask, labels)
+def cached_splits(model: GPTForSequenceClassification, data, batch_size: int = 32) -> tuple[dict[str, CachedPrefix], Callable] | None:
+    """Every split of ``data`` (a ``TokenizedData``) as cached prefixes, with their collator; ``None``
+    when nothing can be cached exactly (see :func:`frozen_depth`)."""
+    depth = frozen_depth(model) if isinstance(model, GPTForSequenceClassification) else 0
+    if not depth:
+        return None
+    started = time.perf_counter()
+    cached = {name: cache_prefix(model, split, depth, batch_size) for name, split in data.splits.items()}
+    logger.info(
+        "Cached the frozen embeddings + %d blocks for %d examples in %.1f s.",
+        depth,
+        sum(map(len, cached.values())),
+        time.perf_counter() - started,
+    )
+    return cached, functools.partial(collate_cached, pad_token_id=model.config.pad_token_id)

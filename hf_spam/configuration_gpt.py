@@ -53,6 +53,10 @@ class GPTConfig(PretrainedConfig):
         pooling: which token's output the classifier reads: ``last_non_pad`` (last real token by
             ``attention_mask``, else by ``pad_token_id``), ``last`` (position -1, exactly the book,
             pads included), ``first`` (exercise 6.3) or ``mean`` (mean over real tokens).
+        padded_length: for ``pooling="last"`` models trained on fixed-length padding (the book pads
+            every message to the longest training message): that length. The classifier then pads
+            (or cuts) every input to it before reading position -1, so ``pipeline``, ``classify.py``
+            and a plain forward see exactly what training saw. ``None``: inputs are used as given.
         tie_word_embeddings: share ``out_head`` with ``tok_emb`` in the causal LM, as GPT-2 does.
         initializer_range: std of the normal init of fresh weights (GPT-2: 0.02).
     """
@@ -77,6 +81,7 @@ class GPTConfig(PretrainedConfig):
         qkv_bias: bool = True,
         causal: bool = True,
         pooling: str = "last_non_pad",
+        padded_length: int | None = None,
         tie_word_embeddings: bool = True,
         initializer_range: float = 0.02,
         pad_token_id: int | None = 50256,
@@ -93,6 +98,7 @@ class GPTConfig(PretrainedConfig):
         self.qkv_bias = qkv_bias
         self.causal = causal
         self.pooling = pooling
+        self.padded_length = padded_length
         self.tie_word_embeddings = tie_word_embeddings
         self.initializer_range = initializer_range
         super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
@@ -110,6 +116,8 @@ class GPTConfig(PretrainedConfig):
             raise ValueError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate!r}.")
         if self.pooling not in POOLINGS:
             raise ValueError(f"GPTConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}.")
+        if self.padded_length is not None and not (isinstance(self.padded_length, int) and 0 < self.padded_length <= self.context_length):
+            raise ValueError(f"GPTConfig.padded_length must be in [1, context_length={self.context_length}], got {self.padded_length!r}.")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"GPTConfig.pad_token_id {self.pad_token_id} is outside the vocabulary (size {self.vocab_size}).")
 

@@ -9,13 +9,14 @@ runs the book's pandas code as the reference).
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import logging
 import os
 import zipfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -217,113 +218,375 @@ def split_like_the_book(dataset: Dataset, train_frac: float = 0.7, validation_fr
 # ---------------------------------------------------------------------------------------------
 # Any other text-classification data
 
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "eval": "validation",
+    "test": "test",
+}
+INVALID_ROWS = ("error", "drop")
+
+
+@dataclass
+class ClassificationData:
+    """Labelled ``text``/``label`` splits and where each came from.
+
+    ``origin`` says per split whether it is the user's (``"user: train.csv"``) or was cut with the
+    book's procedure (``"cut from train"``); ``dropped`` lists per split the rows left out by
+    ``invalid_rows="drop"`` (as the user's editor numbers them); ``source`` names the data for the
+    model card (a Hub id or file names, never a relative path).
+    """
+
+    splits: DatasetDict
+    source: str
+    origin: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, list[str]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [f"{name}: {len(split)} rows ({self.origin.get(name, 'given')})" for name, split in self.splits.items()]
+        for name, rows in self.dropped.items():
+            if rows:
+                lines.append(f"{name}: dropped {len(rows)} invalid rows ({', '.join(rows[:5])}{', ...' if len(rows) > 5 else ''})")
+        return "\n".join(lines)
+
+
+@dataclass
+class _RawSplit:
+    """One split as read, before renaming: the dataset plus how to name its rows in messages."""
+
+    dataset: Dataset
+    where: str  # "train.csv" or "imdb (test split)"
+    row_names: list[str] | None = None  # per row, e.g. "line 7"; None: "row <index>"
+
+    def row_name(self, index: int) -> str:
+        return self.row_names[index] if self.row_names is not None else f"row {index}"
+
 
 def load_text_classification(
-    path_or_id: str | os.PathLike,
+    path_or_id: str | os.PathLike | None = None,
     *,
+    train_file: str | os.PathLike | None = None,
+    validation_file: str | os.PathLike | None = None,
+    test_file: str | os.PathLike | None = None,
     text_column: str = "text",
     label_column: str = "label",
     config_name: str | None = None,
+    splits: list[str] | None = None,
+    label_names: list[str] | None = None,
+    invalid_rows: str = "error",
+    encoding: str = "utf-8",
+    allow_unseen_labels: bool = False,
     balance: bool = False,
     seed: int = 123,
     train_frac: float = 0.7,
     validation_frac: float = 0.1,
-) -> DatasetDict:
-    """A Hub dataset id or local CSV/TSV/JSON(L)/Parquet file(s) as ``text``/``label`` splits.
+) -> ClassificationData:
+    """Text-classification data from a Hub dataset, a folder, one file, or one file per split.
 
-    A local folder holding ``train.*`` (and optionally ``validation.*``, ``test.*``) gives those splits;
-    any other files are read as one training set.
+    The user's splits are kept as given (``train_file``/``validation_file``/``test_file``, a folder's
+    ``train``/``validation``/``test`` files under their usual names, a Hub dataset's splits); only a
+    missing split is cut, with the book's procedure (a ``RandomState(seed)`` shuffle, then a cut),
+    and from the training data only, so a user's test rows never reach training. A single file is
+    split 70/10/20 as the book does.
 
-    String labels become a ``ClassLabel`` (names sorted), whose names flow into the model's
-    ``id2label``. Missing splits are made with the book's procedure: no splits at all -> 70/10/20; a
-    train split without validation -> validation cut from train.
+    Texts are always read as strings (a column of numbers or codes stays text); labels may be strings
+    (class names, sorted) or integers (named by ``label_names``). Rows with an empty text or a missing
+    label stop the load with the file and the line the user's editor shows, unless
+    ``invalid_rows="drop"``, which drops and reports them. ``balance`` undersamples the training data
+    only (before cutting, when the other splits are cut from it, as the book).
     """
-    loaded = _load_any(path_or_id, config_name)
-    for split_name, split in loaded.items():
-        for column in (text_column, label_column):
-            if column not in split.column_names:
-                raise DataError(
-                    f"{path_or_id} ({split_name} split) has no column {column!r}; its columns are {split.column_names}. Set text_column/label_column."
-                )
-    loaded = DatasetDict({k: v.select_columns([text_column, label_column]) for k, v in loaded.items()})
-    if text_column != "text":
-        loaded = loaded.rename_column(text_column, "text")
-    if label_column != "label":
-        loaded = loaded.rename_column(label_column, "label")
-    loaded = _as_class_labels(loaded, str(path_or_id))
-    for split_name, split in loaded.items():
-        _check_rows(split, f"{path_or_id} ({split_name} split)")
-    train_labels = set(loaded["train"]["label"]) if "train" in loaded else set()
-    names = next(iter(loaded.values())).features["label"].names
-    for split_name, split in loaded.items():
-        unseen = sorted(set(split["label"]) - train_labels) if split_name != "train" and train_labels else []
-        if unseen:
-            logger.warning("%s: the %s split has classes with no training example: %s.", path_or_id, split_name, [names[i] for i in unseen])
-    if "train" not in loaded:
-        if len(loaded) != 1:
-            raise DataError(f"{path_or_id} has splits {list(loaded)} but no 'train'.")
-        loaded = DatasetDict(train=next(iter(loaded.values())))
+    if invalid_rows not in INVALID_ROWS:
+        raise ValueError(f"invalid_rows must be one of {INVALID_ROWS}, got {invalid_rows!r}.")
+    raw, source = _read_splits(path_or_id, train_file, validation_file, test_file, config_name, splits, text_column, label_column, encoding)
+    for part in raw.values():
+        missing = [c for c in (text_column, label_column) if c not in part.dataset.column_names]
+        if missing:
+            raise DataError(
+                f"{part.where} has no column {missing[0]!r}; its columns are {part.dataset.column_names}. "
+                "Name yours with --text_column/--label_column."
+            )
+    columns = (text_column, label_column)
+    raw = {name: replace(part, dataset=part.dataset.select_columns(list(columns))) for name, part in raw.items()}
+    dropped = {name: _invalid_rows(part, text_column, label_column, invalid_rows) for name, part in raw.items()}
+    raw_before = dict(raw)
+    for name, bad in dropped.items():
+        if bad:
+            keep = sorted(set(range(len(raw[name].dataset))) - set(bad))
+            names = raw[name].row_names
+            raw[name] = _RawSplit(raw[name].dataset.select(keep), raw[name].where, [names[i] for i in keep] if names else None)
+            logger.warning("%s: dropped %d rows with an empty text or a missing label (%s).", raw[name].where, len(bad), _first(bad, names))
+    data = _as_class_labels(raw, text_column, label_column, label_names, allow_unseen_labels)
+    for name, split in data.items():
+        if len(split) == 0:
+            raise DataError(f"{raw[name].where} has no rows left; check the file or --invalid_rows.")
+    if "train" not in data:
+        raise DataError(f"{source}: no training data among {list(data)}; give --train_file or a file named train.*")
     if balance:
-        loaded["train"] = balance_classes(loaded["train"], seed)
-    if "validation" not in loaded and "test" not in loaded:
-        return split_like_the_book(loaded["train"], train_frac, validation_frac, seed)
-    if "validation" not in loaded:
-        cut = loaded["train"].train_test_split(
-            test_size=validation_frac / (train_frac + validation_frac), seed=seed, stratify_by_column="label"
+        data["train"] = balance_classes(data["train"], seed)
+    given = list(data)
+    data = _cut_missing(data, seed, train_frac, validation_frac)
+    origin = {name: f"user: {raw[name].where}" if name in given else f"cut from {raw['train'].where}" for name in data}
+    if len(given) == 1:
+        origin["train"] += f" (the rest after cutting {', '.join(n for n in data if n != 'train')})"
+    dropped_rows = {name: [raw_before[name].row_name(i) for i in bad] for name, bad in dropped.items()}
+    result = ClassificationData(data, source, origin, dropped_rows)
+    logger.info("Splits:\n%s", result.summary())
+    return result
+
+
+def _first(rows: list[int], names: list[str] | None, count: int = 5) -> str:
+    shown = ", ".join(names[i] if names else f"row {i}" for i in rows[:count])
+    return shown + (", ..." if len(rows) > count else "")
+
+
+def _read_splits(path_or_id, train_file, validation_file, test_file, config_name, splits, text_column, label_column, encoding):
+    """``{split: _RawSplit}`` from explicit files, a folder, one file or a Hub dataset, and the data's display name."""
+    explicit = {"train": train_file, "validation": validation_file, "test": test_file}
+    explicit = {name: Path(path) for name, path in explicit.items() if path is not None}
+    if explicit and path_or_id is not None:
+        raise DataError("Give either a dataset (--dataset_name) or --train_file/--validation_file/--test_file, not both.")
+    if explicit:
+        return {name: _read_file(path, text_column, label_column, encoding) for name, path in explicit.items()}, ", ".join(
+            p.name for p in explicit.values()
         )
-        loaded["train"], loaded["validation"] = cut["train"], cut["test"]
-    return DatasetDict({k: loaded[k] for k in ("train", "validation", "test") if k in loaded})
-
-
-def _load_any(path_or_id: str | os.PathLike, config_name: str | None) -> DatasetDict:
+    if path_or_id is None:
+        raise DataError("No data given: pass a Hub dataset id, a folder or file (--dataset_name), or --train_file.")
     path = Path(path_or_id)
-    if path.exists():
-        files = sorted(path.iterdir()) if path.is_dir() else [path]
-        suffixes = {f.suffix.lower() for f in files if f.suffix.lower() in LOCAL_FORMATS}
-        if len(suffixes) != 1:
-            raise DataError(f"{path}: expected files of one of {sorted(LOCAL_FORMATS)}, found {sorted(f.name for f in files)[:10]}.")
-        suffix = suffixes.pop()
-        data_files = [f for f in files if f.suffix.lower() == suffix]
-        by_split = {f.stem: str(f) for f in data_files}
-        named = set(by_split) <= {"train", "validation", "test"} and "train" in by_split
-        kwargs = {"sep": "\t"} if suffix == ".tsv" else {}
-        return load_dataset(LOCAL_FORMATS[suffix], data_files=by_split if named else {"train": [str(f) for f in data_files]}, **kwargs)
+    if path.is_dir():
+        files = _folder_splits(path)
+        return {name: _read_file(file, text_column, label_column, encoding) for name, file in files.items()}, path.name
+    if path.is_file():
+        return {"train": _read_file(path, text_column, label_column, encoding)}, path.name
+    return _read_hub(str(path_or_id), config_name, splits, text_column), str(path_or_id)
+
+
+def _folder_splits(folder: Path) -> dict[str, Path]:
+    """A folder's data files by split: ``train.csv``, ``dev.tsv``, ``Test.jsonl``... (case-insensitive)."""
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in LOCAL_FORMATS)
+    if not files:
+        raise DataError(f"{folder} holds no {'/'.join(sorted(LOCAL_FORMATS))} files.")
+    by_split: dict[str, Path] = {}
+    for file in files:
+        split = SPLIT_ALIASES.get(file.stem.lower())
+        if split is None:
+            raise DataError(
+                f"{folder}: cannot tell which split {file.name} is (files: {[f.name for f in files]}). Name each file after "
+                "its split (train, validation/valid/val/dev/eval, test, e.g. train.csv, dev.csv, test.csv), or pass "
+                "--train_file/--validation_file/--test_file. A single file of all the data is split 70/10/20 when given alone."
+            )
+        if split in by_split:
+            raise DataError(f"{folder}: both {by_split[split].name} and {file.name} look like the {split} split; keep one.")
+        by_split[split] = file
+    return by_split
+
+
+def _read_file(path: Path, text_column: str, label_column: str, encoding: str) -> _RawSplit:
+    """One CSV/TSV/JSON(L)/Parquet file; the text column always as strings, rows named by their line."""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix not in LOCAL_FORMATS:
+        raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {sorted(LOCAL_FORMATS)}.")
+    builder = LOCAL_FORMATS[suffix]
+    kwargs: dict = {}
+    row_names = None
+    if builder == "csv":
+        text = _decode(path, encoding)
+        sep = "\t" if suffix == ".tsv" else ","
+        # the user's text column is text even when it looks numeric or like a missing value ("0123", "1e5", "NA");
+        # only an empty cell counts as missing, and only in the label column (an empty text is its own error)
+        kwargs = {
+            "sep": sep,
+            "encoding": encoding,
+            "converters": {text_column: str},
+            "keep_default_na": False,
+            "na_values": {label_column: [""]},
+        }
+        row_names = [f"line {n}" for n in _record_lines(text, sep)]
+    elif suffix == ".jsonl":
+        text = _decode(path, "utf-8")
+        row_names = [f"line {n}" for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     try:
-        return load_dataset(str(path_or_id), config_name)
+        dataset = load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except Exception as error:
+        raise DataError(f"{path}: could not be read as {builder.upper()} ({type(error).__name__}: {error}).") from error
+    if row_names is not None and len(row_names) != len(dataset):
+        row_names = None  # the parsers disagree on record boundaries; fall back to data-row numbers
+    if builder == "json" and text_column in dataset.column_names and dataset.features[text_column] != Value("string"):
+        dataset = dataset.cast_column(text_column, Value("string"))
+    return _RawSplit(dataset, path.name, row_names)
+
+
+def _decode(path: Path, encoding: str) -> str:
+    """The file's text, or an error naming the byte offset and line that do not decode."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataError(
+            f"{path} line {line} (byte offset {error.start}): byte {raw[error.start]:#04x} is not valid {encoding}. "
+            "Pass the file's encoding (--encoding latin-1, cp1252, ...) or re-save it as UTF-8."
+        ) from error
+    except LookupError as error:
+        raise DataError(f"Unknown encoding {encoding!r} for {path}; use a Python codec name such as utf-8, latin-1 or cp1252.") from error
+
+
+def _record_lines(text: str, sep: str) -> list[int]:
+    """The line each data record starts on (1-based, header = line 1), quoted line breaks included."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    starts, previous = [], 0
+    for index, record in enumerate(reader):
+        if index > 0 and any(field.strip() for field in record):
+            starts.append(previous + 1)
+        previous = reader.line_num
+    return starts
+
+
+def _read_hub(dataset_id: str, config_name: str | None, wanted: list[str] | None, text_column: str) -> dict[str, _RawSplit]:
+    """A Hub dataset's splits under our names; splits that are not train/validation/test are left out, with a log line.
+
+    ``wanted`` chooses explicitly: ``["train", "test"]`` or ``["train=train", "validation=dev"]``.
+    """
+    try:
+        loaded = load_dataset(dataset_id, config_name)
     except Exception as error:
         raise DataError(
-            f"Could not load dataset {path_or_id!r} ({type(error).__name__}: {error}); offline, pass local CSV/TSV/JSON(L)/Parquet files."
+            f"Could not load dataset {dataset_id!r} ({type(error).__name__}: {error}); offline, pass local files "
+            "(--train_file/--validation_file/--test_file or a folder)."
         ) from error
+    if wanted:
+        mapping = {}
+        for entry in wanted:
+            ours, _, theirs = entry.partition("=")
+            theirs = theirs or ours
+            ours = SPLIT_ALIASES.get(ours.lower())
+            if ours is None or theirs not in loaded:
+                raise DataError(f"--splits {entry!r}: use train/validation/test[=<split of {dataset_id}>]; it has {list(loaded)}.")
+            mapping[ours] = theirs
+    else:
+        mapping = {}
+        for theirs in loaded:
+            ours = SPLIT_ALIASES.get(theirs.lower())
+            if ours is not None and ours not in mapping:
+                mapping[ours] = theirs
+        ignored = [name for name in loaded if name not in mapping.values()]
+        if ignored:
+            logger.warning("%s: ignoring splits %s (not train/validation/test; choose with --splits).", dataset_id, ignored)
+    result = {}
+    for ours, theirs in mapping.items():
+        dataset = loaded[theirs]
+        if text_column in dataset.column_names and dataset.features[text_column] != Value("string"):
+            dataset = dataset.cast_column(text_column, Value("string"))
+        result[ours] = _RawSplit(dataset, f"{dataset_id} ({theirs} split)")
+    return result
 
 
-def _as_class_labels(splits: DatasetDict, name: str) -> DatasetDict:
-    """String or integer labels -> one ``ClassLabel`` shared by every split (names from all splits)."""
-    feature = next(iter(splits.values())).features["label"]
-    if isinstance(feature, ClassLabel):
-        return splits
-    values = sorted({v for split in splits.values() for v in split["label"] if v is not None}, key=str)
-    if any(isinstance(v, float) and not float(v).is_integer() for v in values):
-        raise DataError(f"{name}: label column holds non-integer numbers {values[:5]}; classification needs class names or ids.")
-    names = [str(v) for v in values]
-    class_label = ClassLabel(names=names)
-    lookup = {v: i for i, v in enumerate(values)}
-    return DatasetDict(
-        {
-            k: v.map(
-                lambda row: {"label": lookup.get(row["label"], -1)}, features=Features({"text": v.features["text"], "label": class_label})
-            )
-            for k, v in splits.items()
-        }
-    )
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str) and not value.strip())
 
 
-def _check_rows(split: Dataset, name: str) -> None:
-    """Every row needs a non-empty text and a known label; name the first row that has not."""
-    for index, (text, label) in enumerate(zip(split["text"], split["label"], strict=True)):
+def _invalid_rows(part: _RawSplit, text_column: str, label_column: str, invalid_rows: str) -> list[int]:
+    """Indices of rows with an empty text or a missing label (-1 counts as missing, as in Hub ``ClassLabel`` data).
+
+    ``invalid_rows="error"`` raises on the first, naming the file, the line and the user's column.
+    """
+    bad = []
+    is_class_label = isinstance(part.dataset.features[label_column], ClassLabel)
+    for index, (text, label) in enumerate(zip(part.dataset[text_column], part.dataset[label_column], strict=True)):
+        problem = None
         if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{name} row {index}: column 'text' is empty or missing ({text!r}); remove the row or fill it.")
-        if label is None or label < 0:
-            raise DataError(f"{name} row {index}: column 'label' is missing.")
+            problem = f"column {text_column!r} is empty ({text!r})"
+        elif _is_missing(label) or (is_class_label and label < 0):
+            problem = f"column {label_column!r} is missing ({label!r})"
+        if problem is None:
+            continue
+        if invalid_rows == "error":
+            raise DataError(
+                f"{part.where} {part.row_name(index)}: {problem}. Fill or remove the row, or pass --invalid_rows drop to drop such rows."
+            )
+        bad.append(index)
+    return bad
+
+
+def _as_class_labels(
+    raw: dict[str, _RawSplit], text_column: str, label_column: str, label_names: list[str] | None, allow_unseen: bool
+) -> DatasetDict:
+    """Rename to ``text``/``label`` and make ``label`` one ``ClassLabel`` shared by every split.
+
+    String labels keep their names (sorted, or in ``label_names``' order); integer labels are class ids
+    named by ``label_names`` (default: the ids as strings). A class present outside the training
+    split but not in it is an error unless ``allow_unseen``.
+    """
+    feature = raw[next(iter(raw))].dataset.features[label_column]
+    values = sorted({v for part in raw.values() for v in part.dataset[label_column]}, key=lambda v: (isinstance(v, str), v))
+    if isinstance(feature, ClassLabel):
+        names = list(label_names or feature.names)
+        if len(names) != feature.num_classes:
+            raise DataError(f"--label_names gives {len(names)} names for {feature.num_classes} classes ({feature.names}).")
+        lookup = {i: i for i in range(feature.num_classes)}
+    elif all(isinstance(v, str) for v in values):
+        names = list(label_names) if label_names else values
+        unknown = [v for v in values if v not in names]
+        if unknown:
+            raise DataError(f"Labels {unknown[:5]} of column {label_column!r} are not in --label_names {names}.")
+        lookup = {name: i for i, name in enumerate(names)}
+    else:
+        numbers = [float(v) if not isinstance(v, str) else v for v in values]
+        if any(isinstance(v, str) or not v.is_integer() or v < 0 for v in numbers):
+            raise DataError(
+                f"Column {label_column!r} mixes values {values[:6]}: use class names, or class ids 0, 1, 2, ... (named with --label_names)."
+            )
+        count = int(max(numbers)) + 1
+        names = list(label_names) if label_names else [str(i) for i in range(count)]
+        if len(names) < count:
+            raise DataError(f"Column {label_column!r} has class id {count - 1} but --label_names names only {len(names)} classes: {names}.")
+        lookup = {v: int(v) for v in values}
+    class_label = ClassLabel(names=names)
+    features = Features({"text": Value("string"), "label": class_label})
+    data = DatasetDict()
+    for name, part in raw.items():
+        data[name] = Dataset.from_dict(
+            {"text": part.dataset[text_column], "label": [lookup[v] for v in part.dataset[label_column]]}, features=features
+        )
+    if "train" in data:
+        seen = set(data["train"]["label"])
+        for name, split in data.items():
+            unseen = sorted(set(split["label"]) - seen)
+            if unseen:
+                message = f"{raw[name].where}: classes {[names[i] for i in unseen]} never occur in the training data."
+                if not allow_unseen:
+                    raise DataError(message + " The model could not learn them; fix the split or pass --allow_unseen_labels.")
+                logger.warning(message)
+    return data
+
+
+def _cut_missing(data: DatasetDict, seed: int, train_frac: float, validation_frac: float) -> DatasetDict:
+    """Cut the splits the user did not give from the training data, with the book's shuffle-and-cut."""
+    if "validation" not in data and "test" not in data:
+        return split_like_the_book(data["train"], train_frac, validation_frac, seed)
+    missing = [name for name in ("validation", "test") if name not in data]
+    if not missing:
+        return DatasetDict({k: data[k] for k in ("train", "validation", "test")})
+    (name,) = missing
+    # the share the missing split would have had of the training data under train/validation/test fractions
+    share = (
+        validation_frac / (train_frac + validation_frac)
+        if name == "validation"
+        else (1 - train_frac - validation_frac) / (1 - validation_frac)
+    )
+    train = data["train"]
+    shuffled = train.select(np.random.RandomState(seed).choice(len(train), size=len(train), replace=False))
+    keep = len(train) - int(len(train) * share)
+    if keep == len(train) or keep == 0:
+        raise DataError(f"The training data ({len(train)} rows) is too small to cut a {name} split from; give one.")
+    data = DatasetDict(data)
+    data["train"], data[name] = shuffled.select(range(keep)), shuffled.select(range(keep, len(train)))
+    return DatasetDict({k: data[k] for k in ("train", "validation", "test")})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,44 +28,33 @@ def load_classifier(model_name_or_path: str | os.PathLike, device: str | int | N
     return classifier
 
 
-def tokenizer_kwargs(classifier: Pipeline) -> dict:
-    """Truncate to the context; a model trained on fixed-length padding sees the same padding here.
-
-    That matters for ``pooling="last"`` (the book): position -1 is a pad token after padding to the
-    training length, exactly as the book's ``classify_review`` pads to ``train_dataset.max_length``.
-    """
-    config = classifier.model.config
-    context_length = getattr(config, "context_length", None) or getattr(config, "n_positions", 1024)
+def token_limit(config) -> int:
+    """How many tokens of a text the model reads: the training pad length for a ``pooling="last"``
+    model trained on fixed-length padding (the book's ``classify_review`` cuts there too; the model
+    pads every input to it itself, see ``GPTConfig.padded_length``), else the context length."""
     padded_length = getattr(config, "padded_length", None)
     if getattr(config, "pooling", None) == "last" and padded_length:
-        return {"truncation": True, "padding": "max_length", "max_length": padded_length}
-    return {"truncation": True, "max_length": context_length}
+        return padded_length
+    return getattr(config, "context_length", None) or getattr(config, "n_positions", 1024)
 
 
 @torch.inference_mode()
-def predict_proba(model: PreTrainedModel, tokenizer, texts: list[str], batch_size: int = 32, **tokenizer_kwargs) -> torch.Tensor:
+def predict_proba(model: PreTrainedModel, tokenizer, texts: list[str], batch_size: int = 32, max_length: int | None = None) -> torch.Tensor:
     """Class probabilities (n, num_labels), in length-sorted batches so padding stays small.
 
     The same numbers as ``pipeline("text-classification")`` (a test checks), without its per-text
-    Python overhead and with far less padding.
+    Python overhead and with far less padding. Texts are cut to ``max_length`` tokens (default: :func:`token_limit`).
     """
     texts = list(texts)  # e.g. a datasets Column
-    fixed = tokenizer_kwargs.get("padding") == "max_length"
-    encoded = tokenizer(texts, truncation=tokenizer_kwargs.get("truncation", True), max_length=tokenizer_kwargs.get("max_length"))[
-        "input_ids"
-    ]
+    limit = max_length or token_limit(model.config)
+    encoded = tokenizer(texts, truncation=True, max_length=limit)["input_ids"]
     encoded = [ids or [tokenizer.eos_token_id] for ids in encoded]  # an empty text is read as <|endoftext|> alone
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
     probs = torch.empty(len(texts), model.config.num_labels)
     device = next(model.parameters()).device
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        batch = tokenizer.pad(
-            {"input_ids": [encoded[i] for i in rows]},
-            padding="max_length" if fixed else True,
-            max_length=tokenizer_kwargs["max_length"] if fixed else None,
-            return_tensors="pt",
-        )
+        batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt")
         logits = model(**batch.to(device)).logits
         probs[rows] = logits.float().softmax(-1).cpu()
     return probs
@@ -76,13 +65,12 @@ def classify(classifier: Pipeline, texts: list[str], batch_size: int = 32) -> li
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"Text {index} is {type(text).__name__}, not str; pass strings (empty strings are fine).")
-    kwargs = tokenizer_kwargs(classifier)
-    limit = kwargs["max_length"]
+    limit = token_limit(classifier.model.config)
     for index, text in enumerate(texts):
         length = len(classifier.tokenizer(text)["input_ids"])
         if length > limit:
             logger.warning("Text %d has %d tokens; only its first %d are classified.", index, length, limit)
-    probs = predict_proba(classifier.model.eval(), classifier.tokenizer, texts, batch_size, **kwargs)
+    probs = predict_proba(classifier.model.eval(), classifier.tokenizer, texts, batch_size, limit)
     id2label = classifier.model.config.id2label
     results = []
     for text, row in zip(texts, probs.tolist(), strict=True):

@@ -7,6 +7,7 @@ copied next to every saved model (``trust_remote_code=True``): it imports only `
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 
@@ -151,7 +152,12 @@ class GPTPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False
 
     def _init_weights(self, module: nn.Module) -> None:
-        """GPT-2's init: N(0, 0.02) weights, zero biases, LayerNorm scale 1 / shift 0."""
+        """GPT-2's init: N(0, 0.02) weights, zero biases, LayerNorm scale 1 / shift 0, and the two
+        projections that write into the residual stream (``out_proj``, ``ff.layers[2]``) scaled by
+        1/sqrt(2 n_layers), so the residual's variance does not grow with depth (GPT-2 paper; the same
+        rule as transformers' GPT-2 and nanoGPT). Children are initialised before their parents, so the
+        attention/feed-forward branch below overrides the plain ``nn.Linear`` init of their projection.
+        """
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
@@ -162,6 +168,9 @@ class GPTPreTrainedModel(PreTrainedModel):
         elif isinstance(module, LayerNorm):
             init.ones_(module.scale)
             init.zeros_(module.shift)
+        elif isinstance(module, (MultiHeadAttention, FeedForward)):
+            projection = module.out_proj if isinstance(module, MultiHeadAttention) else module.layers[2]
+            init.normal_(projection.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layers))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -423,10 +432,37 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        prefix_hidden_states: torch.Tensor | None = None,
+        prefix_depth: int | None = None,
     ) -> SequenceClassifierOutput:
-        """Logits (b, num_labels); with ``labels`` also the mean cross-entropy the book trains on."""
+        """Logits (b, num_labels); with ``labels`` also the mean cross-entropy the book trains on.
+
+        ``prefix_hidden_states`` (b, T, emb_dim) are the outputs of the embeddings and the first
+        ``prefix_depth`` blocks for ``input_ids``, computed earlier (a frozen prefix computed once, see
+        ``hf_spam.cached_trunk``); only the remaining blocks run. Like ``inputs_embeds``, it is an
+        alternative way in: the result equals the forward from ``input_ids``.
+        """
+        if prefix_hidden_states is not None:
+            hidden = self.model.suffix(prefix_hidden_states, self.trunk_mask(attention_mask), prefix_depth)
+            return self.head(hidden, input_ids, attention_mask, labels)
+        if self.config.pooling == "last" and self.config.padded_length and input_ids is not None and input_ids.shape[1]:
+            input_ids, attention_mask = self.book_padding(input_ids, attention_mask), None
         outputs = self.model(input_ids, self.trunk_mask(attention_mask), inputs_embeds, output_attentions, output_hidden_states)
         return self.head(outputs.last_hidden_state, input_ids, attention_mask, labels, outputs.hidden_states)
+
+    def book_padding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The input as a ``pooling="last"`` model was trained on it: real tokens first, then pads up to
+        exactly ``config.padded_length`` (longer texts keep their first ``padded_length`` tokens, as the
+        book's ``classify_review``). Position -1 is then the same pad token as in training, whatever
+        padding the caller used (``pipeline``'s per-batch padding, left padding, none)."""
+        pad_id = self.config.pad_token_id
+        real = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
+        order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)  # real tokens first, in their order
+        ids = input_ids.gather(1, order).masked_fill(~real.gather(1, order), pad_id)
+        width = self.config.padded_length
+        if ids.shape[1] < width:
+            return F.pad(ids, (0, width - ids.shape[1]), value=pad_id)
+        return ids[:, :width]
 
     def trunk_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
         """The mask the trunk sees: none for ``last`` pooling, where the book's model treats pads as tokens."""

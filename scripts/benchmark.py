@@ -1,9 +1,420 @@
-"""Time the book recipe: hf_spam (default and book-exact) vs transformers GPT-2 + Trainer, and inference.
+"""python scripts/benchmark.py --data_file ../shared/data/sms_spam/SMSSpamCollection --quick --json bench.json
 
-python scripts/benchmark.py --data_file ../shared/data/sms_spam/SMSSpamCollection --quick --json bench.json
+Side-by-side timing of the book recipe: hf_spam's default path, hf_spam in book-exact mode, and
+transformers' ``GPT2ForSequenceClassification`` + ``Trainer``; plus inference on the test messages.
+
+All three start from one GPT-2-small checkpoint with random weights (pretrained weights cannot be
+downloaded here; speed does not depend on their values). Each variant runs in its own process, so
+peak memory is its own, and the rounds alternate variants so machine noise does not decide a ratio.
+
+The work unit: last block + final LayerNorm + head trainable, AdamW lr 5e-5 / weight decay 0.1,
+constant rate, batch 8, 5 epochs over the 1,045 training messages (650 steps, the last partial batch
+dropped), then accuracy on train, validation and test (1,494 messages). ``--quick`` times a fixed
+slice (20 steps on 160 messages; 320 messages cached, 160 evaluated) and scales each phase linearly
+to the work unit: steps by 650/20, caching and evaluation by messages.
 """
 
-from hf_spam.benchmark import main
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from hf_spam import GPTForSequenceClassification
+
+FULL_STEPS = 5 * (1045 // 8)
+FULL_EXAMPLES = 1045 + 149 + 300
+QUICK = {"train": 160, "validation": 80, "test": 80, "steps": 20}
+VARIANTS = ("hf_spam", "hf_spam_book", "transformers")
+
+
+def matmul_peak_flops(sizes: tuple[int, ...] = (1024, 2048), seconds: float = 2.0) -> float:
+    """The best fp32 ``a @ b`` FLOP/s of this machine at this thread count (a denominator, not a claim)."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        reps, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds / len(sizes):
+            a @ b
+            reps += 1
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - started))
+    return best
+
+
+def build_checkpoint(folder: Path, seed: int = 123) -> None:
+    """A transformers GPT-2 small (124M) checkpoint with random weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    GPT2LMHeadModel(GPT2Config()).save_pretrained(folder)
+
+
+def _same_head(weight: torch.Tensor, bias: torch.Tensor | None = None, seed: int = 123) -> None:
+    """Every variant starts from the identical N(0, 0.02) head (and zero bias), so accuracies compare."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weight.copy_(torch.randn(weight.shape, generator=generator) * 0.02)
+        if bias is not None:
+            bias.zero_()
+
+
+def _slice(splits, quick: bool):
+    from datasets import DatasetDict
+
+    if not quick:
+        return splits
+    return DatasetDict({name: split.select(range(QUICK[name])) for name, split in splits.items()})
+
+
+def _training_args(output_dir: str, quick: bool, **extra):
+    from hf_spam.arguments import SpamTrainingArguments
+
+    steps = {"max_steps": QUICK["steps"]} if quick else {}
+    return SpamTrainingArguments(
+        output_dir=output_dir, eval_strategy="no", logging_strategy="no", disable_tqdm=True, save_strategy="no", **steps, **extra
+    )
+
+
+def _train_flops(trainer, batches: int = 6) -> float:
+    """FLOPs of forward + backward per trained token, counted by torch on a few real training batches."""
+    flops, tokens = 0, 0
+    loader = trainer.get_train_dataloader()
+    for index, batch in enumerate(loader):
+        if index == batches:
+            break
+        with FlopCounterMode(display=False) as counter:
+            trainer.model(**batch).loss.backward()
+        trainer.model.zero_grad()
+        flops += counter.get_total_flops()
+        tokens += batch["input_ids"].numel()
+    return flops / tokens
+
+
+def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool) -> dict:
+    """One timed run of the work unit (or its quick slice) in this process."""
+    from transformers import GPT2ForSequenceClassification
+
+    from hf_spam.arguments import ModelArguments
+    from hf_spam.cached_trunk import cached_splits
+    from hf_spam.data import load_sms_spam, tokenize
+    from hf_spam.model_setup import configure_trainable
+    from hf_spam.trainer import SpamTrainer, make_compute_metrics
+
+    started = time.perf_counter()
+    splits = _slice(load_sms_spam(data_file), quick)
+    book = variant != "hf_spam"
+    data = tokenize(splits, "longest_train" if book else "dynamic")
+    output_dir = tempfile.mkdtemp()
+    timings: dict[str, float] = {}
+    if variant == "transformers":
+        # the book's recipe trains without dropout (GPT-2's config would add 0.1)
+        model = GPT2ForSequenceClassification.from_pretrained(
+            checkpoint, num_labels=2, pad_token_id=50256, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+        )
+        _same_head(model.score.weight)
+        for name, param in model.named_parameters():
+            param.requires_grad = name.startswith(("transformer.h.11.", "transformer.ln_f.", "score."))
+        args = _training_args(
+            output_dir, quick, weight_decay_scope="transformers", train_sampling_strategy="random", cache_frozen_trunk=False
+        )
+        # plain Trainer semantics (its weight-decay rule), but evaluation keeps the last partial batch as
+        # for hf_spam: Trainer would apply dataloader_drop_last to evaluation and score 1,480 of 1,494
+        trainer = SpamTrainer(model=model, args=args, train_dataset=data.splits["train"], compute_metrics=make_compute_metrics(2))
+        evaluated = data.splits
+    else:
+        model = GPTForSequenceClassification.from_gpt2(checkpoint, num_labels=2, pooling="last" if book else "last_non_pad")
+        _same_head(model.out_head.weight, model.out_head.bias)
+        model = configure_trainable(model, ModelArguments(trainable_layers="last_block"))
+        args = _training_args(output_dir, quick)
+        cache_started = time.perf_counter()
+        evaluated, collator = cached_splits(model, data, args.per_device_eval_batch_size * 4)
+        timings["cache"] = time.perf_counter() - cache_started
+        trainer = SpamTrainer(
+            model=model, args=args, train_dataset=evaluated["train"], data_collator=collator, compute_metrics=make_compute_metrics(2)
+        )
+    timings["setup"] = time.perf_counter() - started - timings.get("cache", 0.0)
+    result = trainer.train()
+    timings["train"] = result.metrics["train_runtime"]
+    steps = trainer.state.global_step
+    eval_started = time.perf_counter()
+    names = ("validation", "test") if quick else ("train", "validation", "test")
+    metrics = {name: trainer.evaluate(evaluated[name], metric_key_prefix=name) for name in names}
+    timings["evaluate"] = time.perf_counter() - eval_started
+    flops_per_token = _train_flops(trainer)
+    return {
+        "variant": variant,
+        "quick": quick,
+        "steps": steps,
+        "timings": timings,
+        "examples_evaluated": sum(len(evaluated[n]) for n in names),
+        "examples_cached": sum(map(len, evaluated.values())) if "cache" in timings else 0,
+        "accuracy": {name: m[f"{name}_accuracy"] for name, m in metrics.items()},
+        "train_flops": flops_per_token * _trained_tokens(trainer),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _trained_tokens(trainer) -> int:
+    """Tokens in the batches the timed steps trained on (the sampler is seeded, so this replays them)."""
+    total = 0
+    for index, batch in enumerate(trainer.get_train_dataloader()):
+        if index == trainer.state.global_step:
+            break
+        total += batch["input_ids"].numel()
+    if trainer.state.global_step > index + 1:  # several epochs: the same batches again (shuffled)
+        total = total * trainer.state.global_step // (index + 1)
+    return total
+
+
+def extrapolate(run: dict) -> dict:
+    """Scale a quick run's phases to the work unit (a full run is returned as measured)."""
+    t = run["timings"]
+    if not run["quick"]:
+        return {"wall": sum(t.values()), "train": t["train"], "train_flops": run["train_flops"]}
+    step_scale = FULL_STEPS / run["steps"]
+    cache = t.get("cache", 0.0) * (FULL_EXAMPLES / run["examples_cached"] if run["examples_cached"] else 0)
+    evaluate = t["evaluate"] * FULL_EXAMPLES / run["examples_evaluated"]
+    return {
+        "wall": t["setup"] + cache + t["train"] * step_scale + evaluate,
+        "train": t["train"] * step_scale,
+        "train_flops": run["train_flops"] * step_scale,
+    }
+
+
+def time_inference(variant: str, checkpoint: str, data_file: str) -> dict:
+    """Classify the 300 test messages: hf_spam's batched predictor vs transformers' pipeline."""
+    from transformers import GPT2ForSequenceClassification, pipeline
+
+    from hf_spam import gpt2_tokenizer
+    from hf_spam.data import load_sms_spam
+    from hf_spam.inference import predict_proba
+
+    texts = list(load_sms_spam(data_file)["test"]["text"])
+    tokenizer = gpt2_tokenizer()
+    if variant == "transformers":
+        model = GPT2ForSequenceClassification.from_pretrained(checkpoint, num_labels=2, pad_token_id=50256).eval()
+        classify = pipeline("text-classification", model=model, tokenizer=tokenizer, top_k=None)
+        classify(texts[:2])
+        started = time.perf_counter()
+        classify(texts)
+    else:
+        model = GPTForSequenceClassification.from_gpt2(checkpoint, num_labels=2).eval()
+        predict_proba(model, tokenizer, texts[:2])
+        started = time.perf_counter()
+        predict_proba(model, tokenizer, texts)
+    seconds = time.perf_counter() - started
+    return {
+        "variant": variant,
+        "seconds": seconds,
+        "messages_per_second": len(texts) / seconds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def sweep(lengths: tuple[int, ...] = (32, 64, 120, 256), sizes: tuple[int, ...] = (1045, 10_000), reps: int = 3) -> list[dict]:
+    """How the work unit's cost grows with message length and training-set size.
+
+    Measures, at each padded length T (batch 8): one training step of hf_spam's cached top (last block
+    + head, AdamW), one training step of transformers' GPT-2 (full forward, last-block backward, AdamW),
+    one inference forward of each per message, and hf_spam's prefix cost per message. Then projects
+    5 epochs + evaluation of train/validation/test (splits 70/10/20) for each training-set size.
+    """
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from hf_spam import GPTConfig
+    from hf_spam.arguments import ModelArguments
+    from hf_spam.model_setup import configure_trainable
+
+    torch.manual_seed(0)
+    ours = configure_trainable(GPTForSequenceClassification(GPTConfig()), ModelArguments(trainable_layers="last_block"))
+    depth = ours.config.n_layers - 1
+    theirs = GPT2ForSequenceClassification(GPT2Config(pad_token_id=50256))
+    for name, param in theirs.named_parameters():
+        param.requires_grad = name.startswith(("transformer.h.11.", "transformer.ln_f.", "score."))
+    optimizers = [torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=5e-5, weight_decay=0.1) for m in (ours, theirs)]
+
+    def best(fn, *args) -> float:
+        fn(*args)
+        times = []
+        for _ in range(reps):
+            started = time.perf_counter()
+            fn(*args)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    def step(model, optimizer, inputs):
+        model(**inputs).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    rows = []
+    for length in lengths:
+        ids = torch.randint(0, 50000, (8, length))
+        labels = torch.randint(0, 2, (8,))
+        hidden = torch.randn(8, length, 768)
+        cached = {"prefix_hidden_states": hidden, "prefix_depth": depth, "input_ids": ids, "labels": labels}
+        ours_step = best(step, ours, optimizers[0], cached)
+        theirs_step = best(step, theirs, optimizers[1], {"input_ids": ids, "labels": labels})
+        with torch.inference_mode():
+            prefix = best(ours.model.prefix, ids, None, depth) / 8
+            ours_eval = best(functools.partial(ours, prefix_hidden_states=hidden, prefix_depth=depth, input_ids=ids)) / 8
+            theirs_eval = best(theirs, ids) / 8
+        for size in sizes:
+            total = round(size / 0.7)
+            steps = 5 * (size // 8)
+            ours_total = total * (prefix + ours_eval) + steps * ours_step
+            theirs_total = total * theirs_eval + steps * theirs_step
+            rows.append(
+                {
+                    "tokens": length,
+                    "train_messages": size,
+                    "hf_spam_s": ours_total,
+                    "transformers_s": theirs_total,
+                    "ratio": theirs_total / ours_total,
+                }
+            )
+    return rows
+
+
+def format_sweep(rows: list[dict]) -> str:
+    lines = ["| tokens per message | training messages | hf_spam s | transformers s | ratio |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {r['tokens']} | {r['train_messages']:,} | {r['hf_spam_s']:.0f} | {r['transformers_s']:.0f} | {r['ratio']:.1f} |" for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def _worker(argv: list[str], env: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, env=env, check=False)
+    if out.returncode:
+        raise RuntimeError(f"benchmark worker {argv[:2]} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_file", required=True, help="SMSSpamCollection (or the UCI zip)")
+    parser.add_argument("--quick", action="store_true", help="time a fixed slice and extrapolate (about 10 min on 2 CPU cores)")
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds of the three variants (default: 2 quick, 1 full)")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument(
+        "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="which training variants to time (transformers always)"
+    )
+    parser.add_argument("--sweep", action="store_true", help="only the sweep over message length and training-set size (about 3 min)")
+    parser.add_argument("--worker", choices=[*VARIANTS, *(f"infer_{v}" for v in VARIANTS)], help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.sweep:
+        rows = sweep()
+        print(format_sweep(rows))
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return {"sweep": rows}
+    if args.worker:
+        if args.worker.startswith("infer_"):
+            print(json.dumps(time_inference(args.worker.removeprefix("infer_"), args.checkpoint, args.data_file)))
+        else:
+            print(json.dumps(run_variant(args.worker, args.checkpoint, args.data_file, args.quick)))
+        return {}
+    return orchestrate(args)
+
+
+def orchestrate(args: argparse.Namespace) -> dict:
+    rounds = args.rounds or (2 if args.quick else 1)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    peak = matmul_peak_flops()
+    with tempfile.TemporaryDirectory() as folder:
+        build_checkpoint(Path(folder))
+        common = ["--checkpoint", folder, "--data_file", args.data_file] + (["--quick"] if args.quick else [])
+        runs = {v: [] for v in VARIANTS if v in args.variants or v == "transformers"}
+        for _ in range(rounds):
+            for variant in runs:
+                runs[variant].append(_worker(["--worker", variant, *common], env))
+        inference = {v: [] for v in ("hf_spam", "transformers")}
+        for _ in range(max(rounds, 2)):
+            for variant in inference:
+                inference[variant].append(_worker(["--worker", f"infer_{variant}", *common], env))
+    peak = max(peak, matmul_peak_flops())  # the machine's speed drifts: the higher peak gives the lower fraction
+    results = summarize(runs, inference, peak, args.quick)
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+def summarize(runs: dict, inference: dict, peak: float, quick: bool) -> dict:
+    rows = {}
+    for variant, measured in runs.items():
+        estimates = [extrapolate(r) for r in measured]
+        wall = statistics.median(e["wall"] for e in estimates)
+        train = statistics.median(e["train"] for e in estimates)
+        rows[variant] = {
+            "wall_s": wall,
+            "train_loop_s": train,
+            "examples_per_s": FULL_STEPS * 8 / train,
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in measured),
+            "train_flops_per_s": statistics.median(e["train_flops"] / e["train"] for e in estimates),
+            "accuracy": measured[0]["accuracy"],
+            "all_walls_s": [e["wall"] for e in estimates],
+        }
+    infer = {
+        v: {"messages_per_s": statistics.median(r["messages_per_second"] for r in m), "peak_rss_mib": max(r["peak_rss_mib"] for r in m)}
+        for v, m in inference.items()
+    }
+    baseline = rows["transformers"]["wall_s"]
+    for row in rows.values():
+        row["speedup_vs_transformers"] = baseline / row["wall_s"]
+        row["matmul_peak_fraction"] = row["train_flops_per_s"] / peak
+    return {
+        "quick": quick,
+        "machine": {"threads": torch.get_num_threads(), "matmul_peak_gflops": peak / 1e9, "torch": torch.__version__},
+        "variants": rows,
+        "inference": infer,
+        "train_speedup_vs_transformers": rows["hf_spam"]["speedup_vs_transformers"],
+        "book_exact_speedup_vs_transformers": rows["hf_spam_book"]["speedup_vs_transformers"] if "hf_spam_book" in rows else None,
+        "inference_speedup_vs_transformers": infer["hf_spam"]["messages_per_s"] / infer["transformers"]["messages_per_s"],
+        "train_matmul_peak_fraction": rows["hf_spam"]["matmul_peak_fraction"],
+    }
+
+
+def format_table(results: dict) -> str:
+    scope = "quick slice, extrapolated to the work unit" if results["quick"] else "full work unit"
+    lines = [
+        f"Book recipe on gpt2-small (124M, random weights), {scope}; fp32 matmul peak {results['machine']['matmul_peak_gflops']:.1f} GFLOP/s, {results['machine']['threads']} threads",
+        "| variant | wall s | train-loop examples/s | peak RSS MiB | x transformers | train GFLOP/s | % of matmul peak | test acc |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in results["variants"].items():
+        accuracy = row["accuracy"].get("test")
+        lines.append(
+            f"| {name} | {row['wall_s']:.1f} | {row['examples_per_s']:.1f} | {row['peak_rss_mib']:.0f} | {row['speedup_vs_transformers']:.2f} | "
+            f"{row['train_flops_per_s'] / 1e9:.1f} | {row['matmul_peak_fraction'] * 100:.0f} % | {'n/a (slice)' if results['quick'] else f'{accuracy:.4f}'} |"
+        )
+    lines.append("")
+    lines.append("| inference, 300 test messages | messages/s | peak RSS MiB |")
+    lines.append("|---|---|---|")
+    for name, row in results["inference"].items():
+        label = "hf_spam predict_proba" if name == "hf_spam" else "transformers pipeline"
+        lines.append(f"| {label} | {row['messages_per_s']:.1f} | {row['peak_rss_mib']:.0f} |")
+    lines.append("")
+    lines.append(
+        f"train speedup {results['train_speedup_vs_transformers']:.2f}x, "
+        f"inference speedup {results['inference_speedup_vs_transformers']:.2f}x, training hot loop at {results['train_matmul_peak_fraction'] * 100:.0f} % of matmul peak"
+    )
+    return "\n".join(lines)
+
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,8 @@ import sys
 import transformers
 from transformers import HfArgumentParser
 
-from hf_spam.training import DataArguments, ModelArguments, SpamTrainingArguments, run
+from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
+from hf_spam.training import run
 
 
 def main() -> None:

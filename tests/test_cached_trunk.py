@@ -7,9 +7,10 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from hf_spam import GPTForSequenceClassification
-from hf_spam.cached_trunk import ClassifierTop, cache_prefix, collate_cached, frozen_depth
+from hf_spam.arguments import ModelArguments
+from hf_spam.cached_trunk import cache_prefix, collate_cached, frozen_depth
 from hf_spam.data import load_sms_spam, tokenize
-from hf_spam.training import ModelArguments, configure_trainable
+from hf_spam.model_setup import configure_trainable
 from tests.helpers import tiny_config
 from tests.test_training import parse
 
@@ -41,7 +42,7 @@ def test_cached_top_gives_the_same_loss_and_gradients(sms_splits, pooling, paddi
     full.loss.backward()
     expected = grads(model)
     model.zero_grad()
-    top = ClassifierTop(model, depth)(**batch)
+    top = model(**batch)  # the classifier's own forward, from the cached prefix
     top.loss.backward()
     got = grads(model)
 

@@ -147,14 +147,14 @@ def test_download_once_then_from_cache(tmp_path, sms_file, zip_server):
 def test_any_csv_with_string_labels_and_custom_columns(tmp_path):
     rows = ["message,category"] + [f"text number {i},{['sports', 'news', 'weather'][i % 3]}" for i in range(60)]
     (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
-    splits = load_text_classification(tmp_path / "data.csv", text_column="message", label_column="category", balance=True)
+    splits = load_text_classification(tmp_path / "data.csv", text_column="message", label_column="category", balance=True).splits
     assert splits["train"].features["label"].names == ["news", "sports", "weather"]
     assert [len(splits[s]) for s in ("train", "validation", "test")] == [42, 6, 12]
     assert set(splits["train"].column_names) == {"text", "label"}
 
     (tmp_path / "jsonl").mkdir()
-    (tmp_path / "jsonl" / "a.jsonl").write_text('{"text": "good", "label": 1}\n{"text": "", "label": 0}\n')
-    with pytest.raises(DataError, match=r"row 1: column 'text' is empty"):
+    (tmp_path / "jsonl" / "train.jsonl").write_text('{"text": "good", "label": 1}\n{"text": "", "label": 0}\n')
+    with pytest.raises(DataError, match=r"train.jsonl line 2: column 'text' is empty"):
         load_text_classification(tmp_path / "jsonl")
-    with pytest.raises(DataError, match=r"has no column 'body'"):
+    with pytest.raises(DataError, match=r"data.csv has no column 'body'; its columns are \['message', 'category'\]"):
         load_text_classification(tmp_path / "data.csv", text_column="body")

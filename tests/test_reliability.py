@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerFast
 from hf_spam import GPTForSequenceClassification, save_with_tokenizer
 from hf_spam.data import DataError, describe, load_sms_spam, load_text_classification
 from hf_spam.inference import classify, load_classifier, read_text_file
-from hf_spam.training import resolve_checkpoint
+from hf_spam.checkpoints import resolve_checkpoint
 from tests.helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,10 +106,12 @@ def test_unseen_classes_and_empty_splits(tmp_path, caplog):
     (tmp_path / "named").mkdir()
     (tmp_path / "named" / "train.csv").write_text("text,label\n" + "".join(f"t{i},a\nu{i},b\n" for i in range(10)))
     (tmp_path / "named" / "test.csv").write_text("text,label\nx,a\ny,c\n")
+    with pytest.raises(DataError, match=r"test.csv: classes \['c'\] never occur in the training data.*--allow_unseen_labels"):
+        load_text_classification(tmp_path / "named")
     with caplog.at_level(logging.WARNING):
-        splits = load_text_classification(tmp_path / "named")
-    assert "the test split has classes with no training example: ['c']" in caplog.text
-    assert splits["train"].features["label"].names == ["a", "b", "c"] and len(splits["test"]) == 2 and len(splits["validation"]) == 3
+        splits = load_text_classification(tmp_path / "named", allow_unseen_labels=True).splits
+    assert "test.csv: classes ['c'] never occur in the training data" in caplog.text
+    assert splits["train"].features["label"].names == ["a", "b", "c"] and len(splits["test"]) == 2 and len(splits["validation"]) == 2
     (tmp_path / "few.csv").write_text("text,label\na,x\nb,y\nc,x\n")
     with pytest.raises(DataError, match="The validation split is empty"):
         load_text_classification(tmp_path / "few.csv")

@@ -14,16 +14,10 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_
 from transformers import AutoModelForSequenceClassification, HfArgumentParser
 
 from hf_spam import GPTForSequenceClassification
-from hf_spam.training import (
-    DataArguments,
-    ModelArguments,
-    SpamTrainer,
-    SpamTrainingArguments,
-    configure_trainable,
-    load_metric,
-    push_folder,
-    run,
-)
+from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
+from hf_spam.model_setup import configure_trainable
+from hf_spam.trainer import SpamTrainer, load_metric
+from hf_spam.training import run
 from tests.helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,22 +199,6 @@ def test_lora_run_saves_a_merged_plain_model(tmp_path, sms_file):
     )
 
 
-def test_push_to_hub_uploads_exactly_the_output_folder(tmp_path, monkeypatch):
-    calls = {}
-
-    class Repo:
-        repo_id = "someone/spam"
-
-    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda self, repo_id, **kw: calls.setdefault("create", repo_id) and Repo())
-    monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", lambda self, **kw: calls.setdefault("upload", kw))
-    assert push_folder(tmp_path, "someone/spam") == "someone/spam"
-    assert (
-        calls["create"] == "someone/spam"
-        and calls["upload"]["folder_path"] == str(tmp_path)
-        and calls["upload"]["repo_id"] == "someone/spam"
-    )
-
-
 @pytest.mark.slow
 def test_two_processes_train_on_different_data(tmp_path, sms_file):
     """DDP on 2 CPU processes (gloo) via torchrun, the launcher accelerate uses under --multi_gpu."""
@@ -245,27 +223,37 @@ def test_two_processes_train_on_different_data(tmp_path, sms_file):
     assert AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).config.id2label == {0: "ham", 1: "spam"}
 
 
-def test_classify_matches_the_pipeline(tmp_path):
-    from transformers import pipeline
+def test_classify_pipeline_and_forward_agree_for_every_pooling(tmp_path):
+    """A saved model predicts the same through classify.py's path, a stock pipeline (no extra arguments)
+    and a plain forward with the tokenizer's padding, also for the book's position -1 on padded input."""
+    from transformers import AutoTokenizer, pipeline
 
     from hf_spam import save_with_tokenizer
     from hf_spam.inference import classify, load_classifier
 
     torch.manual_seed(0)
+    texts = ["Free entry in 2 a wkly comp", "Ok lar", "<|endoftext|>", "Sorry, I'll call later " * 3]
     for pooling in ("last_non_pad", "last"):
-        model = GPTForSequenceClassification(tiny_config(pooling=pooling, id2label={0: "ham", 1: "spam"}))
-        model.config.padded_length = 24
+        model = GPTForSequenceClassification(tiny_config(pooling=pooling, id2label={0: "ham", 1: "spam"}, padded_length=24))
         save_with_tokenizer(model, tmp_path / pooling)
-        texts = ["Free entry in 2 a wkly comp", "Ok lar", "<|endoftext|>", "Sorry, I'll call later " * 3, "Win cash now!!! " * 20]
         ours = classify(load_classifier(tmp_path / pooling), texts, batch_size=2)
         reference = pipeline("text-classification", model=str(tmp_path / pooling), trust_remote_code=True, top_k=None)
-        kwargs = (
-            {"truncation": True, "padding": "max_length", "max_length": 24} if pooling == "last" else {"truncation": True, "max_length": 32}
-        )
-        for mine, theirs in zip(ours, reference(texts, batch_size=1, **kwargs), strict=True):
+        for mine, theirs in zip(ours, reference(texts, batch_size=3), strict=True):
             for entry in theirs:
                 assert mine["scores"][entry["label"]] == pytest.approx(entry["score"], abs=1e-5)
+        tokenizer = AutoTokenizer.from_pretrained(tmp_path / pooling)
+        loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / pooling, trust_remote_code=True)
+        with torch.no_grad():
+            forward = loaded(**tokenizer(texts, padding=True, return_tensors="pt")).logits.softmax(-1)
+        expected = torch.tensor([[m["scores"]["ham"], m["scores"]["spam"]] for m in ours])
+        torch.testing.assert_close(forward, expected, atol=1e-5, rtol=0)
         empty = classify(load_classifier(tmp_path / pooling), [""])[0]["scores"]  # read as <|endoftext|>
         assert empty == pytest.approx(ours[2]["scores"], abs=1e-6)
+    # the book's model reads position -1 of the input padded to the training length: a pad token, as in training
+    book = GPTForSequenceClassification(tiny_config(pooling="last", padded_length=24))
+    ids = torch.tensor([[15496, 11, 995]])
+    padded = torch.cat([ids, torch.full((1, 21), 50256)], dim=1)
+    with torch.no_grad():
+        assert torch.equal(book(ids).logits, book.out_head(book.model(padded).last_hidden_state[:, -1]))
     with pytest.raises(ValueError, match="no tokens"):
         model(torch.zeros(1, 0, dtype=torch.long))

@@ -1,8 +1,9 @@
 """Accuracy, precision, recall, F1 and the confusion matrix as one local ``evaluate`` module.
 
 Shipped inside hf_spam because ``evaluate.load("accuracy")`` needs the Hub. Load it with
-``hf_spam.training.load_metric()`` (``evaluate.load`` on this folder). Precision/recall/F1 are for
-the positive class (id 1, e.g. spam) with two classes and macro-averaged with more.
+``hf_spam.trainer.load_metric()`` (``evaluate.load`` on this folder). Precision/recall/F1 are for
+the positive class (id 1, e.g. spam) with two classes and macro-averaged (the unweighted mean over
+classes) with more; ``average`` says which, and the ``*_per_class`` lists give every class's value.
 """
 
 import datasets
@@ -16,7 +17,8 @@ Args:
     references (list of int): true class ids.
     num_labels (int, optional): number of classes (default: inferred from the data).
 Returns:
-    accuracy, precision, recall, f1 (floats) and confusion_matrix (rows: true class, columns: predicted).
+    accuracy, precision, recall, f1 (floats); average ("binary" or "macro"); precision_per_class,
+    recall_per_class, f1_per_class (lists indexed by class id); confusion_matrix (rows: true class, columns: predicted).
 """
 
 
@@ -46,5 +48,9 @@ class Classification(evaluate.Metric):
             "precision": pick(precision),
             "recall": pick(recall),
             "f1": pick(f1),
+            "average": "binary" if n == 2 else "macro",
+            "precision_per_class": precision.tolist(),
+            "recall_per_class": recall.tolist(),
+            "f1_per_class": f1.tolist(),
             "confusion_matrix": matrix.tolist(),
         }

@@ -1,0 +1,187 @@
+"""The command line of ``scripts/train.py`` as three dataclasses for ``HfArgumentParser``.
+
+``SpamTrainingArguments`` is ``TrainingArguments`` with chapter 6's recipe as defaults, plus what a
+practitioner expects from a finetuning script (keep the best epoch, bounded checkpoints). The README
+lists the flags that reproduce the book exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+TRAINABLE_LAYERS = ("last_layer", "last_block", "last_two_blocks", "all", "lora")
+
+
+@dataclass
+class ModelArguments:
+    """Which model to finetune and which of its parameters train."""
+
+    model_name_or_path: str = field(
+        default="gpt2-small",
+        metadata={"help": "Book preset (gpt2-small|gpt2-medium|gpt2-large|gpt2-xl), GPT-2 Hub id, or a local GPT-2 / hf_spam folder."},
+    )
+    weights: str = field(
+        default="pretrained", metadata={"help": "pretrained (OpenAI's GPT-2) or random.", "choices": ["pretrained", "random"]}
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": 'Override config fields, e.g. "n_layers=2,emb_dim=128,n_heads=2" (shapes only with --weights random).'},
+    )
+    trainable_layers: str = field(
+        default="last_block", metadata={"help": "What trains besides the new head.", "choices": list(TRAINABLE_LAYERS)}
+    )
+    pooling: str = field(
+        default="last_non_pad", metadata={"help": "Token the classifier reads.", "choices": ["last_non_pad", "last", "first", "mean"]}
+    )
+    lora_rank: int = field(default=16, metadata={"help": "LoRA rank (appendix E: 16)."})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (appendix E: 16)."})
+
+
+@dataclass
+class DataArguments:
+    """The data: the SMS Spam Collection by default, or any text-classification dataset with its own splits."""
+
+    data_file: str | None = field(default=None, metadata={"help": "Local SMSSpamCollection or the UCI zip (default: download it once)."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Instead of SMS: a Hub dataset id, a folder of train/validation/test files, or one CSV/TSV/JSON(L)/Parquet file."
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "Training data file (CSV/TSV/JSON(L)/Parquet), as run_classification.py."}
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Validation data file (default: cut from the training data)."})
+    test_file: str | None = field(default=None, metadata={"help": "Test data file (default: cut from the training data)."})
+    splits: list[str] | None = field(
+        default=None,
+        metadata={"help": "Hub splits to use, e.g. 'train test' or 'train validation=dev' (default: train/validation/test by name)."},
+    )
+    text_column: str = field(default="text", metadata={"help": "Text column of your data."})
+    label_column: str = field(default="label", metadata={"help": "Label column of your data."})
+    invalid_rows: str = field(
+        default="error",
+        metadata={
+            "help": "Rows with an empty text or a missing label: error (default) or drop (and report).",
+            "choices": ["error", "drop"],
+        },
+    )
+    encoding: str = field(default="utf-8", metadata={"help": "Encoding of CSV/TSV files (e.g. latin-1, cp1252)."})
+    allow_unseen_labels: bool = field(
+        default=False,
+        metadata={"help": "Accept classes that occur in validation/test but never in training (a warning instead of an error)."},
+    )
+    balance: bool = field(
+        default=False,
+        metadata={
+            "help": "Undersample the training data's classes to the smallest (SMS is always balanced before splitting, as the book)."
+        },
+    )
+    padding: str = field(
+        default="dynamic",
+        metadata={
+            "help": "dynamic: pad each batch; longest_train: the book's pad-to-longest (120).",
+            "choices": ["longest_train", "max_length", "dynamic", "none"],
+        },
+    )
+    max_length: int | None = field(default=None, metadata={"help": "Pad length for --padding max_length (default: context length)."})
+    context_length: int | None = field(
+        default=None, metadata={"help": "Truncate texts to this many tokens (default: the model's context length)."}
+    )
+    initial_eval_batches: int = field(
+        default=10, metadata={"help": "Batches per split for the accuracy before training (book: 10; 0 skips)."}
+    )
+    train_eval_batches: int | None = field(
+        default=None,
+        metadata={"help": "Training batches whose accuracy is measured every evaluation (default: the whole training split; book: 5)."},
+    )
+
+
+@dataclass
+class SpamTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with chapter 6's defaults: AdamW lr 5e-5, weight decay 0.1 on every
+    parameter, constant rate, no clipping, 5 epochs, batch 8, seed 123, evaluation every epoch; and
+    the epoch with the best validation accuracy is the one saved (``--load_best_model_at_end false
+    --save_strategy no`` keeps the last epoch, as the book)."""
+
+    label_names: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Class names: of integer labels 0, 1, ... (e.g. --label_names ham spam), or the order of string labels. "
+            "(Trainer's option of this name, the input keys holding labels, is always 'labels' for hf_spam models.)"
+        },
+    )
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (book: 5e-5)."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (book: 0.1)."})
+    weight_decay_scope: str = field(
+        default="book",
+        metadata={
+            "help": "book: decay every parameter, as AdamW(model.parameters()); transformers: Trainer's name rules "
+            "(with the book's names they spare biases and final_norm but still decay norm1/norm2).",
+            "choices": ["book", "transformers"],
+        },
+    )
+    num_train_epochs: float = field(default=5.0, metadata={"help": "Epochs (book: 5)."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Batch size (book: 8)."})
+    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Evaluation batch size."})
+    seed: int = field(default=123, metadata={"help": "Seed for init and data order (book: 123)."})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "Learning-rate schedule (book: constant)."})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping (book: none = 0)."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate (book: every epoch for accuracy)."})
+    logging_steps: float = field(default=50, metadata={"help": "Log the training loss every N steps (book: eval_freq=50)."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint (book: no; the final model is always saved)."})
+    save_total_limit: int | None = field(default=1, metadata={"help": "Checkpoints kept besides the best one."})
+    load_best_model_at_end: bool = field(
+        default=True, metadata={"help": "Save the epoch with the best --metric_for_best_model, not the last (book: false)."}
+    )
+    metric_for_best_model: str | None = field(
+        default="validation_accuracy",
+        metadata={"help": "What 'best' means: validation_accuracy (default), validation_f1, validation_loss..."},
+    )
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop after this many evaluations without improvement (transformers' EarlyStoppingCallback)."}
+    )
+    keep_checkpoints: bool = field(
+        default=False, metadata={"help": "Keep the checkpoint-* folders after a successful run (default: removed, the final model stays)."}
+    )
+    dataloader_drop_last: bool = field(
+        default=True, metadata={"help": "Drop the last incomplete training batch (book); evaluation never drops."}
+    )
+    train_sampling_strategy: str = field(
+        default="random",
+        metadata={
+            "help": "random: the book's shuffling. group_by_length pads less but, on SMS, makes near single-class batches "
+            "(spam is longer than ham) and measured 5.5 points lower test accuracy."
+        },
+    )
+    cache_frozen_trunk: bool = field(
+        default=True,
+        metadata={"help": "Run the frozen embeddings/blocks once and train the top on their cached output (exact; see cached_trunk)."},
+    )
+
+    def __post_init__(self) -> None:
+        # --label_names names the classes here; Trainer reads label_names as input keys, which are "labels"
+        self.class_names, self.label_names = self.label_names, None
+        # accelerate treats a multi-process CPU launch (torchrun, accelerate launch) as distributed only
+        # with use_cpu=True; without it every process silently trains alone on all the data as rank 0.
+        if not self.use_cpu and not _has_accelerator():
+            self.use_cpu = True
+        # Trainer prefixes "eval_"; the evaluation set is named "validation" (beside "train"), so
+        # "accuracy" means the validation split's accuracy.
+        if self.metric_for_best_model and not self.metric_for_best_model.removeprefix("eval_").startswith(("validation_", "train_")):
+            self.metric_for_best_model = "validation_" + self.metric_for_best_model.removeprefix("eval_")
+        if "no" in (self.save_strategy, self.eval_strategy) and self.load_best_model_at_end:
+            self.load_best_model_at_end = False  # nothing to compare or nothing checkpointed: the last epoch is the model (the book)
+        if not self.load_best_model_at_end and self.early_stopping_patience is None:
+            self.metric_for_best_model = None
+        super().__post_init__()
+
+
+def _has_accelerator() -> bool:
+    if hasattr(torch, "accelerator"):
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available() or torch.backends.mps.is_available()

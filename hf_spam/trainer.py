@@ -1,0 +1,74 @@
+"""``SpamTrainer``: ``Trainer`` with the book's optimizer and data details, its metrics, and hf_spam's model card."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import evaluate
+import numpy as np
+import torch
+from huggingface_hub import ModelCard
+from transformers import EvalPrediction, Trainer, TrainingArguments
+
+METRIC_PATH = Path(__file__).parent / "metrics" / "classification"
+
+
+class SpamTrainer(Trainer):
+    """``Trainer`` with the book's weight decay and evaluation batches, writing hf_spam's model card.
+
+    ``model_card`` (set before the final push) replaces Trainer's generic card, which knows nothing
+    of the dataset, the recipe or the test split.
+    """
+
+    model_card: ModelCard | None = None
+
+    def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
+        """The book's ``AdamW(model.parameters(), weight_decay=0.1)`` decays everything. Trainer's default
+        spares parameters by name: biases and ``final_norm`` (``_norm``), but not ``norm1``/``norm2``:
+        an accident of the book's names, so the book's rule is the default here."""
+        if self.args.weight_decay_scope == "book":
+            return [name for name, _ in model.named_parameters()]
+        return super().get_decay_parameter_names(model)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        with _eval_keeps_last_batch(self.args):
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        with _eval_keeps_last_batch(self.args):
+            return super().get_test_dataloader(test_dataset)
+
+    def create_model_card(self, **kwargs) -> None:
+        if self.model_card is None:
+            return super().create_model_card(**kwargs)
+        if self.is_world_process_zero():
+            self.model_card.save(Path(self.args.output_dir) / "README.md")
+
+
+@contextlib.contextmanager
+def _eval_keeps_last_batch(args: TrainingArguments):
+    """The book drops the last partial batch in training only (``drop_last=True`` on ``train_loader``)."""
+    saved = args.dataloader_drop_last
+    args.dataloader_drop_last = False
+    try:
+        yield
+    finally:
+        args.dataloader_drop_last = saved
+
+
+def load_metric() -> evaluate.EvaluationModule:
+    """The package's local evaluate module (``evaluate.load("accuracy")`` would need the Hub)."""
+    return evaluate.load(str(METRIC_PATH))
+
+
+def make_compute_metrics(num_labels: int):
+    """``compute_metrics`` for Trainer: the scalar metrics (Trainer logs scalars; per-class lists stay out)."""
+    metric = load_metric()
+
+    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        results = metric.compute(predictions=np.argmax(logits, axis=-1), references=prediction.label_ids, num_labels=num_labels)
+        return {k: v for k, v in results.items() if isinstance(v, float)}
+
+    return compute_metrics
