@@ -7,10 +7,13 @@ lists the flags that reproduce the book exactly.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainingArguments
+
+logger = logging.getLogger(__name__)
 
 TRAINABLE_LAYERS = ("last_layer", "last_block", "last_two_blocks", "all", "lora")
 
@@ -174,8 +177,17 @@ class SpamTrainingArguments(TrainingArguments):
         # "accuracy" means the validation split's accuracy.
         if self.metric_for_best_model and not self.metric_for_best_model.removeprefix("eval_").startswith(("validation_", "train_")):
             self.metric_for_best_model = "validation_" + self.metric_for_best_model.removeprefix("eval_")
-        if "no" in (self.save_strategy, self.eval_strategy) and self.load_best_model_at_end:
-            self.load_best_model_at_end = False  # nothing to compare or nothing checkpointed: the last epoch is the model (the book)
+        if self.load_best_model_at_end and str(self.save_strategy) != str(self.eval_strategy):
+            # nothing to compare, nothing checkpointed, or checkpoints at other times than evaluations:
+            # the last step's model is the result (the book's behaviour)
+            if "no" not in (str(self.save_strategy), str(self.eval_strategy)):
+                logger.warning(
+                    "Keeping the last model, not the best: --load_best_model_at_end needs --save_strategy equal to --eval_strategy "
+                    "(got %s, %s).",
+                    self.save_strategy,
+                    self.eval_strategy,
+                )
+            self.load_best_model_at_end = False
         if not self.load_best_model_at_end and self.early_stopping_patience is None:
             self.metric_for_best_model = None
         super().__post_init__()

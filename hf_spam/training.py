@@ -121,8 +121,8 @@ def run(
 
     if model_args.trainable_layers == "lora":
         trainer.model = trainer.model.merge_and_unload()  # the saved and pushed model is a plain classifier
-    trainer.save_model()  # weights, config, model code, tokenizer
     if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
         trainer.save_metrics("all", results, combined=False)
         plot_history(
             trainer.state.log_history,
@@ -142,12 +142,16 @@ def run(
             data.splits["validation"][0]["text"][:300],
         )
         trainer.model_card.save(output_dir / "README.md")
-        if not training_args.keep_checkpoints:
-            remove_checkpoints(output_dir)
     if training_args.push_to_hub:
+        # Trainer's push: saves the model (weights, config, code, tokenizer), waits for any checkpoint
+        # push, then uploads the output folder without checkpoint-* folders
         commit = trainer.push_to_hub(commit_message="hf_spam: finetuned classifier")
         if trainer.is_world_process_zero():
             logger.info("Pushed to %s", commit.repo_url)
+    else:
+        trainer.save_model()  # weights, config, model code, tokenizer
+    if trainer.is_world_process_zero() and not training_args.keep_checkpoints:
+        remove_checkpoints(output_dir)
     return results
 
 

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,9 +17,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from hf_spam import GPTForSequenceClassification, save_with_tokenizer
+from hf_spam.checkpoints import resolve_checkpoint
 from hf_spam.data import DataError, describe, load_sms_spam, load_text_classification
 from hf_spam.inference import classify, load_classifier, read_text_file
-from hf_spam.checkpoints import resolve_checkpoint
 from tests.helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,14 +158,18 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path, sms_file):
 
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(
-        [*common, "--output_dir", str(interrupted)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "tests/train_probe.py", "--probe_pause_after_save", "20", *common[2:], "--output_dir", str(interrupted)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
-    deadline = time.time() + 600
-    while not (interrupted / "checkpoint-20" / "trainer_state.json").is_file():
-        assert process.poll() is None and time.time() < deadline, "the run ended before writing checkpoint-20"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
+    assert process.stdout.readline().strip() == "saved checkpoint-20", "the run ended before writing checkpoint-20"
+    process.send_signal(signal.SIGKILL)  # the run is paused right after checkpoint-20 is complete
     process.wait()
+    assert (interrupted / "checkpoint-20" / "trainer_state.json").is_file()
     assert not (interrupted / "all_results.json").exists(), "the run must have been killed before finishing"
     resumed = subprocess.run(
         [*common, "--output_dir", str(interrupted), "--resume_from_checkpoint", "last"],

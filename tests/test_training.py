@@ -202,25 +202,26 @@ def test_lora_run_saves_a_merged_plain_model(tmp_path, sms_file):
 @pytest.mark.slow
 def test_two_processes_train_on_different_data(tmp_path, sms_file):
     """DDP on 2 CPU processes (gloo) via torchrun, the launcher accelerate uses under --multi_gpu."""
-    out = tmp_path / "ddp"
+    out, record = tmp_path / "ddp", tmp_path / "seen"
+    record.mkdir()
     command = [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--nproc_per_node",
         "2",
-        "scripts/train.py",
-        "--data_file",
-        str(sms_file),
-        *TINY,
+        "tests/train_probe.py",
+        "--probe_record",
+        str(record),
     ]
-    command += ["--max_steps", "3", "--initial_eval_batches", "0", "--output_dir", str(out)]
+    command += ["--data_file", str(sms_file), *TINY, "--max_steps", "3", "--initial_eval_batches", "0", "--output_dir", str(out)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    seen = [json.loads((out / f"data_seen_rank{rank}.json").read_text())["examples"] for rank in (0, 1)]
+    seen = [json.loads((record / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 3 * 8
     assert not set(seen[0]) & set(seen[1]), "both processes trained on the same examples"
     assert AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).config.id2label == {0: "ham", 1: "spam"}
+    assert not list(out.glob("*rank*")), "the product writes no test files into the output folder"
 
 
 def test_classify_pipeline_and_forward_agree_for_every_pooling(tmp_path):

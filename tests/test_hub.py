@@ -1,0 +1,101 @@
+"""Sharing on the Hub for real: push with Trainer's --push_to_hub through the real huggingface_hub
+client to a local Hub double over HTTP, then load by repo id in a fresh process without hf_spam."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from tests import hub_double
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "hf_test_token_for_the_double"
+
+
+@pytest.fixture
+def hub(tmp_path):
+    server, state = hub_double.serve()
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_XET": "1",  # the double speaks the LFS protocol, not Xet's storage service
+        "HF_HOME": str(tmp_path / "hf_home"),
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    env.pop("HF_TOKEN", None)
+    yield env, state
+    server.shutdown()
+
+
+LOAD = """
+import json, os, sys
+sys.modules["hf_spam"] = None  # a user who never installed hf_spam
+from transformers import AutoModelForSequenceClassification, pipeline
+repo, texts = sys.argv[1], json.loads(sys.argv[2])
+try:
+    AutoModelForSequenceClassification.from_pretrained(repo, trust_remote_code=True, token=False)
+    anonymous = "loaded"
+except Exception as error:
+    anonymous = type(error).__name__
+model = AutoModelForSequenceClassification.from_pretrained(repo, trust_remote_code=True, token=os.environ["TOKEN"])
+classify = pipeline("text-classification", model=repo, trust_remote_code=True, top_k=None, token=os.environ["TOKEN"])
+print(json.dumps({"anonymous": anonymous, "class": type(model).__name__, "scores": classify(texts)}))
+"""
+
+
+@pytest.mark.slow
+def test_push_then_load_by_repo_id_without_hf_spam(tmp_path, sms_file, hub):
+    env, state = hub
+    out = tmp_path / "out"
+    command = [sys.executable, "scripts/train.py", "--data_file", str(sms_file), "--weights", "random"]
+    command += ["--config_overrides", "n_layers=1,emb_dim=64,n_heads=2", "--num_train_epochs", "1", "--initial_eval_batches", "0"]
+    command += ["--push_to_hub", "--hub_model_id", "reader/spam-tiny", "--hub_token", TOKEN, "--hub_private_repo", "true"]
+    command += ["--hub_strategy", "checkpoint", "--output_dir", str(out)]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert f"Pushed to {env['HF_ENDPOINT']}/reader/spam-tiny" in result.stderr
+
+    repo = state.repos["reader/spam-tiny"]
+    assert repo.private
+    for name in ("model.safetensors", "config.json", "modeling_gpt.py", "configuration_gpt.py", "convert_gpt2.py", "tokenizer.json"):
+        assert name in repo.files, name
+    for name in ("README.md", "loss.png", "accuracy.png", "all_results.json"):
+        assert name in repo.files, name
+    assert "model.safetensors" in repo.lfs_paths, "the weights (13 MB) travel through LFS"
+    assert repo.files["model.safetensors"] == (out / "model.safetensors").read_bytes()
+    assert not [p for p in repo.files if p.startswith("checkpoint-")], "checkpoints are not pushed"
+    assert (
+        "last-checkpoint/model.safetensors" in repo.files and "last-checkpoint/trainer_state.json" in repo.files
+    )  # --hub_strategy checkpoint
+
+    card = ModelCard(repo.files["README.md"].decode())
+    metrics = json.loads((out / "all_results.json").read_text())
+    test_accuracy = [r for r in card.data.eval_results if r.dataset_split == "test" and r.metric_type == "accuracy"]
+    assert test_accuracy and test_accuracy[0].metric_value == round(metrics["test_accuracy"], 4)
+    assert card.data.pipeline_tag == "text-classification" and card.data.library_name == "transformers"
+
+    texts = ["WINNER!! You have won a 1000 cash prize, call now", "see you at the station at 5"]
+    loaded = subprocess.run(
+        [sys.executable, "-I", "-c", LOAD, "reader/spam-tiny", json.dumps(texts)],
+        env={**env, "TOKEN": TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-4000:]
+    answer = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert answer["anonymous"] == "OSError", "a private repository must need the token"
+    assert answer["class"] == "GPTForSequenceClassification"
+
+    from transformers import pipeline
+
+    local = pipeline("text-classification", model=str(out), trust_remote_code=True, top_k=None)(texts)
+    for remote_row, local_row in zip(answer["scores"], local, strict=True):
+        assert {r["label"]: r["score"] for r in remote_row} == pytest.approx({r["label"]: r["score"] for r in local_row}, abs=1e-6)

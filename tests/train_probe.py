@@ -1,0 +1,66 @@
+"""``scripts/train.py`` with test probes injected from outside the product: a Trainer subclass that
+records which examples each process trained on, and a callback that pauses right after a given
+checkpoint is saved (so a test can kill the run at a known point without polling).
+
+python tests/train_probe.py [--probe_record DIR] [--probe_pause_after_save STEP] <scripts/train.py arguments>
+"""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from transformers import HfArgumentParser, TrainerCallback
+
+from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
+from hf_spam.trainer import SpamTrainer
+from hf_spam.training import run
+
+
+class RecordingTrainer(SpamTrainer):
+    """Fingerprints (sha1 of the unpadded token ids) of every example each training step sees."""
+
+    seen: list[str]
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        for ids, mask in zip(inputs["input_ids"].tolist(), inputs["attention_mask"].tolist(), strict=True):
+            self.seen.append(hashlib.sha1(str([i for i, m in zip(ids, mask, strict=True) if m]).encode()).hexdigest()[:16])
+        return super().training_step(model, inputs, num_items_in_batch)
+
+
+class PauseAfterSave(TrainerCallback):
+    """After the checkpoint of ``step`` is complete, say so on stdout and block until stdin closes."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            print(f"saved checkpoint-{self.step}", flush=True)
+            sys.stdin.read()
+
+
+def take(argv: list[str], flag: str) -> str | None:
+    if flag not in argv:
+        return None
+    index = argv.index(flag)
+    value = argv[index + 1]
+    del argv[index : index + 2]
+    return value
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    record, pause = take(argv, "--probe_record"), take(argv, "--probe_pause_after_save")
+    model_args, data_args, training_args = HfArgumentParser(
+        (ModelArguments, DataArguments, SpamTrainingArguments)
+    ).parse_args_into_dataclasses(args=argv)
+    RecordingTrainer.seen = []
+    callbacks = [PauseAfterSave(int(pause))] if pause else []
+    run(model_args, data_args, training_args, callbacks=callbacks, trainer_class=RecordingTrainer)
+    if record:
+        Path(record, f"rank{training_args.process_index}.json").write_text(json.dumps(RecordingTrainer.seen))
+
+
+if __name__ == "__main__":
+    main()
