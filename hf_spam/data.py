@@ -14,6 +14,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -356,6 +357,8 @@ def _read_splits(path_or_id, train_file, validation_file, test_file, config_name
     if path_or_id is None:
         raise DataError("No data given: pass a Hub dataset id, a folder or file (--dataset_name), or --train_file.")
     path = Path(path_or_id)
+    if path.is_dir() and _is_dataset_repo(path):  # a clone of a Hub dataset repo: its README declares the splits
+        return _read_hub(str(path), config_name, splits, text_column), path.name
     if path.is_dir():
         files = _folder_splits(path)
         return {name: _read_file(file, text_column, label_column, encoding) for name, file in files.items()}, path.name
@@ -364,9 +367,18 @@ def _read_splits(path_or_id, train_file, validation_file, test_file, config_name
     return _read_hub(str(path_or_id), config_name, splits, text_column), str(path_or_id)
 
 
+def _is_dataset_repo(folder: Path) -> bool:
+    """A folder laid out as a Hub dataset repository: ``README.md`` metadata with ``configs``/``dataset_info``."""
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return False
+    match = re.match(r"^---\n(.*?)\n---", readme.read_text(encoding="utf-8", errors="replace"), re.DOTALL)
+    return bool(match and re.search(r"^(configs|dataset_info):", match.group(1), re.MULTILINE))
+
+
 def _folder_splits(folder: Path) -> dict[str, Path]:
     """A folder's data files by split: ``train.csv``, ``dev.tsv``, ``Test.jsonl``... (case-insensitive)."""
-    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in LOCAL_FORMATS)
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in LOCAL_FORMATS)  # README.md etc. are not data
     if not files:
         raise DataError(f"{folder} holds no {'/'.join(sorted(LOCAL_FORMATS))} files.")
     by_split: dict[str, Path] = {}

@@ -1,0 +1,186 @@
+"""The user's own data: their splits kept, bad rows reported or dropped with editor line numbers,
+their column and class names everywhere, any encoding, numeric-looking texts kept as text."""
+
+import csv
+import json
+import logging
+import sys
+
+import pytest
+from datasets import ClassLabel, Dataset, Features, Value
+from transformers import TrainerCallback
+
+from hf_spam.data import DataError, load_sms_spam, load_text_classification
+from hf_spam.training import run
+from tests.docstring_corpus import write as write_docstrings
+from tests.test_training import parse
+
+
+def write_csv(path, header, rows, encoding="utf-8"):
+    with open(path, "w", newline="", encoding=encoding) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def three_way_folder(folder, names=("train.csv", "dev.csv", "TEST.csv")):
+    folder.mkdir()
+    rows = {}
+    for name, count in zip(names, (60, 12, 15), strict=True):
+        rows[name] = [(f"{name} message {i}", ["sports", "news", "weather"][i % 3]) for i in range(count)]
+        write_csv(folder / name, ("CONTENT", "airline_sentiment"), rows[name])
+    return rows
+
+
+def test_a_folders_splits_are_kept_row_for_row(tmp_path):
+    rows = three_way_folder(tmp_path / "data")
+    data = load_text_classification(tmp_path / "data", text_column="CONTENT", label_column="airline_sentiment")
+    for split, name in (("train", "train.csv"), ("validation", "dev.csv"), ("test", "TEST.csv")):
+        assert data.splits[split]["text"] == [text for text, _ in rows[name]], split
+        names = data.splits[split].features["label"].names
+        assert [names[i] for i in data.splits[split]["label"]] == [label for _, label in rows[name]]
+        assert data.origin[split] == f"user: {name}"
+    assert not set(data.splits["test"]["text"]) & set(data.splits["train"]["text"]), "test rows must never reach training"
+    # the same files named explicitly, as run_classification.py's --train_file/--validation_file/--test_file
+    explicit = load_text_classification(
+        train_file=tmp_path / "data" / "train.csv",
+        validation_file=tmp_path / "data" / "dev.csv",
+        test_file=tmp_path / "data" / "TEST.csv",
+        text_column="CONTENT",
+        label_column="airline_sentiment",
+    )
+    assert all(explicit.splits[s]["text"] == data.splits[s]["text"] for s in ("train", "validation", "test"))
+
+
+def test_only_the_missing_split_is_cut_and_only_from_train(tmp_path):
+    rows = three_way_folder(tmp_path / "data", names=("train.csv", "valid.csv", "test.csv"))
+    (tmp_path / "data" / "valid.csv").unlink()
+    data = load_text_classification(tmp_path / "data", text_column="CONTENT", label_column="airline_sentiment")
+    assert data.splits["test"]["text"] == [t for t, _ in rows["test.csv"]]
+    train_texts = {t for t, _ in rows["train.csv"]}
+    assert set(data.splits["validation"]["text"]) <= train_texts and set(data.splits["train"]["text"]) <= train_texts
+    assert len(data.splits["validation"]) + len(data.splits["train"]) == 60 and len(data.splits["validation"]) == 7  # 1/8 of train
+    assert data.origin["validation"] == "cut from train.csv"
+
+
+def test_an_unrecognised_file_name_is_an_error_not_a_merge(tmp_path):
+    three_way_folder(tmp_path / "data")
+    write_csv(tmp_path / "data" / "extra.csv", ("CONTENT", "airline_sentiment"), [("x", "news")])
+    with pytest.raises(
+        DataError, match=r"cannot tell which split extra.csv is \(files: \['TEST.csv', 'dev.csv', 'extra.csv', 'train.csv'\]\)"
+    ):
+        load_text_classification(tmp_path / "data", text_column="CONTENT", label_column="airline_sentiment")
+
+
+def test_a_hub_dataset_keeps_its_splits_and_ignores_unsupervised(tmp_path, caplog):
+    """A Hub dataset repository laid out like IMDB (train, test, unsupervised with label -1), read by datasets."""
+    repo = tmp_path / "imdb-like"
+    (repo / "data").mkdir(parents=True)
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
+    for split, labels in (("train", [0, 1] * 10), ("test", [1, 0] * 5), ("unsupervised", [-1] * 8)):
+        Dataset.from_dict({"text": [f"{split} review {i}" for i in range(len(labels))], "label": labels}, features=features).to_parquet(
+            repo / "data" / f"{split}.parquet"
+        )
+    configs = "".join(f"  - split: {s}\n    path: data/{s}.parquet\n" for s in ("train", "test", "unsupervised"))
+    (repo / "README.md").write_text(f"---\nconfigs:\n- config_name: default\n  data_files:\n{configs}---\n# an IMDB-like dataset\n")
+    with caplog.at_level(logging.WARNING):
+        data = load_text_classification(repo)
+    assert "ignoring splits ['unsupervised']" in caplog.text
+    assert data.splits["train"].features["label"].names == ["neg", "pos"]
+    assert data.splits["test"]["text"] == [f"test review {i}" for i in range(10)]
+    assert not any(t.startswith("unsupervised") for s in data.splits.values() for t in s["text"])
+    assert len(data.splits["train"]) + len(data.splits["validation"]) == 20
+    chosen = load_text_classification(repo, splits=["train", "validation=test"])
+    assert chosen.splits["validation"]["text"] == data.splits["test"]["text"] and "cut from" in chosen.origin["test"]
+    with pytest.raises(DataError, match=r"column 'label' is missing \(-1\)"):
+        load_text_classification(repo, splits=["train", "test=unsupervised"])
+
+
+def test_bad_rows_name_the_file_the_editor_line_and_the_users_column(tmp_path, caplog):
+    rows = [(f"message {i}", "spam" if i % 2 else "ham") for i in range(30)]
+    rows[3] = ("a text with\na line break inside quotes", "ham")  # lines 5-6: later rows shift by one line
+    rows[7] = ("", "spam")  # line 10
+    rows[12] = ("no label here", "")  # line 15
+    rows[20] = ("   ", "ham")  # line 23
+    path = write_csv(tmp_path / "train.csv", ("CONTENT", "CLASS"), rows)
+    with pytest.raises(DataError, match=r"^train.csv line 10: column 'CONTENT' is empty .* --invalid_rows drop"):
+        load_text_classification(path, text_column="CONTENT", label_column="CLASS")
+    with caplog.at_level(logging.WARNING):
+        data = load_text_classification(path, text_column="CONTENT", label_column="CLASS", invalid_rows="drop")
+    assert data.dropped == {"train": ["line 10", "line 15", "line 23"]}
+    assert "dropped 3 rows with an empty text or a missing label (line 10, line 15, line 23)" in caplog.text
+    assert sum(len(s) for s in data.splits.values()) == 27
+
+
+def test_encoding_numeric_texts_and_label_names(tmp_path):
+    latin = write_csv(tmp_path / "latin.csv", ("text", "label"), [("café crème", 1), ("naïve", 0)] * 10, encoding="latin-1")
+    with pytest.raises(DataError, match=r"latin.csv line 2 \(byte offset 15\): byte 0xe9 is not valid utf-8.*--encoding latin-1"):
+        load_text_classification(latin)
+    loaded = load_text_classification(latin, encoding="latin-1").splits
+    assert {t for s in loaded.values() for t in s["text"]} == {"café crème", "naïve"}
+
+    codes = write_csv(tmp_path / "codes.csv", ("code", "label"), [("007", 0), ("1e5", 1), ("NA", 0), ("0123", 1)] * 5)
+    data = load_text_classification(codes, text_column="code", label_names=["ham", "spam"])
+    texts = {t for s in data.splits.values() for t in s["text"]}
+    assert texts == {"007", "1e5", "NA", "0123"}, "texts that look like numbers or missing values stay text"
+    assert data.splits["train"].features["label"].names == ["ham", "spam"]
+    with pytest.raises(DataError, match=r"class id 1 but --label_names names only 1 classes"):
+        load_text_classification(codes, text_column="code", label_names=["ham"])
+
+
+def test_balance_touches_the_users_training_split_only(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_csv(folder / "train.csv", ("text", "label"), [(f"a{i}", "a") for i in range(40)] + [(f"b{i}", "b") for i in range(10)])
+    write_csv(folder / "validation.csv", ("text", "label"), [(f"va{i}", "a") for i in range(9)] + [("vb", "b")])
+    write_csv(folder / "test.csv", ("text", "label"), [(f"ta{i}", "a") for i in range(7)] + [("tb", "b")])
+    data = load_text_classification(folder, balance=True)
+    assert sorted(data.splits["train"]["label"]) == [0] * 10 + [1] * 10
+    assert len(data.splits["validation"]) == 10 and len(data.splits["test"]) == 8
+
+
+def test_the_sms_path_is_unchanged(sms_file):
+    splits = load_sms_spam(sms_file)
+    assert [len(splits[s]) for s in ("train", "validation", "test")] == [1045, 149, 300]
+
+
+def test_three_classes_end_to_end_with_best_epoch_and_early_stopping(tmp_path):
+    """A real 3-class CSV (stdlib docstrings) with the user's column names and split files, through the
+    training script's defaults: best epoch kept, early stopping, macro-averaged card, pipeline names."""
+    sizes = write_docstrings(tmp_path / "docs")
+    out = tmp_path / "out"
+    argv = ["--train_file", str(tmp_path / "docs" / "train.csv"), "--validation_file", str(tmp_path / "docs" / "dev.csv")]
+    argv += ["--test_file", str(tmp_path / "docs" / "test.csv"), "--text_column", "docstring", "--label_column", "topic"]
+    argv += ["--weights", "random", "--config_overrides", "n_layers=1,emb_dim=64,n_heads=2", "--trainable_layers", "all"]
+    argv += ["--learning_rate", "1e-3", "--num_train_epochs", "6", "--early_stopping_patience", "1", "--initial_eval_batches", "0"]
+    recorder = StateRecorder()
+    results = run(*parse(*argv, "--output_dir", str(out)), callbacks=[recorder])
+    assert json.loads((out / "all_results.json").read_text())["test_accuracy"] == results["test_accuracy"]
+    assert sizes == {"train": 923, "dev": 127, "test": 108} or sys.version_info[:2] != (3, 11)  # the README's figures
+    assert results["test_confusion_matrix"] and sum(map(sum, results["test_confusion_matrix"])) == sizes["test"]
+
+    history = [e["eval_validation_accuracy"] for e in recorder.state.log_history if "eval_validation_accuracy" in e]
+    assert results["eval_accuracy"] == pytest.approx(max(history)) == pytest.approx(recorder.state.best_metric), "the best epoch is saved"
+    if len(history) < 6:  # stopped early: the last epoch did not improve on the best (patience 1)
+        assert history[-1] <= max(history[:-1])
+    assert not list(out.glob("checkpoint-*")), "checkpoints are removed after a successful run"
+
+    card = (out / "README.md").read_text()
+    assert "macro-averaged: the unweighted mean over the 3 classes" in card
+    assert "- **Dataset**: train.csv, dev.csv, test.csv\n" in card, "the dataset is named by its files, not by a path"
+    with open(tmp_path / "docs" / "dev.csv", newline="", encoding="utf-8") as handle:
+        first_dev_text = list(csv.reader(handle))[1][0]
+    assert f"classify({json.dumps(first_dev_text)})" in card, "the usage example is a real text of the user's validation split"
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(out), trust_remote_code=True, top_k=None)
+    assert {r["label"] for r in classify(["Return the square root of x."])[0]} == {"files", "network", "numbers"}
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "files", "1": "network", "2": "numbers"}
+
+
+class StateRecorder(TrainerCallback):
+    """Keeps Trainer's final state (log history, best metric) for the test to read."""
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.state = state
