@@ -52,6 +52,7 @@ class FeedForward(nn.Module):
             nn.GELU(approximate="tanh"),
             nn.Linear(4 * config.emb_dim, config.emb_dim),
         )
+        self.layers[2].writes_residual = True  # GPT-2's scaled init (see GPTPreTrainedModel._init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -77,6 +78,7 @@ class MultiHeadAttention(nn.Module):
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)
+        self.out_proj.writes_residual = True  # GPT-2's scaled init (see GPTPreTrainedModel._init_weights)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -155,12 +157,14 @@ class GPTPreTrainedModel(PreTrainedModel):
         """GPT-2's init: N(0, 0.02) weights, zero biases, LayerNorm scale 1 / shift 0, and the two
         projections that write into the residual stream (``out_proj``, ``ff.layers[2]``) scaled by
         1/sqrt(2 n_layers), so the residual's variance does not grow with depth (GPT-2 paper; the same
-        rule as transformers' GPT-2 and nanoGPT). Children are initialised before their parents, so the
-        attention/feed-forward branch below overrides the plain ``nn.Linear`` init of their projection.
+        rule as transformers' GPT-2 and nanoGPT). Those two are flagged ``writes_residual`` where they
+        are built: transformers skips this method for modules without parameters of their own (the
+        attention and feed-forward containers) in custom code, so the rule must live on the ``Linear``.
         """
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
+            scale = math.sqrt(2 * self.config.n_layers) if getattr(module, "writes_residual", False) else 1.0
+            init.normal_(module.weight, mean=0.0, std=std / scale)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
@@ -168,9 +172,6 @@ class GPTPreTrainedModel(PreTrainedModel):
         elif isinstance(module, LayerNorm):
             init.ones_(module.scale)
             init.zeros_(module.shift)
-        elif isinstance(module, (MultiHeadAttention, FeedForward)):
-            projection = module.out_proj if isinstance(module, MultiHeadAttention) else module.layers[2]
-            init.normal_(projection.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layers))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):

@@ -56,7 +56,29 @@ def test_auto_classes_are_registered():
 def test_lm_head_is_tied_like_gpt2():
     model = GPTForCausalLM(tiny_config())
     assert model.out_head.weight is model.model.tok_emb.weight
-    assert GPTForCausalLM(tiny_config(tie_word_embeddings=False)).out_head.weight is not None
+    untied = GPTForCausalLM(tiny_config(tie_word_embeddings=False))
+    assert untied.out_head.weight is not untied.model.tok_emb.weight
+    assert not torch.equal(untied.out_head.weight, untied.model.tok_emb.weight)
+
+
+def test_random_init_follows_gpt2_including_the_scaled_residual_projections():
+    """Same init rule as transformers' GPT-2: N(0, 0.02), and N(0, 0.02/sqrt(2 n_layers)) for the two
+    projections that write into the residual stream; compared by standard deviation on the 124M shape's width."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    ours = GPTForCausalLM(tiny_config(emb_dim=256, n_layers=6, n_heads=4)).model.trf_blocks[0]
+    theirs = GPT2LMHeadModel(GPT2Config(n_embd=256, n_layer=6, n_head=4, n_positions=32)).transformer.h[0]
+    pairs = {
+        "W_query": (ours.att.W_query.weight, theirs.attn.c_attn.weight[:, :256]),
+        "out_proj": (ours.att.out_proj.weight, theirs.attn.c_proj.weight),
+        "ff.layers[0]": (ours.ff.layers[0].weight, theirs.mlp.c_fc.weight),
+        "ff.layers[2]": (ours.ff.layers[2].weight, theirs.mlp.c_proj.weight),
+    }
+    for name, (mine, reference) in pairs.items():
+        assert mine.std().item() == pytest.approx(reference.std().item(), rel=0.03), name
+    assert ours.att.out_proj.weight.std().item() == pytest.approx(0.02 / (2 * 6) ** 0.5, rel=0.03)
+    assert ours.ff.layers[0].weight.std().item() == pytest.approx(0.02, rel=0.03)
 
 
 def test_sdpa_attention_equals_the_books_masked_softmax():
