@@ -61,6 +61,7 @@ def test_nothing_is_cached_when_it_would_not_be_exact():
     )
 
 
+@pytest.mark.slow
 def test_saved_model_reproduces_the_accuracy_measured_on_the_cache(tmp_path, sms_file, sms_splits):
     argv = ["--data_file", str(sms_file), "--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2"]
     from hf_spam.training import run

@@ -16,6 +16,7 @@ from tests.test_training import parse
 CACHED = ["--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2", "--initial_eval_batches", "0"]
 
 
+@pytest.mark.slow
 def test_every_checkpoint_is_a_model_that_loads_without_hf_spam(tmp_path, sms_file):
     out = tmp_path / "run"
     argv = [*CACHED, "--data_file", str(sms_file), "--num_train_epochs", "2", "--save_total_limit", "5", "--keep_checkpoints", "true"]
@@ -47,6 +48,7 @@ print(json.dumps(out))
     assert not torch.allclose(torch.tensor(loaded[str(folders[0])][1]), torch.tensor(expected)), "epoch 1 and 2 models should differ"
 
 
+@pytest.mark.slow
 def test_resume_crosses_cached_and_uncached_training(tmp_path, sms_file):
     """Epoch 1 on the cached prefix, epoch 2 from its checkpoint on token ids == both epochs cached."""
     common = [*CACHED, "--data_file", str(sms_file), "--num_train_epochs", "2", "--load_best_model_at_end", "false"]
