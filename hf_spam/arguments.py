@@ -165,6 +165,16 @@ class SpamTrainingArguments(TrainingArguments):
         default=True,
         metadata={"help": "Run the frozen embeddings/blocks once and train the top on their cached output (exact; see cached_trunk)."},
     )
+    trunk_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where the frozen-prefix cache lives (default: hf_spam_trunk/ under the datasets cache)."}
+    )
+    cache_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "Storage dtype of the cache: bfloat16 halves its size (default: the model's dtype, exact).",
+            "choices": ["float32", "bfloat16"],
+        },
+    )
 
     def __post_init__(self) -> None:
         # --label_names names the classes here; Trainer reads label_names as input keys, which are "labels"

@@ -1,29 +1,60 @@
-"""Train only what trains: run the frozen part of the classifier once, then train its top on the cache.
+"""Train only what trains: run the frozen part of the classifier once, keep its output on disk, train the top on it.
 
 Chapter 6 freezes everything below the last block. With no dropout in that frozen prefix its output
 is a fixed function of the input, so computing it every step of every epoch (as the book and a
 plain ``Trainer`` do) repeats the same work five times. Here the prefix runs once per example under
-``inference_mode``; training and evaluation then feed the cached states to the classifier's own
-``forward(prefix_hidden_states=..., prefix_depth=...)``, which runs only blocks ``[depth:]``,
-``final_norm`` and the head. ``Trainer`` therefore always holds the real classifier: its checkpoints
-are complete models, and a run can resume a checkpoint of an uncached run and vice versa. The result
-is the same computation (a test checks loss and gradients against the uncached model on the same
-batch); only the order of floating-point work differs.
+``inference_mode`` and its hidden states are written to disk; training and evaluation then read them
+back per batch and feed them to the classifier's own ``forward(prefix_hidden_states=...,
+prefix_depth=...)``, which runs only blocks ``[depth:]``, ``final_norm`` and the head. ``Trainer``
+always holds the real classifier: its checkpoints are complete models, and a run can resume a
+checkpoint of an uncached run and vice versa. The result is the same computation (a test checks
+loss and gradients against the uncached model on the same batch); only the order of floating-point
+work differs.
+
+The cache, and why it is built this way:
+
+- **Raw rows in flat files, read with ``os.pread``**, one ``(tokens, emb_dim)`` block per example.
+  Reads are explicit, per example, so neither the resident memory nor the address space grows with
+  the cache (a memory map would reserve the whole file; Arrow via ``datasets.map`` would fingerprint
+  by hashing the model through ``dill`` and turn each row into nested lists). The operating system's
+  page cache still keeps hot files in RAM when there is room.
+- **Keyed by what it depends on**: a sha256 over the frozen tensors (embeddings and blocks
+  ``[0, depth)``), the depth, whether the trunk reads the attention mask, the storage dtype, and
+  the split's token ids and masks. Any change gives a new cache, never a stale one; an unchanged
+  run (another learning rate, another seed) reuses it.
+- **Never half-read**: a cache is built in ``<key>.partial`` and renamed to ``<key>`` only after
+  ``meta.json`` (written last) lists every shard with its size; a folder whose files do not match
+  its ``meta.json`` is rebuilt, with a warning.
+- **Sharded across processes**: under ``torchrun``/``accelerate launch`` each process computes the
+  examples ``i % world_size == rank`` into its own shard, then all wait; every process reads all shards.
+- ``dtype=torch.bfloat16`` halves the disk size (rows are stored as bf16 and widened on read);
+  the default is the model's own dtype, which is exact.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset
+from datasets import config as datasets_config
 
 from .modeling_gpt import GPTForSequenceClassification
 
 logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+STORAGE = {torch.float32: ("float32", torch.float32), torch.bfloat16: ("bfloat16", torch.int16), torch.float16: ("float16", torch.float16)}
 
 
 def frozen_depth(model: GPTForSequenceClassification) -> int:
@@ -42,30 +73,120 @@ def frozen_depth(model: GPTForSequenceClassification) -> int:
     return depth
 
 
-class CachedPrefix(torch.utils.data.Dataset):
-    """One example per item: the prefix's hidden states for its tokens (after ``depth`` blocks), plus ids, mask and label."""
+def default_cache_dir() -> Path:
+    """Beside the datasets cache (``HF_DATASETS_CACHE``), not in a run's output folder: caches outlive runs."""
+    return Path(datasets_config.HF_DATASETS_CACHE) / "hf_spam_trunk"
 
-    def __init__(
-        self, hidden: list[torch.Tensor], input_ids: list[list[int]], attention_mask: list[list[int]], labels: list[int], depth: int
-    ) -> None:
-        self.hidden, self.input_ids, self.attention_mask, self.labels, self.depth = hidden, input_ids, attention_mask, labels, depth
+
+# ---------------------------------------------------------------------------------------------
+# Keys
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    tensor = tensor.detach().cpu().contiguous()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.view(torch.int16)
+    return tensor.numpy().tobytes()
+
+
+def model_fingerprint(model: GPTForSequenceClassification, depth: int, dtype: torch.dtype) -> str:
+    """sha256 of everything the prefix's output depends on besides the tokens."""
+    digest = hashlib.sha256()
+    trunk = model.model
+    settings = {
+        "format": CACHE_FORMAT,
+        "depth": depth,
+        "causal": model.config.causal,
+        "reads_mask": model.trunk_mask(torch.ones(1, 1)) is not None,
+        "storage": STORAGE[dtype][0],
+        "compute": str(next(model.parameters()).dtype),
+    }
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    frozen = {"tok_emb": trunk.tok_emb, "pos_emb": trunk.pos_emb, **{f"trf_blocks.{i}": trunk.trf_blocks[i] for i in range(depth)}}
+    for prefix, module in frozen.items():
+        for name, tensor in module.state_dict().items():
+            digest.update(f"{prefix}.{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+            digest.update(_tensor_bytes(tensor))
+    return digest.hexdigest()
+
+
+def _lengths(dataset: Dataset) -> np.ndarray:
+    """Token count of every example, from the Arrow buffers (no Python lists of ids)."""
+    parts = [
+        pc.list_value_length(batch.column("input_ids")).to_numpy(zero_copy_only=False)
+        for batch in dataset.with_format("arrow", columns=["input_ids"]).iter(batch_size=65536)
+    ]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+
+def tokens_fingerprint(dataset: Dataset) -> str:
+    """sha256 of a split's token ids and attention masks (the Arrow buffers, batch by batch)."""
+    digest = hashlib.sha256()
+    columns = [c for c in ("input_ids", "attention_mask") if c in dataset.column_names]
+    for batch in dataset.with_format("arrow", columns=columns).iter(batch_size=4096):
+        for column in columns:
+            values = batch.column(column).combine_chunks()
+            digest.update(column.encode())
+            digest.update(pc.list_value_length(values).to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
+            digest.update(values.flatten().to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+class CachedPrefix(torch.utils.data.Dataset):
+    """One example per item: the prefix's hidden states for its tokens (read from the cache on disk),
+    plus its ids, mask and label (from the tokenized split)."""
+
+    def __init__(self, folder: Path, tokens: Dataset, depth: int, rows: np.ndarray | None = None) -> None:
+        self.folder, self.tokens, self.depth = Path(folder), tokens, depth
+        meta = json.loads((self.folder / "meta.json").read_text())
+        self.emb_dim = meta["emb_dim"]
+        self.storage = next(dtype for dtype, (name, _) in STORAGE.items() if name == meta["storage"])
+        self.row_bytes = self.emb_dim * torch.empty(0, dtype=self.storage).element_size()
+        index = np.zeros((meta["examples"], 3), dtype=np.int64)  # per example: shard, first row, rows
+        for shard_number, shard in enumerate(meta["shards"]):
+            part = np.load(self.folder / shard["index"])
+            index[part[:, 0], 0] = shard_number
+            index[part[:, 0], 1:] = part[:, 1:]
+        self.index = index
+        self.files = [str(self.folder / shard["file"]) for shard in meta["shards"]]
+        self.rows = np.arange(len(index)) if rows is None else rows
+        self._fds: dict[tuple[int, int], int] = {}
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.rows)
+
+    def _fd(self, shard: int) -> int:
+        # opened lazily, per process: DataLoader workers get their own descriptors
+        key = (os.getpid(), shard)
+        if key not in self._fds:
+            self._fds[key] = os.open(self.files[shard], os.O_RDONLY)
+        return self._fds[key]
+
+    def hidden_states(self, example: int) -> torch.Tensor:
+        shard, first, rows = (int(x) for x in self.index[example])
+        raw = os.pread(self._fd(shard), rows * self.row_bytes, first * self.row_bytes)
+        hidden = torch.frombuffer(bytearray(raw), dtype=STORAGE[self.storage][1]).view(rows, self.emb_dim)
+        return hidden.view(self.storage) if self.storage == torch.bfloat16 else hidden
 
     def __getitem__(self, index: int) -> dict:
+        example = int(self.rows[index])
+        row = self.tokens[example]
         return {
-            "prefix_hidden_states": self.hidden[index],
+            "prefix_hidden_states": self.hidden_states(example),
             "prefix_depth": self.depth,
-            "input_ids": self.input_ids[index],  # also gives Trainer's length-grouped sampler its lengths
-            "attention_mask": self.attention_mask[index],
-            "labels": self.labels[index],
+            "input_ids": row["input_ids"],  # also gives Trainer's length-grouped sampler its lengths
+            "attention_mask": row.get("attention_mask") or [1] * len(row["input_ids"]),
+            "labels": row["label"],
         }
 
     def select(self, indices) -> CachedPrefix:
-        indices = list(indices)
-        columns = (self.hidden, self.input_ids, self.attention_mask, self.labels)
-        return CachedPrefix(*([column[i] for i in indices] for column in columns), self.depth)
+        view = CachedPrefix.__new__(CachedPrefix)
+        view.__dict__ = {**self.__dict__, "rows": self.rows[np.asarray(list(indices), dtype=np.int64)], "_fds": {}}
+        return view
 
 
 def pad_ids(features: list[dict], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,11 +201,11 @@ def pad_ids(features: list[dict], pad_token_id: int) -> tuple[torch.Tensor, torc
     return input_ids, attention_mask
 
 
-def collate_cached(features: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """A batch of cached examples, right-padded; pad hidden states are zeros (causal attention never reads them)."""
+def collate_cached(features: list[dict], pad_token_id: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """A batch of cached examples, right-padded, in the model's ``dtype``; pad hidden states are zeros
+    (causal attention never reads them)."""
     input_ids, attention_mask = pad_ids(features, pad_token_id)
-    first = features[0]["prefix_hidden_states"]
-    hidden = torch.zeros(*input_ids.shape, first.shape[-1], dtype=first.dtype)
+    hidden = torch.zeros(*input_ids.shape, features[0]["prefix_hidden_states"].shape[-1], dtype=dtype)
     for row, feature in enumerate(features):
         hidden[row, : len(feature["input_ids"])] = feature["prefix_hidden_states"]
     return {
@@ -96,43 +217,151 @@ def collate_cached(features: list[dict], pad_token_id: int) -> dict[str, torch.T
     }
 
 
-@torch.inference_mode()
-def cache_prefix(model: GPTForSequenceClassification, dataset: Dataset, depth: int, batch_size: int = 32) -> CachedPrefix:
-    """Run embeddings + blocks ``[0, depth)`` over ``dataset`` once, in length-sorted batches.
+# ---------------------------------------------------------------------------------------------
+# Building
 
-    Each example keeps the hidden states of its own positions (pads included when the data was padded
-    to a fixed length, as ``last`` pooling reads them); sorting by length keeps batch padding near zero.
-    """
-    was_training = model.training
-    model.eval()
-    input_ids, labels = dataset["input_ids"], dataset["label"]
-    attention_mask = dataset["attention_mask"] if "attention_mask" in dataset.column_names else [[1] * len(ids) for ids in input_ids]
-    order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
-    hidden: list[torch.Tensor | None] = [None] * len(input_ids)
+
+def _problem(folder: Path, key: str) -> str | None:
+    """Why ``folder`` is not a complete cache for ``key`` (``None``: it is)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return "meta.json is missing or unreadable"
+    if meta.get("key") != key:
+        return "it was built for other inputs"
+    for shard in meta["shards"]:
+        for name, size in ((shard["file"], shard["bytes"]), (shard["index"], None)):
+            path = folder / name
+            if not path.is_file() or (size is not None and path.stat().st_size != size):
+                return f"{name} is missing or has the wrong size"
+    return None
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_batch_tokens: int):
+    """Consecutive runs of ``order`` (sorted by length) of at most ``batch_size`` examples and
+    ``max_batch_tokens`` padded tokens, so the prefix's activations stay bounded for long texts."""
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and end - start < batch_size and (end + 1 - start) * lengths[order[end]] <= max_batch_tokens:
+            end += 1
+        yield order[start:end]
+        start = end
+
+
+@torch.inference_mode()
+def _compute_shard(
+    model: GPTForSequenceClassification,
+    dataset: Dataset,
+    depth: int,
+    folder: Path,
+    storage: torch.dtype,
+    batch_size: int,
+    rank: int,
+    world: int,
+    max_batch_tokens: int = 8192,
+) -> dict:
+    """Run embeddings + blocks ``[0, depth)`` over this process's share, in length-sorted batches, appending to its shard file."""
+    lengths = _lengths(dataset)
+    mine = np.arange(len(dataset))[rank::world]
+    order = mine[np.argsort(lengths[mine], kind="stable")]
     device = next(model.parameters()).device
     pad_token_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        ids, mask = pad_ids([{"input_ids": input_ids[i], "attention_mask": attention_mask[i]} for i in rows], pad_token_id)
-        out = model.model.prefix(ids.to(device), model.trunk_mask(mask.to(device)), depth)
-        for offset, i in enumerate(rows):
-            hidden[i] = out[offset, : len(input_ids[i])].clone()
+    name = f"shard-{rank}-of-{world}"
+    index = np.zeros((len(order), 3), dtype=np.int64)
+    written = done = 0
+    with open(folder / f"{name}.bin", "wb") as out:
+        for rows in _batches(order, lengths, batch_size, max_batch_tokens):
+            batch = dataset.select(rows)
+            masks = batch["attention_mask"] if "attention_mask" in batch.column_names else [[1] * len(i) for i in batch["input_ids"]]
+            ids, mask = pad_ids(
+                [{"input_ids": i, "attention_mask": m} for i, m in zip(batch["input_ids"], masks, strict=True)], pad_token_id
+            )
+            hidden = model.model.prefix(ids.to(device), model.trunk_mask(mask.to(device)), depth).to(storage).cpu()
+            for offset, example in enumerate(rows):
+                length = int(lengths[example])
+                out.write(_tensor_bytes(hidden[offset, :length]))
+                index[done] = (example, written, length)
+                written += length
+                done += 1
+    np.save(folder / f"{name}.index.npy", index)
+    row_bytes = model.config.emb_dim * torch.empty(0, dtype=storage).element_size()
+    return {"file": f"{name}.bin", "index": f"{name}.index.npy", "bytes": written * row_bytes, "examples": len(order)}
+
+
+def open_prefix_cache(
+    model: GPTForSequenceClassification,
+    dataset: Dataset,
+    depth: int,
+    cache_dir: str | os.PathLike | None = None,
+    dtype: torch.dtype | None = None,
+    batch_size: int = 32,
+) -> CachedPrefix:
+    """The split's cached prefix: reused when a complete cache for exactly these inputs exists, else built
+    (by every process its share, under ``torchrun``/``accelerate launch``) and then opened."""
+    storage = dtype or next(model.parameters()).dtype
+    key = hashlib.sha256((model_fingerprint(model, depth, storage) + tokens_fingerprint(dataset)).encode()).hexdigest()[:40]
+    folder = Path(cache_dir or default_cache_dir()) / key
+    rank, world = _world()
+    problem = _problem(folder, key) if folder.exists() else "absent"
+    if problem is None:
+        logger.info("Reusing the frozen-prefix cache %s (%d examples).", folder, len(dataset))
+        return CachedPrefix(folder, dataset, depth)
+    partial = folder.with_name(folder.name + ".partial")
+    _barrier()  # every process has looked before anything is removed
+    if rank == 0:
+        if folder.exists():
+            logger.warning("Rebuilding the frozen-prefix cache %s: %s.", folder, problem)
+            shutil.rmtree(folder)
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    _barrier()
+    was_training = model.training
+    model.eval()
+    shard = _compute_shard(model, dataset, depth, partial, storage, batch_size, rank, world)
     model.train(was_training)
-    return CachedPrefix(hidden, input_ids, attention_mask, labels, depth)
+    (partial / f"shard-{rank}-of-{world}.json").write_text(json.dumps(shard))
+    _barrier()
+    if rank == 0:
+        shards = [json.loads((partial / f"shard-{r}-of-{world}.json").read_text()) for r in range(world)]
+        meta = {"key": key, "examples": len(dataset), "emb_dim": model.config.emb_dim, "storage": STORAGE[storage][0], "shards": shards}
+        (partial / "meta.json").write_text(json.dumps(meta))  # written last: its presence means complete
+        partial.rename(folder)
+    _barrier()
+    return CachedPrefix(folder, dataset, depth)
 
 
-def cached_splits(model: GPTForSequenceClassification, data, batch_size: int = 32) -> tuple[dict[str, CachedPrefix], Callable] | None:
+def cached_splits(
+    model: GPTForSequenceClassification,
+    data,
+    batch_size: int = 32,
+    cache_dir: str | os.PathLike | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[dict[str, CachedPrefix], Callable] | None:
     """Every split of ``data`` (a ``TokenizedData``) as cached prefixes, with their collator; ``None``
     when nothing can be cached exactly (see :func:`frozen_depth`)."""
     depth = frozen_depth(model) if isinstance(model, GPTForSequenceClassification) else 0
     if not depth:
         return None
     started = time.perf_counter()
-    cached = {name: cache_prefix(model, split, depth, batch_size) for name, split in data.splits.items()}
+    cached = {name: open_prefix_cache(model, split, depth, cache_dir, dtype, batch_size) for name, split in data.splits.items()}
     logger.info(
-        "Cached the frozen embeddings + %d blocks for %d examples in %.1f s.",
+        "Frozen embeddings + %d blocks ready for %d examples in %.1f s (cache: %s).",
         depth,
         sum(map(len, cached.values())),
         time.perf_counter() - started,
+        next(iter(cached.values())).folder.parent,
     )
-    return cached, functools.partial(collate_cached, pad_token_id=model.config.pad_token_id)
+    compute_dtype = next(model.parameters()).dtype
+    return cached, functools.partial(collate_cached, pad_token_id=model.config.pad_token_id, dtype=compute_dtype)

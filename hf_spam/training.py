@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 from datasets import Dataset
 from transformers import EarlyStoppingCallback, TrainerCallback
 
@@ -83,7 +84,10 @@ def run(
     model = configure_trainable(model, model_args)
     trainable, total = count_parameters(model)
     logger.info("Trainable parameters: %s of %s (%s)", f"{trainable:,}", f"{total:,}", model_args.trainable_layers)
-    cached = cached_splits(model, tokenized, training_args.per_device_eval_batch_size * 4) if training_args.cache_frozen_trunk else None
+    cached = None
+    if training_args.cache_frozen_trunk:
+        cache_dtype = getattr(torch, training_args.cache_dtype) if training_args.cache_dtype else None
+        cached = cached_splits(model, tokenized, training_args.per_device_eval_batch_size * 4, training_args.trunk_cache_dir, cache_dtype)
     splits, collator = cached or (tokenized.splits, tokenized.collator)
     if cached is None:
         logger.info("Training the whole model on token ids (nothing frozen to cache, or --cache_frozen_trunk false).")

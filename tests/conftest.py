@@ -1,6 +1,7 @@
 """Offline test setup: the shared data beside the checkout, and no Hub access."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED_DATA / "tiktoken_cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# datasets' cache (and the frozen-prefix caches under it) in a throwaway folder, not the user's ~/.cache
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="hf_spam_tests_datasets_"))
 
 
 @pytest.fixture(scope="session")

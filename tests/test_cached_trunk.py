@@ -8,7 +8,7 @@ from transformers import AutoModelForSequenceClassification
 
 from hf_spam import GPTForSequenceClassification
 from hf_spam.arguments import ModelArguments
-from hf_spam.cached_trunk import cache_prefix, collate_cached, frozen_depth
+from hf_spam.cached_trunk import collate_cached, frozen_depth, open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.model_setup import configure_trainable
 from tests.helpers import tiny_config
@@ -25,7 +25,7 @@ def grads(model):
 
 
 @pytest.mark.parametrize(("pooling", "padding"), [("last_non_pad", "dynamic"), ("last", "longest_train"), ("mean", "dynamic")])
-def test_cached_top_gives_the_same_loss_and_gradients(sms_splits, pooling, padding):
+def test_cached_top_gives_the_same_loss_and_gradients(sms_splits, pooling, padding, tmp_path):
     torch.manual_seed(0)
     model = configure_trainable(
         GPTForSequenceClassification(tiny_config(n_layers=3, pooling=pooling, context_length=128)), ModelArguments()
@@ -34,7 +34,7 @@ def test_cached_top_gives_the_same_loss_and_gradients(sms_splits, pooling, paddi
     assert depth == 2
     data = tokenize(sms_splits, padding, context_length=128)
     examples = data.splits["train"].select(range(8))
-    cached = cache_prefix(model, examples, depth, batch_size=3)  # other batches than the one trained on
+    cached = open_prefix_cache(model, examples, depth, tmp_path, batch_size=3)  # other batches than the one trained on
     batch = collate_cached([cached[i] for i in range(8)], pad_token_id=50256)
 
     model.train()
