@@ -37,7 +37,23 @@ class ModelArguments:
         default="last_block", metadata={"help": "What trains besides the new head.", "choices": list(TRAINABLE_LAYERS)}
     )
     pooling: str = field(
-        default="last_non_pad", metadata={"help": "Token the classifier reads.", "choices": ["last_non_pad", "last", "first", "mean"]}
+        default="last_non_pad",
+        metadata={
+            "help": "What the classifier reads: last_non_pad, last (the book: position -1), first, mean (real tokens), "
+            "mean_all (every position, pads included: the bonus experiments' --average_embeddings).",
+            "choices": ["last_non_pad", "last", "first", "mean", "mean_all"],
+        },
+    )
+    random_init: str = field(
+        default="gpt2",
+        metadata={
+            "help": "With --weights random: gpt2 (GPT-2's N(0, 0.02) init) or book (PyTorch's default module init after "
+            "torch.manual_seed(123), exactly the book's GPTModel, as bonus row 10 measured).",
+            "choices": ["gpt2", "book"],
+        },
+    )
+    loss_ignore_index: int = field(
+        default=-100, metadata={"help": "ignore_index of the loss (bonus row 18: 50256; no effect on class ids)."}
     )
     lora_rank: int = field(default=16, metadata={"help": "LoRA rank (appendix E: 16)."})
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (appendix E: 16)."})
@@ -48,6 +64,13 @@ class DataArguments:
     """The data: the SMS Spam Collection by default, or any text-classification dataset with its own splits."""
 
     data_file: str | None = field(default=None, metadata={"help": "Local SMSSpamCollection or the UCI zip (default: download it once)."})
+    split: str = field(
+        default="chapter",
+        metadata={
+            "help": "SMS rows per split: chapter (listings 6.2/6.3) or bonus (the bonus experiments script's, shuffled once more).",
+            "choices": ["chapter", "bonus"],
+        },
+    )
     dataset_name: str | None = field(
         default=None,
         metadata={

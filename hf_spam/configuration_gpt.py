@@ -17,7 +17,9 @@ GPT2_PRESETS: dict[str, dict[str, int | str]] = {
     "gpt2-xl (1558M)": {"emb_dim": 1600, "n_layers": 48, "n_heads": 25, "hub_id": "openai-community/gpt2-xl"},
 }
 
-POOLINGS = ("last_non_pad", "last", "first", "mean")
+POOLINGS = ("last_non_pad", "last", "first", "mean", "mean_all")
+# poolings that read the padded sequence as the book does: pads are ordinary tokens to the trunk
+BOOK_PADDED_POOLINGS = ("last", "mean_all")
 
 
 def resolve_preset(name: str) -> str:
@@ -52,8 +54,12 @@ class GPTConfig(PretrainedConfig):
         causal: apply the causal mask (``False`` is the bonus experiment "no causal mask").
         pooling: which token's output the classifier reads: ``last_non_pad`` (last real token by
             ``attention_mask``, else by ``pad_token_id``), ``last`` (position -1, exactly the book,
-            pads included), ``first`` (exercise 6.3) or ``mean`` (mean over real tokens).
-        padded_length: for ``pooling="last"`` models trained on fixed-length padding (the book pads
+            pads included), ``first`` (exercise 6.3), ``mean`` (mean over real tokens) or
+            ``mean_all`` (the bonus experiment ``--average_embeddings``: the mean over every
+            position, pads included, of a model that reads pads as tokens).
+        loss_ignore_index: ``ignore_index`` of the classification loss (bonus experiment row 18 sets
+            50256; class targets are 0..num_labels-1, so only -100 or a class id changes anything).
+        padded_length: for ``pooling="last"``/``"mean_all"`` models trained on fixed-length padding (the book pads
             every message to the longest training message): that length. The classifier then pads
             (or cuts) every input to it before reading position -1, so ``pipeline``, ``classify.py``
             and a plain forward see exactly what training saw. ``None``: inputs are used as given.
@@ -82,6 +88,7 @@ class GPTConfig(PretrainedConfig):
         causal: bool = True,
         pooling: str = "last_non_pad",
         padded_length: int | None = None,
+        loss_ignore_index: int = -100,
         tie_word_embeddings: bool = True,
         initializer_range: float = 0.02,
         pad_token_id: int | None = 50256,
@@ -99,6 +106,7 @@ class GPTConfig(PretrainedConfig):
         self.causal = causal
         self.pooling = pooling
         self.padded_length = padded_length
+        self.loss_ignore_index = loss_ignore_index
         self.tie_word_embeddings = tie_word_embeddings
         self.initializer_range = initializer_range
         super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)

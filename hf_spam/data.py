@@ -149,6 +149,7 @@ def load_sms_spam_frame(data_file: str | os.PathLike | None = None, url: str = S
 def load_sms_spam(
     data_file: str | os.PathLike | None = None,
     *,
+    split: str = "chapter",
     balance: bool = True,
     seed: int = 123,
     train_frac: float = 0.7,
@@ -160,12 +161,20 @@ def load_sms_spam(
 
     ``data_file`` is the extracted ``SMSSpamCollection`` or the UCI zip; without it the zip is
     downloaded once into the datasets cache. Columns: ``text`` and ``label`` (``ClassLabel`` ham=0, spam=1).
+
+    ``split="bonus"`` gives the rows of the chapter's bonus experiments script instead, which
+    shuffles the balanced set once (``sample(frac=1, random_state=123)``) before the chapter's
+    shuffle-and-cut, so its splits hold other messages than the chapter's.
     """
+    if split not in ("chapter", "bonus"):
+        raise ValueError(f"split must be 'chapter' or 'bonus', got {split!r}.")
     frame = load_sms_spam_frame(data_file, url, cache_dir)
     features = Features({"text": Value("string"), "label": ClassLabel(names=list(SMS_LABELS))})
     dataset = Dataset.from_dict({"text": frame["Text"].tolist(), "label": [SMS_LABELS.index(x) for x in frame["Label"]]}, features=features)
     if balance:
         dataset = balance_classes(dataset, seed)
+    if split == "bonus":
+        dataset = dataset.select(np.random.RandomState(seed).choice(len(dataset), size=len(dataset), replace=False))
     return split_like_the_book(dataset, train_frac, validation_frac, seed)
 
 

@@ -34,9 +34,10 @@ def build_model_card(
     label_names: list[str],
     dataset_name: str,
     dataset_id: str | None,
-    example_text: str,
+    example_texts: list[str],
 ) -> ModelCard:
-    """``dataset_name`` is shown (a Hub id or file names); ``dataset_id`` goes into the metadata when the data is on the Hub."""
+    """``dataset_name`` is shown (a Hub id or file names); ``dataset_id`` goes into the metadata when the data is on the Hub.
+    ``example_texts`` (real texts of the validation split) become the usage example and the Hub widget's examples."""
     base = base_model_id(model_args)
     averaging = results.get("test_average", "binary" if len(label_names) == 2 else "macro")
     card_data = ModelCardData(
@@ -48,6 +49,7 @@ def build_model_card(
         license="mit" if base and base.startswith("openai-community/") else "apache-2.0",
         tags=["hf_spam", "gpt2", "text-classification"],
         metrics=["accuracy", "f1"],
+        widget=[{"text": text} for text in example_texts],
         eval_results=[
             EvalResult(
                 task_type="text-classification",
@@ -63,10 +65,8 @@ def build_model_card(
             if f"{prefix}_{metric}" in results
         ],
     )
-    return ModelCard(
-        f"---\n{card_data.to_yaml()}\n---\n"
-        + _body(repo_id, model_args, data_args, training_args, results, label_names, dataset_name, base, averaging, example_text)
-    )
+    body = _body(repo_id, model_args, data_args, training_args, results, label_names, dataset_name, base, averaging, example_texts[0])
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n" + body)
 
 
 def _body(repo_id, model_args, data_args, training_args, results, label_names, dataset_name, base, averaging, example_text) -> str:

@@ -17,7 +17,13 @@ LORA_TARGETS = ["W_query", "W_key", "W_value", "out_proj", "layers.0", "layers.2
 
 def build_model(args: ModelArguments, id2label: dict[int, str], seed: int) -> GPTForSequenceClassification:
     """The classifier: OpenAI's weights (or a saved hf_spam model), or a fresh random one."""
-    task = {"num_labels": len(id2label), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}, "pooling": args.pooling}
+    task = {
+        "num_labels": len(id2label),
+        "id2label": id2label,
+        "label2id": {v: k for k, v in id2label.items()},
+        "pooling": args.pooling,
+        "loss_ignore_index": args.loss_ignore_index,
+    }
     set_seed(seed)
     if args.weights == "random":
         config = (
@@ -28,12 +34,38 @@ def build_model(args: ModelArguments, id2label: dict[int, str], seed: int) -> GP
         if args.config_overrides:
             config.update_from_string(args.config_overrides)
             config.validate_book_fields()
-        return GPTForSequenceClassification(config)
+        model = GPTForSequenceClassification(config)
+        if args.random_init == "book":
+            book_init_(model)
+        return model
     if args.config_overrides:
         task.update(_parse_overrides(args.config_overrides))
     if os.path.isdir(args.model_name_or_path) and AutoConfig.from_pretrained(args.model_name_or_path).model_type == GPTConfig.model_type:
         return GPTForSequenceClassification.from_pretrained(args.model_name_or_path, ignore_mismatched_sizes=True, **task)
     return GPTForSequenceClassification.from_gpt2(args.model_name_or_path, **task)
+
+
+@torch.no_grad()
+def book_init_(model: GPTForSequenceClassification, seed: int = 123) -> None:
+    """Initialise as the book's code does for random weights: ``torch.manual_seed(123); GPTModel(cfg)``
+    (PyTorch's default init of every ``nn.Embedding``/``nn.Linear``, drawn in construction order,
+    the 50257-way LM head included), then ``torch.manual_seed(123); model.out_head = Linear(emb_dim, 2)``.
+    Replaying the draws in that order gives the book's tensors exactly (a test compares)."""
+    torch.manual_seed(seed)
+    trunk = model.model
+    trunk.tok_emb.reset_parameters()
+    trunk.pos_emb.reset_parameters()
+    for block in trunk.trf_blocks:
+        for linear in (block.att.W_query, block.att.W_key, block.att.W_value, block.att.out_proj, block.ff.layers[0], block.ff.layers[2]):
+            linear.reset_parameters()
+        for norm in (block.norm1, block.norm2):
+            norm.scale.fill_(1.0)
+            norm.shift.zero_()
+    trunk.final_norm.scale.fill_(1.0)
+    trunk.final_norm.shift.zero_()
+    torch.nn.Linear(model.config.emb_dim, model.config.vocab_size, bias=False)  # the book's LM head, replaced below: its draws still count
+    torch.manual_seed(seed)
+    model.out_head.reset_parameters()
 
 
 def is_preset(name: str) -> bool:

@@ -19,7 +19,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput, SequenceClassifierOutput
 
-from .configuration_gpt import GPTConfig
+from .configuration_gpt import BOOK_PADDED_POOLINGS, GPTConfig
 from .convert_gpt2 import (
     book_state_dict_to_hf,
     config_from_book_state_dict,
@@ -421,6 +421,8 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
             return hidden[batch, (positions * real).argmax(-1)]  # rightmost real token
         if self.config.pooling == "first":
             return hidden[batch, real.argmax(-1)]  # leftmost real token
+        if self.config.pooling == "mean_all":
+            return hidden.mean(1)  # every position, pads included (the book's mean of the output over dim 1)
         weights = real.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
@@ -446,7 +448,7 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         if prefix_hidden_states is not None:
             hidden = self.model.suffix(prefix_hidden_states, self.trunk_mask(attention_mask), prefix_depth)
             return self.head(hidden, input_ids, attention_mask, labels)
-        if self.config.pooling == "last" and self.config.padded_length and input_ids is not None and input_ids.shape[1]:
+        if self.config.pooling in BOOK_PADDED_POOLINGS and self.config.padded_length and input_ids is not None and input_ids.shape[1]:
             input_ids, attention_mask = self.book_padding(input_ids, attention_mask), None
         outputs = self.model(input_ids, self.trunk_mask(attention_mask), inputs_embeds, output_attentions, output_hidden_states)
         return self.head(outputs.last_hidden_state, input_ids, attention_mask, labels, outputs.hidden_states)
@@ -466,8 +468,8 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         return ids[:, :width]
 
     def trunk_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-        """The mask the trunk sees: none for ``last`` pooling, where the book's model treats pads as tokens."""
-        return None if self.config.pooling == "last" else attention_mask
+        """The mask the trunk sees: none for ``last``/``mean_all`` pooling, where the book's model treats pads as tokens."""
+        return None if self.config.pooling in BOOK_PADDED_POOLINGS else attention_mask
 
     def head(
         self,
@@ -481,7 +483,7 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         logits = self.out_head(self.pool(hidden, self.real_tokens(input_ids, attention_mask, hidden)))  # (b, num_labels)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.float(), labels.to(logits.device).view(-1))
+            loss = F.cross_entropy(logits.float(), labels.to(logits.device).view(-1), ignore_index=self.config.loss_ignore_index)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
     def to_gpt2(self):

@@ -18,6 +18,7 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 from .arguments import DataArguments, ModelArguments, SpamTrainingArguments
 from .cached_trunk import cached_splits
 from .checkpoints import remove_checkpoints, resolve_checkpoint
+from .configuration_gpt import BOOK_PADDED_POOLINGS
 from .data import ClassificationData, describe, load_sms_spam, load_text_classification, tokenize
 from .model_card import build_model_card
 from .model_setup import build_model, configure_trainable, count_parameters
@@ -50,8 +51,9 @@ def load_data(args: DataArguments, seed: int, class_names: list[str] | None = No
             balance=args.balance,
             seed=seed,
         )
-    splits = load_sms_spam(args.data_file)
-    return ClassificationData(splits, SMS_SOURCE, {name: "the book's balanced 70/10/20 split" for name in splits})
+    splits = load_sms_spam(args.data_file, split=args.split)
+    source = SMS_SOURCE if args.split == "chapter" else SMS_SOURCE.replace("as in chapter 6", "as in chapter 6's bonus experiments")
+    return ClassificationData(splits, source, {name: f"the book's balanced 70/10/20 split ({args.split})" for name in splits})
 
 
 def _first_batches(dataset: Dataset, batches: int | None, batch_size: int) -> Dataset:
@@ -76,7 +78,7 @@ def run(
     model = build_model(model_args, dict(enumerate(label_names)), training_args.seed)
     context_length = min(data_args.context_length or model.config.context_length, model.config.context_length)
     tokenized = tokenize(data.splits, data_args.padding, max_length=data_args.max_length, context_length=context_length)
-    if model.config.pooling == "last" and tokenized.max_length is not None:
+    if model.config.pooling in BOOK_PADDED_POOLINGS and tokenized.max_length is not None:
         model.config.padded_length = tokenized.max_length  # position -1 is a pad: inference must pad the same way
     if training_args.process_index == 0:
         logger.info("Data:\n%s\n%s", data.summary(), describe(data.splits, tokenized, training_args.per_device_train_batch_size))
@@ -143,7 +145,7 @@ def run(
             label_names,
             data.source,
             data.source if data_args.dataset_name and not Path(data_args.dataset_name).exists() else None,
-            data.splits["validation"][0]["text"][:300],
+            _examples(data.splits["validation"]),
         )
         trainer.model_card.save(output_dir / "README.md")
     if training_args.push_to_hub:
@@ -157,6 +159,16 @@ def run(
     if trainer.is_world_process_zero() and not training_args.keep_checkpoints:
         remove_checkpoints(output_dir)
     return results
+
+
+def _examples(split: Dataset, limit: int = 300) -> list[str]:
+    """The first validation text of each class (cut to ``limit`` characters): the card's usage example and widget texts."""
+    seen, texts = set(), []
+    for text, label in zip(split["text"], split["label"], strict=True):
+        if label not in seen:
+            seen.add(label)
+            texts.append(text[:limit])
+    return texts
 
 
 def _final_metrics(trainer: SpamTrainer, splits, num_labels: int) -> dict:

@@ -161,6 +161,24 @@ def book_splits(path):
     return df, random_split(balanced_df, 0.7, 0.1)
 
 
+def bonus_splits(path, folder):
+    """The bonus experiments script's create_dataset_csvs: balance, shuffle, split (shuffling again), write CSVs, read them back."""
+    import pandas as pd
+
+    df = pd.read_csv(path, sep="\t", header=None, names=["Label", "Text"])
+    n_spam = df[df["Label"] == "spam"].shape[0]
+    ham_sampled = df[df["Label"] == "ham"].sample(n_spam, random_state=123)
+    balanced_df = pd.concat([ham_sampled, df[df["Label"] == "spam"]])
+    balanced_df = balanced_df.sample(frac=1, random_state=123).reset_index(drop=True)
+    balanced_df["Label"] = balanced_df["Label"].map({"ham": 0, "spam": 1})
+    train_df, validation_df, test_df = random_split(balanced_df, 0.7, 0.1)
+    out = []
+    for name, frame in (("train", train_df), ("validation", validation_df), ("test", test_df)):
+        frame.to_csv(f"{folder}/{name}.csv", index=None)
+        out.append(pd.read_csv(f"{folder}/{name}.csv"))
+    return out
+
+
 class SpamDataset:
     def __init__(self, df, tokenizer, max_length=None, pad_token_id=50256):
         self.data = df
