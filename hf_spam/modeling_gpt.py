@@ -98,6 +98,25 @@ class MultiHeadAttention(nn.Module):
         # (b, nh, T, hd) -> (b, T, d_out)
         return self.out_proj(context.transpose(1, 2).reshape(b, num_tokens, self.d_out))
 
+    def forward_at(self, x: torch.Tensor, index: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention output at one query position per sequence, ``index`` (b,): keys and values
+        come from every position, the query only from that one. Equals ``forward(x)[rows, index]``."""
+        b, num_tokens, _ = x.shape
+        rows = torch.arange(b, device=x.device)
+        queries = self.W_query(x[rows, index]).view(b, 1, self.num_heads, self.head_dim).transpose(1, 2)  # (b, nh, 1, hd)
+        keys = self.W_key(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        values = self.W_value(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        if attn_mask is not None:
+            row_mask = attn_mask[rows, :, index].unsqueeze(2)  # that query's row of the (b, 1, T, T) mask: (b, 1, 1, T)
+        elif self.causal:
+            row_mask = (torch.arange(num_tokens, device=x.device) <= index[:, None])[:, None, None, :]
+        else:
+            row_mask = None
+        context = F.scaled_dot_product_attention(
+            queries, keys, values, attn_mask=row_mask, dropout_p=self.dropout.p if self.training else 0.0
+        )
+        return self.out_proj(context.transpose(1, 2).reshape(b, 1, self.d_out))  # (b, 1, d_out)
+
 
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm block: x + drop(att(norm1(x))), then x + drop(ff(norm2(x)))."""
@@ -121,19 +140,24 @@ class TransformerBlock(nn.Module):
         x = x + self.drop_resid(self.att(self.norm1(x), attn_mask))
         return x + self.drop_resid(self.ff(self.norm2(x)))
 
+    def forward_at(self, x: torch.Tensor, index: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The block's output at ``index`` only, (b, 1, emb_dim): what a classifier reading one position
+        needs from the top block. Every position feeds the keys and values; the query, attention output,
+        ``norm2`` and feed-forward run at one position, about 5x less work on SMS-length inputs."""
+        rows = torch.arange(x.shape[0], device=x.device)
+        x_at = x[rows, index].unsqueeze(1) + self.drop_resid(self.att.forward_at(self.norm1(x), index, attn_mask))
+        return x_at + self.drop_resid(self.ff(self.norm2(x_at)))
 
-def padding_attention_mask(attention_mask: torch.Tensor, causal: bool) -> torch.Tensor | None:
-    """The (b, 1, T, T) boolean SDPA mask for ``attention_mask``, or ``None`` when it changes nothing.
 
-    With a causal model and right padding (the book's and the tokenizer's default) a real token
-    never sees the pads after it, so no mask is needed and SDPA keeps its fast causal kernel. Left or
-    interior padding, or a non-causal model, masks the pad keys; the diagonal stays visible so a pad
-    query never gets an all-masked (NaN) row.
+def padding_attention_mask(attention_mask: torch.Tensor, causal: bool) -> torch.Tensor:
+    """The (b, 1, T, T) boolean SDPA mask for ``attention_mask``: pad keys are masked (with the causal
+    mask when ``causal``); the diagonal stays visible so a pad query never gets an all-masked (NaN) row.
+
+    Built the same way for any padding, so the forward never asks the device what the padding looks
+    like (no host synchronisation). Callers that need no mask (the book's pads-as-tokens reading,
+    ``pooling="last"``) pass no ``attention_mask`` and get SDPA's causal kernel.
     """
     keep = attention_mask.bool()
-    right_padded = bool((keep[:, 1:] <= keep[:, :-1]).all())
-    if causal and right_padded:
-        return None
     num_tokens = keep.shape[1]
     eye = torch.eye(num_tokens, dtype=torch.bool, device=keep.device)
     mask = keep[:, None, None, :].expand(-1, 1, num_tokens, -1)
@@ -255,7 +279,10 @@ class GPTModel(GPTPreTrainedModel):
         self.post_init()
 
     def check_inputs(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> int:
-        """Turn the silent failures (index errors, position overflow) into errors that say what to do."""
+        """Turn the silent failures (position overflow, empty input) into errors that say what to do.
+
+        Only shapes are checked here: they are known on the host, so the forward never waits for the
+        device. Token ids outside the vocabulary are reported by :meth:`token_embeddings`."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         num_tokens = (input_ids if input_ids is not None else inputs_embeds).shape[1]
@@ -266,14 +293,19 @@ class GPTModel(GPTPreTrainedModel):
                 f"Sequence length {num_tokens} exceeds context_length {self.config.context_length}; "
                 f"truncate the input (tokenizer(..., truncation=True, max_length={self.config.context_length}))."
             )
-        if input_ids is not None and input_ids.numel():
-            low, high = int(input_ids.min()), int(input_ids.max())
-            if low < 0 or high >= self.config.vocab_size:
-                bad = high if high >= self.config.vocab_size else low
-                raise ValueError(
-                    f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); was the text tokenized for another model?"
-                )
         return num_tokens
+
+    def token_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``tok_emb(input_ids)``; an id outside the vocabulary (an ``IndexError`` on CPU) is named in a
+        ``ValueError``. The ids are inspected only then, so a valid batch costs no host synchronisation."""
+        try:
+            return self.tok_emb(input_ids)
+        except IndexError as error:
+            low, high = int(input_ids.min()), int(input_ids.max())
+            bad = high if high >= self.config.vocab_size else low
+            raise ValueError(
+                f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); was the text tokenized for another model?"
+            ) from error
 
     def embed(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, inputs_embeds: torch.Tensor | None = None):
         """Token + position embeddings (after ``drop_emb``) and the SDPA mask every block uses.
@@ -281,7 +313,7 @@ class GPTModel(GPTPreTrainedModel):
         ``attention_mask`` (1 = real token) masks pad keys and shifts positions under left padding.
         """
         num_tokens = self.check_inputs(input_ids, inputs_embeds)
-        x = self.tok_emb(input_ids) if inputs_embeds is None else inputs_embeds  # (b, T, emb_dim)
+        x = self.token_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (b, T, emb_dim)
         attn_mask = None if attention_mask is None else padding_attention_mask(attention_mask, self.config.causal)
         if attn_mask is None:
             positions = torch.arange(num_tokens, device=x.device)
@@ -296,11 +328,26 @@ class GPTModel(GPTPreTrainedModel):
             x = block(x, attn_mask)
         return x
 
-    def suffix(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, depth: int) -> torch.Tensor:
-        """Blocks ``[depth, n_layers)`` and ``final_norm`` on :meth:`prefix`'s output: ``suffix(prefix(x)) == forward(x)``."""
+    def suffix(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, depth: int, index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Blocks ``[depth, n_layers)`` and ``final_norm`` on :meth:`prefix`'s output: ``suffix(prefix(x)) == forward(x)``.
+
+        With ``index`` (b,) the result is only at those positions, (b, 1, emb_dim), and the top block
+        computes only what they need (:meth:`TransformerBlock.forward_at`).
+        """
         attn_mask = None if attention_mask is None else padding_attention_mask(attention_mask, self.config.causal)
-        for block in self.trf_blocks[depth:]:
+        blocks = self.trf_blocks[depth:]
+        if index is None:
+            for block in blocks:
+                hidden = block(hidden, attn_mask)
+            return self.final_norm(hidden)
+        for block in blocks[:-1]:
             hidden = block(hidden, attn_mask)
+        if len(blocks):
+            hidden = blocks[-1].forward_at(hidden, index, attn_mask)
+        else:  # everything was cached: just the pooled rows
+            hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), index].unsqueeze(1)
         return self.final_norm(hidden)
 
     def forward(
@@ -411,16 +458,22 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
             return (input_ids != self.config.pad_token_id).to(like.device, torch.long)
         return torch.ones(like.shape[:2], dtype=torch.long, device=like.device)
 
+    def pooled_position(self, real: torch.Tensor) -> torch.Tensor | None:
+        """(b,) the one position each sequence is read at, or ``None`` for the poolings that read every position."""
+        positions = torch.arange(real.shape[1], device=real.device)
+        if self.config.pooling == "last":
+            return torch.full((real.shape[0],), real.shape[1] - 1, device=real.device)
+        if self.config.pooling == "last_non_pad":
+            return (positions * real).argmax(-1)  # rightmost real token
+        if self.config.pooling == "first":
+            return real.argmax(-1)  # leftmost real token
+        return None
+
     def pool(self, hidden: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """(b, T, emb_dim) -> (b, emb_dim) according to ``config.pooling``."""
-        batch = torch.arange(hidden.shape[0], device=hidden.device)
-        positions = torch.arange(hidden.shape[1], device=hidden.device)
-        if self.config.pooling == "last":
-            return hidden[:, -1, :]
-        if self.config.pooling == "last_non_pad":
-            return hidden[batch, (positions * real).argmax(-1)]  # rightmost real token
-        if self.config.pooling == "first":
-            return hidden[batch, real.argmax(-1)]  # leftmost real token
+        index = self.pooled_position(real)
+        if index is not None:
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
         if self.config.pooling == "mean_all":
             return hidden.mean(1)  # every position, pads included (the book's mean of the output over dim 1)
         weights = real.unsqueeze(-1).to(hidden.dtype)
@@ -444,14 +497,29 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         ``prefix_depth`` blocks for ``input_ids``, computed earlier (a frozen prefix computed once, see
         ``hf_spam.cached_trunk``); only the remaining blocks run. Like ``inputs_embeds``, it is an
         alternative way in: the result equals the forward from ``input_ids``.
+
+        A pooling that reads one position has the top block compute only that position (its keys and
+        values still come from every position): the same logits, a fraction of the top block's work.
         """
-        if prefix_hidden_states is not None:
-            hidden = self.model.suffix(prefix_hidden_states, self.trunk_mask(attention_mask), prefix_depth)
-            return self.head(hidden, input_ids, attention_mask, labels)
-        if self.config.pooling in BOOK_PADDED_POOLINGS and self.config.padded_length and input_ids is not None and input_ids.shape[1]:
+        if (
+            prefix_hidden_states is None
+            and self.config.pooling in BOOK_PADDED_POOLINGS
+            and self.config.padded_length
+            and input_ids is not None
+            and input_ids.shape[1]
+        ):
             input_ids, attention_mask = self.book_padding(input_ids, attention_mask), None
-        outputs = self.model(input_ids, self.trunk_mask(attention_mask), inputs_embeds, output_attentions, output_hidden_states)
-        return self.head(outputs.last_hidden_state, input_ids, attention_mask, labels, outputs.hidden_states)
+        if output_hidden_states or output_attentions:
+            outputs = self.model(input_ids, self.trunk_mask(attention_mask), inputs_embeds, output_attentions, output_hidden_states)
+            return self.head(outputs.last_hidden_state, input_ids, attention_mask, labels, outputs.hidden_states)
+        if prefix_hidden_states is None:
+            hidden, depth = self.model.embed(input_ids, self.trunk_mask(attention_mask), inputs_embeds)[0], 0
+        else:
+            hidden, depth = prefix_hidden_states, prefix_depth
+        real = self.real_tokens(input_ids, attention_mask, hidden)
+        index = self.pooled_position(real)
+        hidden = self.model.suffix(hidden, self.trunk_mask(attention_mask), depth, index)  # (b, 1, d) at index, else (b, T, d)
+        return self.output(hidden[:, 0] if index is not None else self.pool(hidden, real), labels)
 
     def book_padding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """The input as a ``pooling="last"`` model was trained on it: real tokens first, then pads up to
@@ -480,7 +548,13 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         hidden_states: tuple[torch.Tensor, ...] | None = None,
     ) -> SequenceClassifierOutput:
         """Pool the final hidden states (b, T, emb_dim), apply ``out_head``, add the loss when ``labels`` are given."""
-        logits = self.out_head(self.pool(hidden, self.real_tokens(input_ids, attention_mask, hidden)))  # (b, num_labels)
+        return self.output(self.pool(hidden, self.real_tokens(input_ids, attention_mask, hidden)), labels, hidden_states)
+
+    def output(
+        self, pooled: torch.Tensor, labels: torch.Tensor | None = None, hidden_states: tuple[torch.Tensor, ...] | None = None
+    ) -> SequenceClassifierOutput:
+        """``out_head`` on the pooled (b, emb_dim) states, and the loss when ``labels`` are given."""
+        logits = self.out_head(pooled)  # (b, num_labels)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.float(), labels.to(logits.device).view(-1), ignore_index=self.config.loss_ignore_index)

@@ -170,3 +170,22 @@ def test_peak_memory_does_not_grow_with_the_cache(tmp_path):
     (small_peak, small_cache), (large_peak, large_cache) = measured[400], measured[1600]
     assert large_cache - small_cache > 300e6, measured
     assert large_peak - small_peak < (large_cache - small_cache) / 4, f"peak memory grew with the cache: {measured}"
+
+
+@pytest.mark.slow
+def test_training_on_the_disk_cache_ends_where_training_on_token_ids_ends(tmp_path, sms_file):
+    """A whole cached run and a whole uncached run of the same recipe: the same final weights up to float rounding."""
+    from safetensors.torch import load_file
+
+    from hf_spam.training import run
+    from tests.test_training import parse
+
+    common = ["--data_file", str(sms_file), "--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2"]
+    common += ["--num_train_epochs", "1", "--initial_eval_batches", "0", "--save_strategy", "no", "--trunk_cache_dir", str(tmp_path / "cache")]
+    cached = run(*parse(*common, "--output_dir", str(tmp_path / "cached")))
+    uncached = run(*parse(*common, "--cache_frozen_trunk", "false", "--output_dir", str(tmp_path / "uncached")))
+    assert any((tmp_path / "cache").iterdir()), "the first run trained on the cache"
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("cached", "uncached"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-3)
+    assert cached["test_accuracy"] == pytest.approx(uncached["test_accuracy"], abs=1 / 300 + 1e-9)
