@@ -20,7 +20,9 @@ def main() -> None:
     parser.add_argument("--space_dir", help="write a Hugging Face Space folder for this Hub model id and exit")
     args = parser.parse_args()
     if args.space_dir:
-        print(f"Space folder written to {write_space(args.model, args.space_dir)}; upload it with: hf upload --repo-type space you/space-name {args.space_dir}")
+        print(
+            f"Space folder written to {write_space(args.model, args.space_dir)}; upload it with: hf upload --repo-type space you/space-name {args.space_dir}"
+        )
         return
     launch(args.model, args.port, args.host)
 

@@ -22,7 +22,21 @@ SPAM = "WINNER!! As a valued network customer you have been selected to receive 
 def trained(tmp_path_factory, sms_file):
     out = tmp_path_factory.mktemp("demo_model")
     argv = ["--data_file", str(sms_file), "--weights", "random", "--config_overrides", "n_layers=1,emb_dim=64,n_heads=2"]
-    run(*parse(*argv, "--trainable_layers", "all", "--learning_rate", "1e-3", "--max_steps", "40", "--initial_eval_batches", "0", "--output_dir", str(out)))
+    run(
+        *parse(
+            *argv,
+            "--trainable_layers",
+            "all",
+            "--learning_rate",
+            "1e-3",
+            "--max_steps",
+            "40",
+            "--initial_eval_batches",
+            "0",
+            "--output_dir",
+            str(out),
+        )
+    )
     return out
 
 
@@ -104,7 +118,11 @@ def test_the_space_folder_is_ready_to_upload(trained, tmp_path):
     card = ModelCard.load(trained / "README.md")
     assert [w["text"] for w in card.data.to_dict()["widget"]], "the model card carries example texts for the demo"
     result = subprocess.run(
-        [sys.executable, "scripts/demo.py", "reader/spam-tiny", "--space_dir", str(tmp_path / "space")], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "scripts/demo.py", "reader/spam-tiny", "--space_dir", str(tmp_path / "space")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     space = tmp_path / "space"

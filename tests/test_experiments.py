@@ -40,7 +40,9 @@ def test_mean_all_pooling_is_the_books_average_of_the_output_over_every_position
     torch.manual_seed(0)
     model = GPTForSequenceClassification(tiny_config(pooling="mean_all", padded_length=12)).eval()
     ids, mask = right_padded([[15496, 11, 995], [40, 1842, 257, 3797, 286]])
-    book = book_reference.GPTModel({k: getattr(model.config, k) for k in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias")})
+    book = book_reference.GPTModel(
+        {k: getattr(model.config, k) for k in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias")}
+    )
     book.out_head = torch.nn.Linear(model.config.emb_dim, 2)
     book.load_state_dict({k.removeprefix("model."): v for k, v in model.state_dict().items()}, strict=False)
     padded = torch.cat([ids, torch.full((2, 12 - ids.shape[1]), 50256)], dim=1)  # the book pads to the training length
@@ -86,7 +88,17 @@ def test_accumulating_8_single_examples_equals_one_batch_of_8(sms_file, tmp_path
     # plain SGD with rate 1: the step is the gradient itself, so the comparison is of gradients (Adam would rescale them)
     common += ["--initial_eval_batches", "0", "--save_strategy", "no", "--eval_strategy", "no", "--optim", "sgd", "--learning_rate", "1"]
     run(*parse(*common, "--per_device_train_batch_size", "8", "--padding", "dynamic", "--output_dir", str(tmp_path / "batch")))
-    run(*parse(*common, "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "8", "--output_dir", str(tmp_path / "accumulated")))
+    run(
+        *parse(
+            *common,
+            "--per_device_train_batch_size",
+            "1",
+            "--gradient_accumulation_steps",
+            "8",
+            "--output_dir",
+            str(tmp_path / "accumulated"),
+        )
+    )
     batch, accumulated = (load_file(tmp_path / name / "model.safetensors") for name in ("batch", "accumulated"))
     assert batch.keys() == accumulated.keys()
     for key in batch:
@@ -99,7 +111,9 @@ def test_every_row_runs_and_lands_in_the_table(sms_file, tmp_path):
 
     small = tmp_path / "sms_subset"
     small.write_bytes(b"".join(sms_file.read_bytes().splitlines(keepends=True)[:700]))  # ~90 spam: a 180-message balanced set
-    table = run_experiments(select(["all"]), ["--data_file", str(small), "--max_steps", "2"], tmp_path / "out", reduced=True, weights="random")
+    table = run_experiments(
+        select(["all"]), ["--data_file", str(small), "--max_steps", "2"], tmp_path / "out", reduced=True, weights="random"
+    )
     write_table(table, tmp_path / "out")
     assert [r["row"] for r in table["rows"]] == list(range(1, 20))
     for row in table["rows"]:

@@ -106,6 +106,9 @@ def test_the_classifier_compiles_as_one_graph():
     labels = torch.tensor([0, 1, 1])
     compiled = torch.compile(model, fullgraph=True)
     with torch.no_grad():
-        got, expected = compiled(input_ids=ids, attention_mask=mask, labels=labels), model(input_ids=ids, attention_mask=mask, labels=labels)
+        got, expected = (
+            compiled(input_ids=ids, attention_mask=mask, labels=labels),
+            model(input_ids=ids, attention_mask=mask, labels=labels),
+        )
     torch.testing.assert_close(got.logits, expected.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=1e-5)

@@ -181,7 +181,16 @@ def test_training_on_the_disk_cache_ends_where_training_on_token_ids_ends(tmp_pa
     from tests.test_training import parse
 
     common = ["--data_file", str(sms_file), "--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2"]
-    common += ["--num_train_epochs", "1", "--initial_eval_batches", "0", "--save_strategy", "no", "--trunk_cache_dir", str(tmp_path / "cache")]
+    common += [
+        "--num_train_epochs",
+        "1",
+        "--initial_eval_batches",
+        "0",
+        "--save_strategy",
+        "no",
+        "--trunk_cache_dir",
+        str(tmp_path / "cache"),
+    ]
     cached = run(*parse(*common, "--output_dir", str(tmp_path / "cached")))
     uncached = run(*parse(*common, "--cache_frozen_trunk", "false", "--output_dir", str(tmp_path / "uncached")))
     assert any((tmp_path / "cache").iterdir()), "the first run trained on the cache"
