@@ -124,3 +124,30 @@ def test_every_row_runs_and_lands_in_the_table(sms_file, tmp_path):
     markdown = (tmp_path / "out" / "experiments.md").read_text()
     assert markdown.count("\n| ") == 20 and "| 19 | gpt2-small (124M) reduced" in markdown
     assert (tmp_path / "out" / "experiments.json").is_file()
+
+
+@pytest.mark.parametrize(("pooling", "causal"), [("first", True), ("last_non_pad", True), ("last", False)])
+def test_token_choices_and_no_causal_mask_match_the_bonus_scripts_computation(pooling, causal):
+    """Rows 2 (position 0), 16 ("flexible": last token that is not 50256) and 17 (no causal mask: the book's
+    attention with its mask buffer emptied) against the book's model on the padded batch, as the bonus script reads it."""
+    torch.manual_seed(0)
+    model = GPTForSequenceClassification(tiny_config(pooling=pooling, causal=causal, padded_length=10)).eval()
+    fields = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias")
+    book = book_reference.GPTModel({k: getattr(model.config, k) for k in fields})
+    book.out_head = torch.nn.Linear(model.config.emb_dim, 2)
+    book.load_state_dict({k.removeprefix("model."): v for k, v in model.state_dict().items()}, strict=False)
+    if not causal:
+        for block in book.trf_blocks:
+            block.att.mask.zero_()  # the bonus script's disable_causal_mask skips the masking
+    ids, mask = right_padded([[15496, 11, 995], [40, 1842, 257, 3797, 286, 262, 3290]])
+    padded = torch.cat([ids, torch.full((2, 10 - ids.shape[1]), 50256)], dim=1)  # padded to the longest training message
+    with torch.no_grad():
+        outputs = book.eval()(padded)
+        if pooling == "first":
+            expected = outputs[:, 0, :]
+        elif pooling == "last_non_pad":
+            expected = outputs[torch.arange(2), (padded != 50256).sum(dim=1) - 1]  # the bonus script's "flexible"
+        else:
+            expected = outputs[:, -1, :]
+        got = model(padded if pooling == "last" else ids, attention_mask=None if pooling == "last" else mask).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
