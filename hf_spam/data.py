@@ -321,14 +321,15 @@ def load_text_classification(
             )
     columns = (text_column, label_column)
     raw = {name: replace(part, dataset=part.dataset.select_columns(list(columns))) for name, part in raw.items()}
-    dropped = {name: _invalid_rows(part, text_column, label_column, invalid_rows) for name, part in raw.items()}
-    raw_before = dict(raw)
-    for name, bad in dropped.items():
+    dropped_rows: dict[str, list[str]] = {}
+    for name, part in list(raw.items()):
+        bad = _invalid_rows(part, text_column, label_column, invalid_rows)
+        dropped_rows[name] = [part.row_name(i) for i in bad]
         if bad:
-            keep = sorted(set(range(len(raw[name].dataset))) - set(bad))
-            names = raw[name].row_names
-            raw[name] = _RawSplit(raw[name].dataset.select(keep), raw[name].where, [names[i] for i in keep] if names else None)
-            logger.warning("%s: dropped %d rows with an empty text or a missing label (%s).", raw[name].where, len(bad), _first(bad, names))
+            keep = sorted(set(range(len(part.dataset))) - set(bad))
+            raw[name] = _RawSplit(part.dataset.select(keep), part.where, [part.row_names[i] for i in keep] if part.row_names else None)
+            shown = ", ".join(dropped_rows[name][:5]) + (", ..." if len(bad) > 5 else "")
+            logger.warning("%s: dropped %d rows with an empty text or a missing label (%s).", part.where, len(bad), shown)
     data = _as_class_labels(raw, text_column, label_column, label_names, allow_unseen_labels)
     for name, split in data.items():
         if len(split) == 0:
@@ -342,15 +343,9 @@ def load_text_classification(
     origin = {name: f"user: {raw[name].where}" if name in given else f"cut from {raw['train'].where}" for name in data}
     if len(given) == 1:
         origin["train"] += f" (the rest after cutting {', '.join(n for n in data if n != 'train')})"
-    dropped_rows = {name: [raw_before[name].row_name(i) for i in bad] for name, bad in dropped.items()}
     result = ClassificationData(data, source, origin, dropped_rows)
     logger.info("Splits:\n%s", result.summary())
     return result
-
-
-def _first(rows: list[int], names: list[str] | None, count: int = 5) -> str:
-    shown = ", ".join(names[i] if names else f"row {i}" for i in rows[:count])
-    return shown + (", ..." if len(rows) > count else "")
 
 
 def _read_splits(path_or_id, train_file, validation_file, test_file, config_name, splits, text_column, label_column, encoding):
