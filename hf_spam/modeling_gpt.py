@@ -328,15 +328,13 @@ class GPTModel(GPTPreTrainedModel):
             x = block(x, attn_mask)
         return x
 
-    def suffix(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, depth: int, index: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Blocks ``[depth, n_layers)`` and ``final_norm`` on :meth:`prefix`'s output: ``suffix(prefix(x)) == forward(x)``.
+    def suffix(self, hidden: torch.Tensor, attn_mask: torch.Tensor | None, depth: int, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Blocks ``[depth, n_layers)`` and ``final_norm`` on :meth:`prefix`'s output, with the SDPA mask
+        :meth:`embed` returns (``padding_attention_mask``, or ``None``): ``suffix(prefix(x)) == forward(x)``.
 
         With ``index`` (b,) the result is only at those positions, (b, 1, emb_dim), and the top block
         computes only what they need (:meth:`TransformerBlock.forward_at`).
         """
-        attn_mask = None if attention_mask is None else padding_attention_mask(attention_mask, self.config.causal)
         blocks = self.trf_blocks[depth:]
         if index is None:
             for block in blocks:
@@ -512,13 +510,15 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         if output_hidden_states or output_attentions:
             outputs = self.model(input_ids, self.trunk_mask(attention_mask), inputs_embeds, output_attentions, output_hidden_states)
             return self.head(outputs.last_hidden_state, input_ids, attention_mask, labels, outputs.hidden_states)
+        trunk_mask = self.trunk_mask(attention_mask)
         if prefix_hidden_states is None:
-            hidden, depth = self.model.embed(input_ids, self.trunk_mask(attention_mask), inputs_embeds)[0], 0
+            (hidden, attn_mask), depth = self.model.embed(input_ids, trunk_mask, inputs_embeds), 0
         else:
             hidden, depth = prefix_hidden_states, prefix_depth
+            attn_mask = None if trunk_mask is None else padding_attention_mask(trunk_mask, self.config.causal)
         real = self.real_tokens(input_ids, attention_mask, hidden)
         index = self.pooled_position(real)
-        hidden = self.model.suffix(hidden, self.trunk_mask(attention_mask), depth, index)  # (b, 1, d) at index, else (b, T, d)
+        hidden = self.model.suffix(hidden, attn_mask, depth, index)  # (b, 1, d) at index, else (b, T, d)
         return self.output(hidden[:, 0] if index is not None else self.pool(hidden, real), labels)
 
     def book_padding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
