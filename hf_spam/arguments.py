@@ -194,7 +194,7 @@ class SpamTrainingArguments(TrainingArguments):
     cache_dtype: str | None = field(
         default=None,
         metadata={
-            "help": "Storage dtype of the cache: bfloat16 halves its size (default: the model's dtype, exact).",
+            "help": "Storage dtype of the cache: bfloat16 halves its size (default: bfloat16 under --bf16, else the model's dtype, exact).",
             "choices": ["float32", "bfloat16"],
         },
     )

@@ -28,11 +28,13 @@ The cache, and why it is built this way:
 - **Sharded across processes**: under ``torchrun``/``accelerate launch`` each process computes the
   examples ``i % world_size == rank`` into its own shard, then all wait; every process reads all shards.
 - ``dtype=torch.bfloat16`` halves the disk size (rows are stored as bf16 and widened on read);
-  the default is the model's own dtype, which is exact.
+  the default is the model's own dtype, which is exact. ``autocast=torch.bfloat16`` (what ``--bf16``
+  passes) runs the prefix's matrix products in bf16 as Trainer's autocast runs the rest, and stores bf16.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -89,7 +91,7 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     return tensor.numpy().tobytes()
 
 
-def model_fingerprint(model: GPTForSequenceClassification, depth: int, dtype: torch.dtype) -> str:
+def model_fingerprint(model: GPTForSequenceClassification, depth: int, dtype: torch.dtype, autocast: torch.dtype | None = None) -> str:
     """sha256 of everything the prefix's output depends on besides the tokens."""
     digest = hashlib.sha256()
     trunk = model.model
@@ -100,6 +102,7 @@ def model_fingerprint(model: GPTForSequenceClassification, depth: int, dtype: to
         "reads_mask": model.trunk_mask(torch.ones(1, 1)) is not None,
         "storage": STORAGE[dtype][0],
         "compute": str(next(model.parameters()).dtype),
+        "autocast": str(autocast),
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
     frozen = {"tok_emb": trunk.tok_emb, "pos_emb": trunk.pos_emb, **{f"trf_blocks.{i}": trunk.trf_blocks[i] for i in range(depth)}}
@@ -260,6 +263,29 @@ def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_batch_
         start = end
 
 
+@contextlib.contextmanager
+def _linears_cast(module: torch.nn.Module, dtype: torch.dtype | None):
+    """The ``nn.Linear`` weights and biases of ``module`` held in ``dtype`` for the duration.
+
+    Under autocast every matrix product casts its fp32 weight and bias to the autocast dtype again on
+    each call (autocast keeps the casts of trainable tensors only), so running frozen blocks over many
+    batches would repeat the copies; casting them once gives the same products, bit for bit.
+    """
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)] if dtype is not None else []
+    originals = [(m.weight.data, m.bias.data if m.bias is not None else None) for m in linears]
+    try:
+        for m in linears:
+            m.weight.data = m.weight.data.to(dtype)
+            if m.bias is not None:
+                m.bias.data = m.bias.data.to(dtype)
+        yield
+    finally:
+        for m, (weight, bias) in zip(linears, originals, strict=True):
+            m.weight.data = weight
+            if bias is not None:
+                m.bias.data = bias
+
+
 @torch.inference_mode()
 def _compute_shard(
     model: GPTForSequenceClassification,
@@ -270,6 +296,7 @@ def _compute_shard(
     batch_size: int,
     rank: int,
     world: int,
+    autocast: torch.dtype | None = None,
     max_batch_tokens: int = 8192,
 ) -> dict:
     """Run embeddings + blocks ``[0, depth)`` over this process's share, in length-sorted batches, appending to its shard file."""
@@ -281,14 +308,16 @@ def _compute_shard(
     name = f"shard-{rank}-of-{world}"
     index = np.zeros((len(order), 3), dtype=np.int64)
     written = done = 0
-    with open(folder / f"{name}.bin", "wb") as out:
+    with open(folder / f"{name}.bin", "wb") as out, _linears_cast(model.model.trf_blocks[:depth], autocast):
         for rows in _batches(order, lengths, batch_size, max_batch_tokens):
             batch = dataset.select(rows)
             masks = batch["attention_mask"] if "attention_mask" in batch.column_names else [[1] * len(i) for i in batch["input_ids"]]
             ids, mask = pad_ids(
                 [{"input_ids": i, "attention_mask": m} for i, m in zip(batch["input_ids"], masks, strict=True)], pad_token_id
             )
-            hidden = model.model.prefix(ids.to(device), model.trunk_mask(mask.to(device)), depth).to(storage).cpu()
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                hidden = model.model.prefix(ids.to(device), model.trunk_mask(mask.to(device)), depth)
+            hidden = hidden.to(storage).cpu()
             for offset, example in enumerate(rows):
                 length = int(lengths[example])
                 out.write(_tensor_bytes(hidden[offset, :length]))
@@ -307,11 +336,19 @@ def open_prefix_cache(
     cache_dir: str | os.PathLike | None = None,
     dtype: torch.dtype | None = None,
     batch_size: int = 32,
+    autocast: torch.dtype | None = None,
+    model_key: str | None = None,
 ) -> CachedPrefix:
     """The split's cached prefix: reused when a complete cache for exactly these inputs exists, else built
-    (by every process its share, under ``torchrun``/``accelerate launch``) and then opened."""
-    storage = dtype or next(model.parameters()).dtype
-    key = hashlib.sha256((model_fingerprint(model, depth, storage) + tokens_fingerprint(dataset)).encode()).hexdigest()[:40]
+    (by every process its share, under ``torchrun``/``accelerate launch``) and then opened.
+
+    ``autocast`` computes the prefix under ``torch.autocast`` (what ``--bf16`` does to the rest of the
+    model); it is part of the key, and so is ``dtype`` (the storage, default: the autocast dtype, else the
+    model's). ``model_key`` is :func:`model_fingerprint` when the caller already has it (one per model, not per split).
+    """
+    storage = dtype or autocast or next(model.parameters()).dtype
+    model_key = model_key or model_fingerprint(model, depth, storage, autocast)
+    key = hashlib.sha256((model_key + tokens_fingerprint(dataset)).encode()).hexdigest()[:40]
     folder = Path(cache_dir or default_cache_dir()) / key
     rank, world = _world()
     problem = _problem(folder, key) if folder.exists() else "absent"
@@ -329,7 +366,7 @@ def open_prefix_cache(
     _barrier()
     was_training = model.training
     model.eval()
-    shard = _compute_shard(model, dataset, depth, partial, storage, batch_size, rank, world)
+    shard = _compute_shard(model, dataset, depth, partial, storage, batch_size, rank, world, autocast)
     model.train(was_training)
     (partial / f"shard-{rank}-of-{world}.json").write_text(json.dumps(shard))
     _barrier()
@@ -348,14 +385,21 @@ def cached_splits(
     batch_size: int = 32,
     cache_dir: str | os.PathLike | None = None,
     dtype: torch.dtype | None = None,
+    autocast: torch.dtype | None = None,
 ) -> tuple[dict[str, CachedPrefix], Callable] | None:
     """Every split of ``data`` (a ``TokenizedData``) as cached prefixes, with their collator; ``None``
-    when nothing can be cached exactly (see :func:`frozen_depth`)."""
+    when nothing can be cached exactly (see :func:`frozen_depth`). ``dtype`` and ``autocast`` as in
+    :func:`open_prefix_cache`."""
     depth = frozen_depth(model) if isinstance(model, GPTForSequenceClassification) else 0
     if not depth:
         return None
     started = time.perf_counter()
-    cached = {name: open_prefix_cache(model, split, depth, cache_dir, dtype, batch_size) for name, split in data.splits.items()}
+    storage = dtype or autocast or next(model.parameters()).dtype
+    model_key = model_fingerprint(model, depth, storage, autocast)
+    cached = {
+        name: open_prefix_cache(model, split, depth, cache_dir, storage, batch_size, autocast, model_key)
+        for name, split in data.splits.items()
+    }
     logger.info(
         "Frozen embeddings + %d blocks ready for %d examples in %.1f s (cache: %s).",
         depth,

@@ -11,6 +11,8 @@ import torch
 from huggingface_hub import ModelCard
 from transformers import EvalPrediction, Trainer, TrainingArguments
 
+from .modeling_gpt import GPTForSequenceClassification
+
 METRIC_PATH = Path(__file__).parent / "metrics" / "classification"
 
 
@@ -22,6 +24,25 @@ class SpamTrainer(Trainer):
     """
 
     model_card: ModelCard | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._top_parameters: dict[int, int] = {}
+
+    def floating_point_ops(self, inputs: dict) -> int:
+        """Trainer's estimate, 6 x tokens x parameters, over the parameters the step runs through.
+
+        On the cached prefix (``prefix_depth`` in the batch) that is blocks ``[depth:]``, ``final_norm``
+        and the head, not the whole model Trainer would count (which overstates ``total_flos`` by the frozen
+        blocks); counted once per depth instead of walking every module on every step.
+        """
+        depth = inputs.get("prefix_depth")
+        if depth is None or not isinstance(self.model, GPTForSequenceClassification):
+            return super().floating_point_ops(inputs)
+        if depth not in self._top_parameters:
+            top = (*self.model.model.trf_blocks[depth:], self.model.model.final_norm, self.model.out_head)
+            self._top_parameters[depth] = sum(p.numel() for module in top for p in module.parameters())
+        return 6 * inputs["input_ids"].numel() * self._top_parameters[depth]
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         """The book's ``AdamW(model.parameters(), weight_decay=0.1)`` decays everything. Trainer's default

@@ -89,7 +89,9 @@ def run(
     cached = None
     if training_args.cache_frozen_trunk:
         cache_dtype = getattr(torch, training_args.cache_dtype) if training_args.cache_dtype else None
-        cached = cached_splits(model, tokenized, training_args.per_device_eval_batch_size * 4, training_args.trunk_cache_dir, cache_dtype)
+        autocast = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else None  # as Trainer's
+        batch_size = training_args.per_device_eval_batch_size * 4
+        cached = cached_splits(model, tokenized, batch_size, training_args.trunk_cache_dir, cache_dtype, autocast)
     splits, collator = cached or (tokenized.splits, tokenized.collator)
     if cached is None:
         logger.info("Training the whole model on token ids (nothing frozen to cache, or --cache_frozen_trunk false).")

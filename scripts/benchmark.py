@@ -2,7 +2,8 @@
 
 Side-by-side timing of the book recipe: hf_spam's default path, hf_spam in book-exact mode, and
 transformers' ``GPT2ForSequenceClassification`` + ``Trainer`` with per-batch padding (``DataCollatorWithPadding``,
-the reference of the ratios) and padded to 120 as the book; plus inference on the test messages against
+the reference of the ratios) and padded to 120 as the book; ``*_bf16`` variants run the same with ``--bf16``
+(Trainer's autocast; hf_spam's prefix cache too); plus inference on the test messages against
 ``pipeline`` with ``batch_size=32`` (and 1).
 
 All start from one GPT-2-small checkpoint with random weights (pretrained weights cannot be
@@ -12,8 +13,9 @@ peak memory is its own, and the rounds alternate variants so machine noise does 
 The work unit: last block + final LayerNorm + head trainable, AdamW lr 5e-5 / weight decay 0.1,
 constant rate, batch 8, 5 epochs over the 1,045 training messages (650 steps, the last partial batch
 dropped), then accuracy on train, validation and test (1,494 messages). ``--quick`` times a fixed
-slice (20 steps on 160 messages; 320 messages cached, 160 evaluated) and scales each phase linearly
-to the work unit: steps by 650/20, caching and evaluation by messages.
+slice (20 steps on 160 messages, 160 evaluated) and scales each phase linearly to the work unit: steps
+by 650/20, evaluation by messages; hf_spam's prefix cache is built for all 1,494 messages and timed as is.
+``--json`` holds every figure, the ratios and the recipe's FLOP limit (see ``recipe_flops``).
 """
 
 from __future__ import annotations
@@ -40,15 +42,16 @@ FULL_EXAMPLES = 1045 + 149 + 300
 QUICK = {"train": 160, "validation": 80, "test": 80, "steps": 20}
 # transformers: GPT2ForSequenceClassification + Trainer with per-batch padding (DataCollatorWithPadding), what a
 # competent user runs and the reference of every ratio; transformers_padded: the same padded to 120 (the book's way)
-VARIANTS = ("hf_spam", "hf_spam_book", "transformers", "transformers_padded")
+# *_bf16: the same with --bf16 (Trainer's autocast; hf_spam computes and stores its prefix cache in bf16 too)
+VARIANTS = ("hf_spam", "hf_spam_bf16", "hf_spam_book", "transformers", "transformers_bf16", "transformers_padded")
 INFERENCE = ("hf_spam", "pipeline_batched", "pipeline")  # pipeline_batched: pipeline(..., batch_size=32); pipeline: batch size 1
 
 
-def matmul_peak_flops(sizes: tuple[int, ...] = (1024, 2048), seconds: float = 2.0) -> float:
-    """The best fp32 ``a @ b`` FLOP/s of this machine at this thread count (a denominator, not a claim)."""
+def matmul_peak_flops(sizes: tuple[int, ...] = (1024, 2048), seconds: float = 2.0, dtype: torch.dtype = torch.float32) -> float:
+    """The best ``a @ b`` FLOP/s of this machine at this thread count and dtype (a denominator, not a claim)."""
     best = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         a @ b
         reps, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds / len(sizes):
@@ -56,6 +59,66 @@ def matmul_peak_flops(sizes: tuple[int, ...] = (1024, 2048), seconds: float = 2.
             reps += 1
         best = max(best, 2 * n**3 * reps / (time.perf_counter() - started))
     return best
+
+
+def memory_bandwidth(gib: float = 0.5, reps: int = 10) -> float:
+    """Bytes/s of a large tensor copy (read + write), the ceiling of the optimizer's elementwise work."""
+    a = torch.ones(int(gib * 2**30) // 4)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    started = time.perf_counter()
+    for _ in range(reps):
+        b.copy_(a)
+    return reps * 2 * a.numel() * 4 / (time.perf_counter() - started)
+
+
+def recipe_flops(data_file: str) -> dict:
+    """The FLOPs the book recipe cannot avoid, counted by torch on a meta-device GPT-2 small.
+
+    Every message at its own length (no padding): embeddings + the 11 frozen blocks once, the last block
+    + head forward and backward for the pooled position (keys and values for every position) for the
+    5 x 1,040 trained examples, and the last block + head forward once per message for the final
+    accuracies. The optimizer's elementwise work is not a matrix product and is left out (see
+    ``train_memory_bytes``).
+    """
+    from hf_spam import GPTConfig
+    from hf_spam.arguments import ModelArguments
+    from hf_spam.data import load_sms_spam, tokenize
+    from hf_spam.model_setup import configure_trainable
+
+    with torch.device("meta"):
+        model = configure_trainable(GPTForSequenceClassification(GPTConfig(num_labels=2)), ModelArguments(trainable_layers="last_block"))
+    depth = model.config.n_layers - 1
+
+    @functools.cache
+    def per_message(length: int) -> tuple[int, int, int]:
+        ids = torch.zeros(1, length, dtype=torch.long, device="meta")
+        with torch.no_grad(), FlopCounterMode(display=False) as prefix:
+            hidden = model.model.prefix(ids, None, depth)
+        top = {"prefix_hidden_states": hidden, "prefix_depth": depth, "input_ids": ids}
+        with FlopCounterMode(display=False) as train:
+            model(**top, labels=torch.zeros(1, dtype=torch.long, device="meta")).loss.backward()
+        with torch.no_grad(), FlopCounterMode(display=False) as evaluate:
+            model(**top)
+        return prefix.get_total_flops(), train.get_total_flops(), evaluate.get_total_flops()
+
+    data = tokenize(load_sms_spam(data_file), "dynamic")
+    lengths = {name: [len(ids) for ids in split["input_ids"]] for name, split in data.splits.items()}
+    every = [n for split in lengths.values() for n in split]
+    train = [per_message(n)[1] for n in lengths["train"]]
+    return {
+        "prefix": sum(per_message(n)[0] for n in every),
+        "train": FULL_STEPS * 8 * sum(train) / len(train),
+        "evaluate": sum(per_message(n)[2] for n in every),
+        "tokens": sum(every),
+    }
+
+
+def train_memory_bytes(model: torch.nn.Module) -> int:
+    """Bytes one training step must move for the trainable parameters, fp32: forward and backward read the
+    weights (2), backward writes the gradients (1), Trainer's gradient norm reads them (1), fused AdamW
+    reads weight, gradient and both moments and writes weight and moments (7). Sizes exceed the caches."""
+    return 11 * 4 * sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def build_checkpoint(folder: Path, seed: int = 123) -> None:
@@ -75,20 +138,25 @@ def _same_head(weight: torch.Tensor, bias: torch.Tensor | None = None, seed: int
             bias.zero_()
 
 
-def _slice(splits, quick: bool):
-    from datasets import DatasetDict
-
-    if not quick:
-        return splits
-    return DatasetDict({name: split.select(range(QUICK[name])) for name, split in splits.items()})
+def _slice(splits: dict, quick: bool) -> dict:
+    """The quick slice of each split (token ids or cached prefixes), or the splits themselves."""
+    return {name: split.select(range(QUICK[name])) for name, split in splits.items()} if quick else dict(splits)
 
 
-def _training_args(output_dir: str, quick: bool, **extra):
+def _training_args(output_dir: str, quick: bool, seed: int, bf16: bool, **extra):
     from hf_spam.arguments import SpamTrainingArguments
 
     steps = {"max_steps": QUICK["steps"]} if quick else {}
     return SpamTrainingArguments(
-        output_dir=output_dir, eval_strategy="no", logging_strategy="no", disable_tqdm=True, save_strategy="no", **steps, **extra
+        output_dir=output_dir,
+        eval_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        save_strategy="no",
+        seed=seed,
+        bf16=bf16,
+        **steps,
+        **extra,
     )
 
 
@@ -107,7 +175,7 @@ def _train_flops(trainer, batches: int = 6) -> float:
     return flops / tokens
 
 
-def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool) -> dict:
+def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool, seed: int = 123) -> dict:
     """One timed run of the work unit (or its quick slice) in this process."""
     from transformers import GPT2ForSequenceClassification
 
@@ -118,9 +186,9 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool) -> d
     from hf_spam.trainer import SpamTrainer, make_compute_metrics
 
     started = time.perf_counter()
-    splits = _slice(load_sms_spam(data_file), quick)
     book = variant in ("hf_spam_book", "transformers_padded")
-    data = tokenize(splits, "longest_train" if book else "dynamic")
+    bf16 = variant.endswith("_bf16")
+    data = tokenize(load_sms_spam(data_file), "longest_train" if book else "dynamic")  # whole splits: padding as in the full run
     output_dir = tempfile.mkdtemp()
     timings: dict[str, float] = {}
     if variant.startswith("transformers"):
@@ -128,27 +196,34 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool) -> d
         model = GPT2ForSequenceClassification.from_pretrained(
             checkpoint, num_labels=2, pad_token_id=50256, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
         )
-        _same_head(model.score.weight)
+        _same_head(model.score.weight, seed=seed)
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith(("transformer.h.11.", "transformer.ln_f.", "score."))
         args = _training_args(
-            output_dir, quick, weight_decay_scope="transformers", train_sampling_strategy="random", cache_frozen_trunk=False
+            output_dir, quick, seed, bf16, weight_decay_scope="transformers", train_sampling_strategy="random", cache_frozen_trunk=False
         )
         # plain Trainer semantics (its weight-decay rule), but evaluation keeps the last partial batch as
         # for hf_spam: Trainer would apply dataloader_drop_last to evaluation and score 1,480 of 1,494
+        evaluated = _slice(data.splits, quick)
         trainer = SpamTrainer(
-            model=model, args=args, train_dataset=data.splits["train"], data_collator=data.collator, compute_metrics=make_compute_metrics(2)
+            model=model, args=args, train_dataset=evaluated["train"], data_collator=data.collator, compute_metrics=make_compute_metrics(2)
         )
-        evaluated = data.splits
     else:
         model = GPTForSequenceClassification.from_gpt2(checkpoint, num_labels=2, pooling="last" if book else "last_non_pad")
-        _same_head(model.out_head.weight, model.out_head.bias)
+        _same_head(model.out_head.weight, model.out_head.bias, seed=seed)
         model = configure_trainable(model, ModelArguments(trainable_layers="last_block"))
-        args = _training_args(output_dir, quick)
+        args = _training_args(output_dir, quick, seed, bf16)
         cache_started = time.perf_counter()
-        # a fresh cache folder per run: each run pays for its prefix, as the baselines pay for their forward
-        evaluated, collator = cached_splits(model, data, args.per_device_eval_batch_size * 4, Path(output_dir) / "trunk_cache")
+        # a fresh cache folder per run: each run pays for its prefix, as the baselines pay for their forward;
+        # under bf16 the prefix runs under autocast as training does (what scripts/train.py --bf16 does)
+        folder = Path(output_dir) / "trunk_cache"
+        # even in --quick the whole cache is built and timed: its fixed costs (hashing the frozen weights) do not scale
+        cached, collator = cached_splits(
+            model, data, args.per_device_eval_batch_size * 4, folder, autocast=torch.bfloat16 if bf16 else None
+        )
         timings["cache"] = time.perf_counter() - cache_started
+        examples_cached = sum(map(len, cached.values()))
+        evaluated = _slice(cached, quick)
         trainer = SpamTrainer(
             model=model, args=args, train_dataset=evaluated["train"], data_collator=collator, compute_metrics=make_compute_metrics(2)
         )
@@ -167,9 +242,10 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool) -> d
         "steps": steps,
         "timings": timings,
         "examples_evaluated": sum(len(evaluated[n]) for n in names),
-        "examples_cached": sum(map(len, evaluated.values())) if "cache" in timings else 0,
+        "examples_cached": examples_cached if "cache" in timings else 0,
         "accuracy": {name: m[f"{name}_accuracy"] for name, m in metrics.items()},
         "train_flops": flops_per_token * _trained_tokens(trainer),
+        "train_memory_bytes": train_memory_bytes(trainer.model) * steps,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -187,17 +263,20 @@ def _trained_tokens(trainer) -> int:
 
 
 def extrapolate(run: dict) -> dict:
-    """Scale a quick run's phases to the work unit (a full run is returned as measured)."""
+    """Each phase scaled from a quick run's slice to the work unit (a full run is returned as measured)."""
     t = run["timings"]
-    if not run["quick"]:
-        return {"wall": sum(t.values()), "train": t["train"], "train_flops": run["train_flops"]}
-    step_scale = FULL_STEPS / run["steps"]
-    cache = t.get("cache", 0.0) * (FULL_EXAMPLES / run["examples_cached"] if run["examples_cached"] else 0)
-    evaluate = t["evaluate"] * FULL_EXAMPLES / run["examples_evaluated"]
-    return {
-        "wall": t["setup"] + cache + t["train"] * step_scale + evaluate,
+    step_scale = FULL_STEPS / run["steps"] if run["quick"] else 1.0
+    phases = {
+        "setup": t["setup"],
+        "cache": t.get("cache", 0.0) * (FULL_EXAMPLES / run["examples_cached"] if run["quick"] and run["examples_cached"] else 1.0),
         "train": t["train"] * step_scale,
+        "evaluate": t["evaluate"] * (FULL_EXAMPLES / run["examples_evaluated"] if run["quick"] else 1.0),
+    }
+    return {
+        **phases,
+        "wall": sum(phases.values()),
         "train_flops": run["train_flops"] * step_scale,
+        "train_memory_bytes": run["train_memory_bytes"] * step_scale,
     }
 
 
@@ -321,6 +400,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="which training variants to time (transformers always)"
     )
+    parser.add_argument("--seed", type=int, default=123, help="seed of the head, the batch order and the checkpoint's random weights")
     parser.add_argument("--sweep", action="store_true", help="only the sweep over message length and training-set size (about 3 min)")
     parser.add_argument("--worker", choices=[*VARIANTS, *(f"infer_{v}" for v in INFERENCE)], help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
@@ -335,18 +415,23 @@ def main(argv: list[str] | None = None) -> dict:
         if args.worker.startswith("infer_"):
             print(json.dumps(time_inference(args.worker.removeprefix("infer_"), args.checkpoint, args.data_file)))
         else:
-            print(json.dumps(run_variant(args.worker, args.checkpoint, args.data_file, args.quick)))
+            print(json.dumps(run_variant(args.worker, args.checkpoint, args.data_file, args.quick, args.seed)))
         return {}
     return orchestrate(args)
+
+
+def machine_limits() -> dict:
+    """Peak matmul FLOP/s (fp32 and bf16) and copy bandwidth of this machine now."""
+    return {"fp32": matmul_peak_flops(), "bf16": matmul_peak_flops(dtype=torch.bfloat16), "bandwidth": memory_bandwidth()}
 
 
 def orchestrate(args: argparse.Namespace) -> dict:
     rounds = args.rounds or (2 if args.quick else 1)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    peak = matmul_peak_flops()
+    before = machine_limits()
     with tempfile.TemporaryDirectory() as folder:
-        build_checkpoint(Path(folder))
-        common = ["--checkpoint", folder, "--data_file", args.data_file] + (["--quick"] if args.quick else [])
+        build_checkpoint(Path(folder), args.seed)
+        common = ["--checkpoint", folder, "--data_file", args.data_file, "--seed", str(args.seed)] + (["--quick"] if args.quick else [])
         runs = {v: [] for v in VARIANTS if v in args.variants or v == "transformers"}
         for _ in range(rounds):
             for variant in runs:
@@ -355,81 +440,108 @@ def orchestrate(args: argparse.Namespace) -> dict:
         for _ in range(max(rounds, 2)):
             for variant in inference:
                 inference[variant].append(_worker(["--worker", f"infer_{variant}", *common], env))
-    peak = max(peak, matmul_peak_flops())  # the machine's speed drifts: the higher peak gives the lower fraction
-    results = summarize(runs, inference, peak, args.quick)
+    after = machine_limits()
+    # the machine's speed drifts: the higher peak gives the lower fraction
+    limits = {name: max(before[name], after[name]) for name in before}
+    results = summarize(runs, inference, limits, recipe_flops(args.data_file), args.quick)
+    results["seed"] = args.seed
     print(format_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return results
 
 
-def summarize(runs: dict, inference: dict, peak: float, quick: bool) -> dict:
+def summarize(runs: dict, inference: dict, limits: dict, recipe: dict, quick: bool) -> dict:
+    """Medians per variant, ratios, and the recipe's physical limit (its counted FLOPs at the measured matmul peak)."""
+    recipe_total = recipe["prefix"] + recipe["train"] + recipe["evaluate"]
     rows = {}
     for variant, measured in runs.items():
         estimates = [extrapolate(r) for r in measured]
-        wall = statistics.median(e["wall"] for e in estimates)
-        train = statistics.median(e["train"] for e in estimates)
+        median = {key: statistics.median(e[key] for e in estimates) for key in ("wall", "setup", "cache", "train", "evaluate")}
+        peak = limits["bf16" if variant.endswith("_bf16") else "fp32"]
         rows[variant] = {
-            "wall_s": wall,
-            "train_loop_s": train,
-            "examples_per_s": FULL_STEPS * 8 / train,
+            "wall_s": median["wall"],
+            "setup_s": median["setup"],
+            "cache_s": median["cache"],
+            "train_loop_s": median["train"],
+            "evaluate_s": median["evaluate"],
+            "examples_per_s": FULL_STEPS * 8 / median["train"],
             "peak_rss_mib": max(r["peak_rss_mib"] for r in measured),
             "train_flops_per_s": statistics.median(e["train_flops"] / e["train"] for e in estimates),
+            "train_memory_floor_s": statistics.median(e["train_memory_bytes"] for e in estimates) / limits["bandwidth"],
             "accuracy": measured[0]["accuracy"],
             "all_walls_s": [e["wall"] for e in estimates],
+            "limit_s": recipe_total / peak,
+            "fraction_of_limit": recipe_total / peak / median["wall"],
+            "matmul_peak_fraction": statistics.median(e["train_flops"] / e["train"] for e in estimates) / peak,
         }
     infer = {
         v: {"messages_per_s": statistics.median(r["messages_per_second"] for r in m), "peak_rss_mib": max(r["peak_rss_mib"] for r in m)}
         for v, m in inference.items()
     }
-    baseline = rows["transformers"]["wall_s"]
-    for row in rows.values():
-        row["speedup_vs_transformers"] = baseline / row["wall_s"]
+    for name, row in rows.items():
+        reference = "transformers_bf16" if name.endswith("_bf16") and "transformers_bf16" in rows else "transformers"
+        row["speedup_vs_transformers"] = rows["transformers"]["wall_s"] / row["wall_s"]
+        row["speedup_vs_same_precision_transformers"] = rows[reference]["wall_s"] / row["wall_s"]
         if "transformers_padded" in rows:
             row["speedup_vs_transformers_padded"] = rows["transformers_padded"]["wall_s"] / row["wall_s"]
-        row["matmul_peak_fraction"] = row["train_flops_per_s"] / peak
+    ours, bf16 = rows["hf_spam"], rows.get("hf_spam_bf16")
     return {
         "quick": quick,
-        "machine": {"threads": torch.get_num_threads(), "matmul_peak_gflops": peak / 1e9, "torch": torch.__version__},
+        "machine": {
+            "threads": torch.get_num_threads(),
+            "matmul_peak_gflops": limits["fp32"] / 1e9,
+            "bf16_matmul_peak_gflops": limits["bf16"] / 1e9,
+            "copy_bandwidth_gb_s": limits["bandwidth"] / 1e9,
+            "torch": torch.__version__,
+        },
+        "recipe_flops": recipe,
         "variants": rows,
         "inference": infer,
-        "train_speedup_vs_transformers": rows["hf_spam"]["speedup_vs_transformers"],
+        "train_speedup_vs_transformers": ours["speedup_vs_transformers"],
+        "train_speedup_vs_transformers_padded": ours.get("speedup_vs_transformers_padded"),
         "book_exact_speedup_vs_transformers": rows["hf_spam_book"]["speedup_vs_transformers"] if "hf_spam_book" in rows else None,
-        "train_speedup_vs_transformers_padded": rows["hf_spam"].get("speedup_vs_transformers_padded"),
         "inference_speedup_vs_pipeline_batched": infer["hf_spam"]["messages_per_s"] / infer["pipeline_batched"]["messages_per_s"],
         "inference_speedup_vs_pipeline": infer["hf_spam"]["messages_per_s"] / infer["pipeline"]["messages_per_s"],
-        "train_matmul_peak_fraction": rows["hf_spam"]["matmul_peak_fraction"],
+        "recipe_fraction_of_limit": ours["fraction_of_limit"],
+        "train_matmul_peak_fraction": ours["matmul_peak_fraction"],
+        # quick: the test accuracies of the slice (80 messages after 20 steps), a smoke check only
+        "bf16_test_accuracy_delta": bf16["accuracy"]["test"] - ours["accuracy"]["test"] if bf16 else None,
+        "bf16_speedup_vs_fp32": ours["wall_s"] / bf16["wall_s"] if bf16 else None,
+        "bf16_recipe_fraction_of_limit": bf16["fraction_of_limit"] if bf16 else None,
     }
 
 
 def format_table(results: dict) -> str:
+    machine = results["machine"]
     scope = "quick slice, extrapolated to the work unit" if results["quick"] else "full work unit"
     lines = [
-        f"Book recipe on gpt2-small (124M, random weights), {scope}; fp32 matmul peak {results['machine']['matmul_peak_gflops']:.1f} GFLOP/s, {results['machine']['threads']} threads",
-        "| variant | wall s | train-loop examples/s | peak RSS MiB | x transformers | train GFLOP/s | % of matmul peak | test acc |",
-        "|---|---|---|---|---|---|---|---|",
+        f"Book recipe on gpt2-small (124M, random weights, seed {results['seed']}), {scope}; matmul peak {machine['matmul_peak_gflops']:.1f} GFLOP/s fp32, "
+        f"{machine['bf16_matmul_peak_gflops']:.1f} bf16; copy {machine['copy_bandwidth_gb_s']:.1f} GB/s; {machine['threads']} threads",
+        "| variant | wall s | setup s | prefix cache s | train loop s | evaluate s | peak RSS MiB | x transformers | train GFLOP/s | "
+        "% of matmul peak | limit s | % of limit | test acc |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in results["variants"].items():
         accuracy = row["accuracy"].get("test")
         lines.append(
-            f"| {name} | {row['wall_s']:.1f} | {row['examples_per_s']:.1f} | {row['peak_rss_mib']:.0f} | {row['speedup_vs_transformers']:.2f} | "
-            f"{row['train_flops_per_s'] / 1e9:.1f} | {row['matmul_peak_fraction'] * 100:.0f} % | {'n/a (slice)' if results['quick'] else f'{accuracy:.4f}'} |"
+            f"| {name} | {row['wall_s']:.1f} | {row['setup_s']:.1f} | {row['cache_s']:.1f} | {row['train_loop_s']:.1f} | {row['evaluate_s']:.1f} | "
+            f"{row['peak_rss_mib']:.0f} | {row['speedup_vs_transformers']:.2f} | {row['train_flops_per_s'] / 1e9:.1f} | "
+            f"{row['matmul_peak_fraction'] * 100:.0f} % | {row['limit_s']:.1f} | {row['fraction_of_limit'] * 100:.0f} % | "
+            f"{accuracy:.4f}{' (slice)' if results['quick'] else ''} |"
         )
-    lines.append("")
-    lines.append("| inference, 300 test messages | messages/s | peak RSS MiB |")
-    lines.append("|---|---|---|")
-    for name, row in results["inference"].items():
-        label = {
-            "hf_spam": "hf_spam predict_proba",
-            "pipeline_batched": "transformers pipeline, batch_size=32",
-            "pipeline": "transformers pipeline, batch 1",
-        }[name]
-        lines.append(f"| {label} | {row['messages_per_s']:.1f} | {row['peak_rss_mib']:.0f} |")
+    lines += ["", "| inference, 300 test messages | messages/s | peak RSS MiB |", "|---|---|---|"]
+    labels = {
+        "hf_spam": "hf_spam predict_proba",
+        "pipeline_batched": "transformers pipeline, batch_size=32",
+        "pipeline": "transformers pipeline, batch 1",
+    }
+    lines += [f"| {labels[name]} | {row['messages_per_s']:.1f} | {row['peak_rss_mib']:.0f} |" for name, row in results["inference"].items()]
     lines.append("")
     lines.append(
         f"train speedup {results['train_speedup_vs_transformers']:.2f}x vs transformers with dynamic padding, "
         f"inference speedup {results['inference_speedup_vs_pipeline_batched']:.2f}x vs pipeline(batch_size=32), "
-        f"training hot loop at {results['train_matmul_peak_fraction'] * 100:.0f} % of matmul peak"
+        f"whole recipe at {results['recipe_fraction_of_limit'] * 100:.0f} % of its FLOP limit"
     )
     return "\n".join(lines)
 

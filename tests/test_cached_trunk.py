@@ -74,3 +74,30 @@ def test_saved_model_reproduces_the_accuracy_measured_on_the_cache(tmp_path, sms
     accuracy = (logits.argmax(-1) == torch.tensor(test["label"])).sum().item() / len(test)
     assert accuracy == pytest.approx(results["test_accuracy"], abs=1e-9)
     assert json.loads((tmp_path / "all_results.json").read_text())["test_accuracy"] == results["test_accuracy"]
+
+
+def test_total_flos_counts_the_top_the_cached_steps_run(sms_splits, tmp_path):
+    """Trainer's ``total_flos`` (6 x tokens x parameters) counts, on the cached prefix, the parameters each step
+    runs through (last block, final norm, head), not the frozen blocks it never touches; uncached, the whole model."""
+    from hf_spam.arguments import SpamTrainingArguments
+    from hf_spam.cached_trunk import cached_splits
+    from hf_spam.trainer import SpamTrainer
+
+    torch.manual_seed(0)
+    model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), ModelArguments())
+    data = tokenize(sms_splits, "dynamic", context_length=128)
+    cached, collator = cached_splits(model, data, 8, tmp_path / "cache")
+    top = sum(p.numel() for m in (model.model.trf_blocks[2], model.model.final_norm, model.out_head) for p in m.parameters())
+    outside_embeddings = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("model.tok_emb", "model.pos_emb")))
+    assert top < outside_embeddings
+    for name, train, data_collator, parameters in (
+        ("cached", cached["train"], collator, top),
+        ("uncached", data.splits["train"], data.collator, outside_embeddings),
+    ):
+        args = SpamTrainingArguments(
+            output_dir=str(tmp_path / name), max_steps=3, eval_strategy="no", save_strategy="no", load_best_model_at_end=False, report_to=[]
+        )
+        trainer = SpamTrainer(model=model, args=args, train_dataset=train, data_collator=data_collator)
+        trainer.train()
+        tokens = sum(batch["input_ids"].numel() for batch, _ in zip(trainer.get_train_dataloader(), range(3), strict=False))
+        assert trainer.state.total_flos == 6 * tokens * parameters, name

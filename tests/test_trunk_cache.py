@@ -88,6 +88,44 @@ def test_cached_rows_are_the_prefix_of_each_example(sms_tokens, tmp_path):
     assert subset[0]["input_ids"] == split[3]["input_ids"] and torch.equal(subset[1]["prefix_hidden_states"], cache.hidden_states(1))
 
 
+def test_bf16_prefix_is_autocast_bit_for_bit_and_leaves_the_weights_alone(sms_tokens, tmp_path):
+    """--bf16 computes the prefix as Trainer's autocast computes the rest: each cached row equals the
+    prefix under ``torch.autocast`` exactly (the frozen linears are cast once instead of on every call),
+    stored in bf16 and keyed apart from fp32 rows and from fp32 rows stored in bf16; the model keeps its fp32 weights."""
+    model, split = frozen_model(), sms_tokens["validation"].select(range(12))
+    weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    cache = open_prefix_cache(model, split, 2, tmp_path, batch_size=1, autocast=torch.bfloat16)
+    assert all(torch.equal(tensor, weights[name]) and tensor.dtype == torch.float32 for name, tensor in model.state_dict().items())
+    stored_in_bf16 = open_prefix_cache(model, split, 2, tmp_path, dtype=torch.bfloat16)
+    assert len({cache.folder, stored_in_bf16.folder, open_prefix_cache(model, split, 2, tmp_path).folder}) == 3
+    assert json.loads((cache.folder / "meta.json").read_text())["storage"] == "bfloat16"
+    differs_from_fp32_rows = False
+    with torch.inference_mode():
+        for i in range(12):
+            ids = torch.tensor([split[i]["input_ids"]])
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                expected = model.model.prefix(ids, None, 2)[0].to(torch.bfloat16)
+            assert torch.equal(cache.hidden_states(i), expected)
+            differs_from_fp32_rows |= not torch.equal(stored_in_bf16.hidden_states(i), expected)
+    assert differs_from_fp32_rows, "autocast made no difference: the test would not see a prefix computed in fp32"
+
+
+def test_bf16_switch_reaches_the_cache(tmp_path, sms_file):
+    """``--bf16 true`` (Trainer's autocast) also builds the prefix cache under autocast, in bf16."""
+    from hf_spam.training import run
+    from tests.test_training import parse
+
+    common = ["--data_file", str(sms_file), "--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2"]
+    common += ["--max_steps", "2", "--initial_eval_batches", "0", "--save_strategy", "no", "--load_best_model_at_end", "false"]
+    common += ["--eval_strategy", "no", "--output_dir", str(tmp_path / "out")]
+    run(*parse(*common, "--bf16", "true", "--trunk_cache_dir", str(tmp_path / "bf16")))
+    run(*parse(*common, "--trunk_cache_dir", str(tmp_path / "fp32")))
+    metas = {kind: [json.loads(m.read_text()) for m in (tmp_path / kind).glob("*/meta.json")] for kind in ("bf16", "fp32")}
+    assert len(metas["bf16"]) == len(metas["fp32"]) == 3  # train, validation, test
+    assert {m["storage"] for m in metas["bf16"]} == {"bfloat16"} and {m["storage"] for m in metas["fp32"]} == {"float32"}
+    assert not {m["key"] for m in metas["bf16"]} & {m["key"] for m in metas["fp32"]}
+
+
 @pytest.mark.slow
 def test_two_processes_share_the_work_and_read_each_others_shards(tmp_path, sms_file):
     """torchrun with 2 CPU processes: each example's prefix is computed once in all, and the cache

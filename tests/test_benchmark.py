@@ -1,0 +1,82 @@
+"""The benchmark's arithmetic: the recipe's FLOP count against the transformer's closed-form FLOPs, and how
+a quick slice is scaled to the work unit and turned into ratios and a fraction of the physical limit."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from hf_spam.data import load_sms_spam, tokenize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench_script():
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_flops_are_the_closed_form_count(bench_script, sms_file):
+    """GPT-2 small, d = 768: a block at length T does 24 T d^2 in its six matrix products plus 4 T^2 d in attention;
+    the pooled top does keys and values for every position (4 T d^2), the rest for one (20 d^2 with the 2-class head's
+    4 d) and attention for one query (4 T d); training is forward + backward = 3x the forward."""
+    d = 768
+    splits = tokenize(load_sms_spam(sms_file), "dynamic").splits
+    lengths = {name: [len(ids) for ids in split["input_ids"]] for name, split in splits.items()}
+    every = [t for split in lengths.values() for t in split]
+
+    def top(t: int) -> int:
+        return 4 * t * d * d + 20 * d * d + 4 * t * d + 4 * d
+
+    counted = bench_script.recipe_flops(str(sms_file))
+    assert counted["tokens"] == sum(every)
+    assert counted["prefix"] == sum(11 * (24 * t * d * d + 4 * t * t * d) for t in every)
+    assert counted["evaluate"] == sum(top(t) for t in every)
+    trained = 5 * (len(lengths["train"]) // 8) * 8  # 650 steps of 8
+    assert counted["train"] == pytest.approx(trained * sum(3 * top(t) for t in lengths["train"]) / len(lengths["train"]), rel=1e-12)
+
+
+def quick_run(variant: str, cache: float) -> dict:
+    return {
+        "variant": variant,
+        "quick": True,
+        "steps": 20,
+        "timings": {"setup": 2.0, "cache": cache, "train": 1.0, "evaluate": 0.5}
+        if cache
+        else {"setup": 2.0, "train": 1.0, "evaluate": 0.5},
+        "examples_evaluated": 160,
+        "examples_cached": 1494 if cache else 0,
+        "accuracy": {"validation": 0.75, "test": 0.8},
+        "train_flops": 1e12,
+        "train_memory_bytes": 6e9,
+        "peak_rss_mib": 100.0,
+    }
+
+
+def test_quick_runs_scale_to_the_work_unit_and_give_the_issue_figures(bench_script):
+    ours = bench_script.extrapolate(quick_run("hf_spam", cache=30.0))
+    # steps x 650/20, evaluation x 1494/160, the whole cache measured as it is
+    assert ours["train"] == pytest.approx(32.5) and ours["evaluate"] == pytest.approx(0.5 * 1494 / 160) and ours["cache"] == 30.0
+    assert ours["wall"] == pytest.approx(2.0 + 30.0 + 32.5 + 0.5 * 1494 / 160)
+
+    runs = {"hf_spam": [quick_run("hf_spam", 30.0)], "transformers": [quick_run("transformers", 0.0)]}
+    runs["transformers"][0]["timings"]["train"] = 10.0
+    runs["hf_spam_bf16"] = [quick_run("hf_spam_bf16", 10.0)]
+    runs["hf_spam_bf16"][0]["accuracy"]["test"] = 0.79
+    inference = {"hf_spam": [{"messages_per_second": 50.0, "peak_rss_mib": 1.0}]}
+    inference |= {name: [{"messages_per_second": 20.0, "peak_rss_mib": 1.0}] for name in ("pipeline", "pipeline_batched")}
+    limits = {"fp32": 300e9, "bf16": 2000e9, "bandwidth": 25e9}
+    recipe = {"prefix": 6e12, "train": 2e12, "evaluate": 1e12, "tokens": 1}
+    results = bench_script.summarize(runs, inference, limits, recipe, quick=True)
+
+    walls = {name: bench_script.extrapolate(measured[0])["wall"] for name, measured in runs.items()}
+    assert results["train_speedup_vs_transformers"] == pytest.approx(walls["transformers"] / walls["hf_spam"])
+    assert results["recipe_fraction_of_limit"] == pytest.approx(9e12 / 300e9 / walls["hf_spam"])
+    assert results["bf16_recipe_fraction_of_limit"] == pytest.approx(9e12 / 2000e9 / walls["hf_spam_bf16"])
+    assert results["bf16_test_accuracy_delta"] == pytest.approx(-0.01)
+    assert results["inference_speedup_vs_pipeline_batched"] == pytest.approx(2.5)
+    assert results["train_matmul_peak_fraction"] == pytest.approx(1e12 / 1.0 / 300e9)
+    assert results["variants"]["hf_spam"]["train_memory_floor_s"] == pytest.approx(6e9 * 32.5 / 25e9)
