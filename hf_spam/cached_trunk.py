@@ -329,6 +329,11 @@ def _compute_shard(
     return {"file": f"{name}.bin", "index": f"{name}.index.npy", "bytes": written * row_bytes, "examples": len(order)}
 
 
+def _storage(model: GPTForSequenceClassification, dtype: torch.dtype | None, autocast: torch.dtype | None) -> torch.dtype:
+    """The cache's storage dtype: as asked, else the autocast dtype, else the model's own (exact)."""
+    return dtype or autocast or next(model.parameters()).dtype
+
+
 def open_prefix_cache(
     model: GPTForSequenceClassification,
     dataset: Dataset,
@@ -337,17 +342,28 @@ def open_prefix_cache(
     dtype: torch.dtype | None = None,
     batch_size: int = 32,
     autocast: torch.dtype | None = None,
-    model_key: str | None = None,
 ) -> CachedPrefix:
     """The split's cached prefix: reused when a complete cache for exactly these inputs exists, else built
     (by every process its share, under ``torchrun``/``accelerate launch``) and then opened.
 
     ``autocast`` computes the prefix under ``torch.autocast`` (what ``--bf16`` does to the rest of the
-    model); it is part of the key, and so is ``dtype`` (the storage, default: the autocast dtype, else the
-    model's). ``model_key`` is :func:`model_fingerprint` when the caller already has it (one per model, not per split).
+    model); it is part of the key, and so is ``dtype`` (the storage, see :func:`_storage`).
     """
-    storage = dtype or autocast or next(model.parameters()).dtype
-    model_key = model_key or model_fingerprint(model, depth, storage, autocast)
+    storage = _storage(model, dtype, autocast)
+    return _open(model, dataset, depth, cache_dir, storage, batch_size, autocast, model_fingerprint(model, depth, storage, autocast))
+
+
+def _open(
+    model: GPTForSequenceClassification,
+    dataset: Dataset,
+    depth: int,
+    cache_dir: str | os.PathLike | None,
+    storage: torch.dtype,
+    batch_size: int,
+    autocast: torch.dtype | None,
+    model_key: str,
+) -> CachedPrefix:
+    """:func:`open_prefix_cache` with the model's fingerprint already taken (one per model, not per split)."""
     key = hashlib.sha256((model_key + tokens_fingerprint(dataset)).encode()).hexdigest()[:40]
     folder = Path(cache_dir or default_cache_dir()) / key
     rank, world = _world()
@@ -394,12 +410,9 @@ def cached_splits(
     if not depth:
         return None
     started = time.perf_counter()
-    storage = dtype or autocast or next(model.parameters()).dtype
+    storage = _storage(model, dtype, autocast)
     model_key = model_fingerprint(model, depth, storage, autocast)
-    cached = {
-        name: open_prefix_cache(model, split, depth, cache_dir, storage, batch_size, autocast, model_key)
-        for name, split in data.splits.items()
-    }
+    cached = {name: _open(model, split, depth, cache_dir, storage, batch_size, autocast, model_key) for name, split in data.splits.items()}
     logger.info(
         "Frozen embeddings + %d blocks ready for %d examples in %.1f s (cache: %s).",
         depth,

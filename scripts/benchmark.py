@@ -459,6 +459,7 @@ def summarize(runs: dict, inference: dict, limits: dict, recipe: dict, quick: bo
         estimates = [extrapolate(r) for r in measured]
         median = {key: statistics.median(e[key] for e in estimates) for key in ("wall", "setup", "cache", "train", "evaluate")}
         peak = limits["bf16" if variant.endswith("_bf16") else "fp32"]
+        train_flops_per_s = statistics.median(e["train_flops"] / e["train"] for e in estimates)
         rows[variant] = {
             "wall_s": median["wall"],
             "setup_s": median["setup"],
@@ -467,13 +468,13 @@ def summarize(runs: dict, inference: dict, limits: dict, recipe: dict, quick: bo
             "evaluate_s": median["evaluate"],
             "examples_per_s": FULL_STEPS * 8 / median["train"],
             "peak_rss_mib": max(r["peak_rss_mib"] for r in measured),
-            "train_flops_per_s": statistics.median(e["train_flops"] / e["train"] for e in estimates),
+            "train_flops_per_s": train_flops_per_s,
             "train_memory_floor_s": statistics.median(e["train_memory_bytes"] for e in estimates) / limits["bandwidth"],
             "accuracy": measured[0]["accuracy"],
             "all_walls_s": [e["wall"] for e in estimates],
             "limit_s": recipe_total / peak,
             "fraction_of_limit": recipe_total / peak / median["wall"],
-            "matmul_peak_fraction": statistics.median(e["train_flops"] / e["train"] for e in estimates) / peak,
+            "matmul_peak_fraction": train_flops_per_s / peak,
         }
     infer = {
         v: {"messages_per_s": statistics.median(r["messages_per_second"] for r in m), "peak_rss_mib": max(r["peak_rss_mib"] for r in m)}
