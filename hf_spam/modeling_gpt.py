@@ -98,14 +98,28 @@ class MultiHeadAttention(nn.Module):
         # (b, nh, T, hd) -> (b, T, d_out)
         return self.out_proj(context.transpose(1, 2).reshape(b, num_tokens, self.d_out))
 
-    def forward_at(self, x: torch.Tensor, index: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_at(
+        self, x: torch.Tensor, index: torch.Tensor, attn_mask: torch.Tensor | None = None, token_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The attention output at one query position per sequence, ``index`` (b,): keys and values
-        come from every position, the query only from that one. Equals ``forward(x)[rows, index]``."""
+        come from every position, the query only from that one. Equals ``forward(x)[rows, index]``.
+
+        ``token_index`` (n,): the flat positions of ``x.flatten(0, 1)`` that hold tokens; keys and values
+        are computed there only and left zero at the others, which ``attn_mask`` must mask (a collator's
+        padding). Random batches of SMS messages are ~40 % padding: the keys and values are most of the
+        top block's work."""
         b, num_tokens, _ = x.shape
         rows = torch.arange(b, device=x.device)
         queries = self.W_query(x[rows, index]).view(b, 1, self.num_heads, self.head_dim).transpose(1, 2)  # (b, nh, 1, hd)
-        keys = self.W_key(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
-        values = self.W_value(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        if token_index is None:
+            keys, values = self.W_key(x), self.W_value(x)
+        else:
+            packed = x.flatten(0, 1).index_select(0, token_index)  # (n, d_in)
+            keys, values = (
+                x.new_zeros(b * num_tokens, self.d_out).index_copy(0, token_index, linear(packed)) for linear in (self.W_key, self.W_value)
+            )
+        keys = keys.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        values = values.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
         if attn_mask is not None:
             row_mask = attn_mask[rows, :, index].unsqueeze(2)  # that query's row of the (b, 1, T, T) mask: (b, 1, 1, T)
         elif self.causal:
@@ -140,12 +154,15 @@ class TransformerBlock(nn.Module):
         x = x + self.drop_resid(self.att(self.norm1(x), attn_mask))
         return x + self.drop_resid(self.ff(self.norm2(x)))
 
-    def forward_at(self, x: torch.Tensor, index: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_at(
+        self, x: torch.Tensor, index: torch.Tensor, attn_mask: torch.Tensor | None = None, token_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The block's output at ``index`` only, (b, 1, emb_dim): what a classifier reading one position
-        needs from the top block. Every position feeds the keys and values; the query, attention output,
+        needs from the top block. Every position feeds the keys and values (every position in
+        ``token_index``, if given: see :meth:`MultiHeadAttention.forward_at`); the query, attention output,
         ``norm2`` and feed-forward run at one position, about 5x less work on SMS-length inputs."""
         rows = torch.arange(x.shape[0], device=x.device)
-        x_at = x[rows, index].unsqueeze(1) + self.drop_resid(self.att.forward_at(self.norm1(x), index, attn_mask))
+        x_at = x[rows, index].unsqueeze(1) + self.drop_resid(self.att.forward_at(self.norm1(x), index, attn_mask, token_index))
         return x_at + self.drop_resid(self.ff(self.norm2(x_at)))
 
 
@@ -328,12 +345,20 @@ class GPTModel(GPTPreTrainedModel):
             x = block(x, attn_mask)
         return x
 
-    def suffix(self, hidden: torch.Tensor, attn_mask: torch.Tensor | None, depth: int, index: torch.Tensor | None = None) -> torch.Tensor:
+    def suffix(
+        self,
+        hidden: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        depth: int,
+        index: torch.Tensor | None = None,
+        token_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Blocks ``[depth, n_layers)`` and ``final_norm`` on :meth:`prefix`'s output, with the SDPA mask
         :meth:`embed` returns (``padding_attention_mask``, or ``None``): ``suffix(prefix(x)) == forward(x)``.
 
         With ``index`` (b,) the result is only at those positions, (b, 1, emb_dim), and the top block
-        computes only what they need (:meth:`TransformerBlock.forward_at`).
+        computes only what they need (:meth:`TransformerBlock.forward_at`), its keys and values only at
+        ``token_index`` when given.
         """
         blocks = self.trf_blocks[depth:]
         if index is None:
@@ -343,7 +368,7 @@ class GPTModel(GPTPreTrainedModel):
         for block in blocks[:-1]:
             hidden = block(hidden, attn_mask)
         if len(blocks):
-            hidden = blocks[-1].forward_at(hidden, index, attn_mask)
+            hidden = blocks[-1].forward_at(hidden, index, attn_mask, token_index)
         else:  # everything was cached: just the pooled rows
             hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), index].unsqueeze(1)
         return self.final_norm(hidden)
@@ -488,13 +513,16 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         return_dict: bool | None = None,
         prefix_hidden_states: torch.Tensor | None = None,
         prefix_depth: int | None = None,
+        prefix_token_index: torch.Tensor | None = None,
     ) -> SequenceClassifierOutput:
         """Logits (b, num_labels); with ``labels`` also the mean cross-entropy the book trains on.
 
         ``prefix_hidden_states`` (b, T, emb_dim) are the outputs of the embeddings and the first
         ``prefix_depth`` blocks for ``input_ids``, computed earlier (a frozen prefix computed once, see
         ``hf_spam.cached_trunk``); only the remaining blocks run. Like ``inputs_embeds``, it is an
-        alternative way in: the result equals the forward from ``input_ids``.
+        alternative way in: the result equals the forward from ``input_ids``. ``prefix_token_index`` (n,),
+        from the cache's collator: the flat positions of ``prefix_hidden_states.flatten(0, 1)`` holding
+        tokens rather than the collator's padding; the top block's keys and values skip the rest.
 
         A pooling that reads one position has the top block compute only that position (its keys and
         values still come from every position): the same logits, a fraction of the top block's work.
@@ -518,7 +546,9 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
             attn_mask = None if trunk_mask is None else padding_attention_mask(trunk_mask, self.config.causal)
         real = self.real_tokens(input_ids, attention_mask, hidden)
         index = self.pooled_position(real)
-        hidden = self.model.suffix(hidden, attn_mask, depth, index)  # (b, 1, d) at index, else (b, T, d)
+        # keys and values may skip the collator's padding only where the mask hides it from every query
+        token_index = prefix_token_index if prefix_hidden_states is not None and attn_mask is not None else None
+        hidden = self.model.suffix(hidden, attn_mask, depth, index, token_index)  # (b, 1, d) at index, else (b, T, d)
         return self.output(hidden[:, 0] if index is not None else self.pool(hidden, real), labels)
 
     def book_padding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

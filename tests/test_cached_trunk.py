@@ -36,6 +36,16 @@ def test_cached_top_gives_the_same_loss_and_gradients(sms_splits, pooling, paddi
     examples = data.splits["train"].select(range(8))
     cached = open_prefix_cache(model, examples, depth, tmp_path, batch_size=3)  # other batches than the one trained on
     batch = collate_cached([cached[i] for i in range(8)], pad_token_id=50256)
+    lengths = [len(ids) for ids in examples["input_ids"]]
+    if len(set(lengths)) > 1:  # the collator padded: it lists where the tokens are, and the top block skips the rest
+        positions = [row * max(lengths) + i for row, length in enumerate(lengths) for i in range(length)]
+        assert batch["prefix_token_index"].tolist() == positions
+        rounded = collate_cached([cached[i] for i in range(8)], pad_token_id=50256, pad_to_multiple_of=16)["prefix_token_index"]
+        assert len(rounded) % 16 == 0 and rounded[: len(positions)].tolist() == positions and len(set(rounded.tolist())) == len(rounded)
+        with torch.no_grad():  # the added positions are padding: they change nothing
+            torch.testing.assert_close(model(**{**batch, "prefix_token_index": rounded}).logits, model(**batch).logits)
+    else:
+        assert "prefix_token_index" not in batch
 
     model.train()
     full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
@@ -101,3 +111,43 @@ def test_total_flos_counts_the_top_the_cached_steps_run(sms_splits, tmp_path):
         trainer.train()
         tokens = sum(batch["input_ids"].numel() for batch, _ in zip(trainer.get_train_dataloader(), range(3), strict=False))
         assert trainer.state.total_flos == 6 * tokens * parameters, name
+
+
+def test_gradient_norm_is_taken_on_logging_steps_only_and_is_the_true_norm(sms_splits, tmp_path):
+    """Trainer would take the gradient norm on every step to log it; SpamTrainer takes it on the steps that log,
+    and the logged value is that step's norm (computed here independently, before the optimizer update)."""
+    from transformers import TrainerCallback
+
+    from hf_spam.arguments import SpamTrainingArguments
+    from hf_spam.cached_trunk import cached_splits
+    from hf_spam.trainer import SpamTrainer
+
+    norms = {}
+
+    class StepNorms(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            grads = [p.grad.flatten() for p in model.parameters() if p.grad is not None]
+            norms[state.global_step + 1] = torch.linalg.vector_norm(torch.cat(grads)).item()
+
+    torch.manual_seed(0)
+    model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), ModelArguments())
+    cached, collator = cached_splits(model, tokenize(sms_splits, "dynamic", context_length=128), 8, tmp_path / "cache")
+    args = SpamTrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=5,
+        logging_steps=2,
+        logging_first_step=True,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        report_to=[],
+    )
+    trainer = SpamTrainer(model=model, args=args, train_dataset=cached["train"], data_collator=collator, callbacks=[StepNorms()])
+    taken = []
+    clip = trainer.accelerator.clip_grad_norm_
+    trainer.accelerator.clip_grad_norm_ = lambda *a, **k: taken.append(1) or clip(*a, **k)
+    trainer.train()
+    logged = {entry["step"]: entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry}
+    assert sorted(logged) == [1, 2, 4] and len(taken) == 3, (logged, len(taken))
+    for step, value in logged.items():
+        assert value == pytest.approx(norms[step], rel=1e-5)

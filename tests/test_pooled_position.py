@@ -26,8 +26,10 @@ def gradients(model):
 @pytest.mark.parametrize("pooling", ["last_non_pad", "last", "first"])
 @pytest.mark.parametrize("padding", ["right", "left"])
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("cached", [False, True])
+@pytest.mark.parametrize("cached", [False, True, "packed"])
 def test_one_position_top_block_equals_the_full_computation(pooling, padding, causal, cached):
+    """``packed``: the cache's collator also says which positions hold tokens (``prefix_token_index``), and the
+    top block computes keys and values there only; ``last`` pooling reads pads as tokens, so it must ignore it."""
     torch.manual_seed(0)
     model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, pooling=pooling, causal=causal)), ModelArguments())
     ids, mask = (right_padded if padding == "right" else left_padded)(ROWS)
@@ -41,7 +43,8 @@ def test_one_position_top_block_equals_the_full_computation(pooling, padding, ca
     if cached:
         with torch.no_grad():
             prefix = model.model.prefix(ids, model.trunk_mask(mask), 2)
-        out = model(input_ids=ids, attention_mask=mask, labels=labels, prefix_hidden_states=prefix, prefix_depth=2)
+        packed = {"prefix_token_index": mask.flatten().nonzero().squeeze(1)} if cached == "packed" else {}
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, prefix_hidden_states=prefix, prefix_depth=2, **packed)
     else:
         out = model(input_ids=ids, attention_mask=mask, labels=labels)
     out.loss.backward()
@@ -89,10 +92,11 @@ def test_the_forward_never_reads_values_back_to_the_host(pooling, request):
     labels = torch.tensor([0, 1, 1])
     with torch.no_grad():
         prefix = model.model.prefix(ids, model.trunk_mask(mask), 1)
+    token_index = torch.tensor([row * ids.shape[1] + i for row, m in enumerate(mask.tolist()) for i, keep in enumerate(m) if keep])
     request.getfixturevalue("no_host_sync")
     out = model(input_ids=ids, attention_mask=mask, labels=labels)
     out.loss.backward()
-    model(input_ids=ids, attention_mask=mask, labels=labels, prefix_hidden_states=prefix, prefix_depth=1)
+    model(input_ids=ids, attention_mask=mask, labels=labels, prefix_hidden_states=prefix, prefix_depth=1, prefix_token_index=token_index)
     with pytest.raises(HostSync):  # the fixture does catch a conversion
         bool(ids.sum())
 

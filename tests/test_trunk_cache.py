@@ -88,6 +88,33 @@ def test_cached_rows_are_the_prefix_of_each_example(sms_tokens, tmp_path):
     assert subset[0]["input_ids"] == split[3]["input_ids"] and torch.equal(subset[1]["prefix_hidden_states"], cache.hidden_states(1))
 
 
+def test_duplicate_examples_are_computed_once_and_read_back_as_their_own(sms_tokens, tmp_path, monkeypatch):
+    """A repeated message (same ids and mask) is run through the prefix once, stored once, and every
+    copy reads rows equal to its own prefix; a message with the same ids but another mask is not a copy."""
+    model, split = frozen_model(), sms_tokens["validation"]
+    with_copies = split.select([0, 1, 0, 2, 1, 0])
+    masks = [[int(i < 5 or position > 0) for position in range(len(ids))] for i, ids in enumerate(with_copies["input_ids"])]
+    other_mask = with_copies.add_column("attention_mask", masks)  # the last copy of message 0 with its first token masked
+    seen = []
+    original = GPTModel.prefix
+    monkeypatch.setattr(GPTModel, "prefix", lambda self, ids, *a: seen.append(ids.shape[0]) or original(self, ids, *a))
+    cache = open_prefix_cache(model, with_copies, 2, tmp_path)
+    assert sum(seen) == 3, "three distinct messages, three prefix rows computed"
+    distinct = sum(len(split[i]["input_ids"]) for i in (0, 1, 2))
+    assert sum(f.stat().st_size for f in cache.folder.glob("*.bin")) == distinct * model.config.emb_dim * 4
+    with torch.no_grad():
+        for i in range(len(with_copies)):
+            expected = model.model.prefix(torch.tensor([with_copies[i]["input_ids"]]), None, 2)[0]
+            torch.testing.assert_close(cache.hidden_states(i), expected, atol=1e-5, rtol=1e-5)
+    seen.clear()
+    masked = open_prefix_cache(model, other_mask, 2, tmp_path)
+    assert sum(seen) == 4 and masked.folder != cache.folder
+    with torch.no_grad():
+        ids, mask = torch.tensor([other_mask[5]["input_ids"]]), torch.tensor([other_mask[5]["attention_mask"]])
+        torch.testing.assert_close(masked.hidden_states(5), model.model.prefix(ids, model.trunk_mask(mask), 2)[0], atol=1e-5, rtol=1e-5)
+    assert not torch.equal(masked.hidden_states(5), masked.hidden_states(0))
+
+
 def test_bf16_prefix_is_autocast_bit_for_bit_and_leaves_the_weights_alone(sms_tokens, tmp_path):
     """--bf16 computes the prefix as Trainer's autocast computes the rest: each cached row equals the
     prefix under ``torch.autocast`` exactly (the frozen linears are cast once instead of on every call),
