@@ -229,37 +229,20 @@ def pad_ids(features: list[dict], pad_token_id: int) -> tuple[torch.Tensor, torc
     return input_ids, attention_mask
 
 
-def collate_cached(
-    features: list[dict], pad_token_id: int, dtype: torch.dtype = torch.float32, pad_to_multiple_of: int = 1
-) -> dict[str, torch.Tensor]:
+def collate_cached(features: list[dict], pad_token_id: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """A batch of cached examples, right-padded, in the model's ``dtype``; pad hidden states are zeros
-    (the attention mask hides them). When it pads, ``prefix_token_index`` lists the flat positions that hold
-    tokens, so the top block computes keys and values for those only; built here, where the lengths are
-    known on the host, the forward needs no device-to-host read to skip the padding.
-
-    ``pad_to_multiple_of`` adds padding positions to that list up to a multiple (as ``DataCollatorWithPadding``'s
-    argument of that name does to the width): under bf16 autocast oneDNN compiles a kernel for every new
-    matrix shape, and 650 random SMS batches have ~600 token counts (the training loop took 20.2 s, 15.8 s
-    with multiples of 64); fp32 products need no such compilation and run fastest on the exact count."""
+    (the attention mask hides them)."""
     input_ids, attention_mask = pad_ids(features, pad_token_id)
-    batch_size, width = input_ids.shape
-    hidden = torch.zeros(batch_size, width, features[0]["prefix_hidden_states"].shape[-1], dtype=dtype)
-    lengths = [len(feature["input_ids"]) for feature in features]
+    hidden = torch.zeros(*input_ids.shape, features[0]["prefix_hidden_states"].shape[-1], dtype=dtype)
     for row, feature in enumerate(features):
-        hidden[row, : lengths[row]] = feature["prefix_hidden_states"]
-    batch = {
+        hidden[row, : len(feature["input_ids"])] = feature["prefix_hidden_states"]
+    return {
         "prefix_hidden_states": hidden,
         "prefix_depth": features[0]["prefix_depth"],
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "labels": torch.tensor([f["labels"] for f in features]),
     }
-    if min(lengths) < width:
-        tokens = [torch.arange(length) + row * width for row, length in enumerate(lengths)]
-        extra = min(-sum(lengths) % pad_to_multiple_of, batch_size * width - sum(lengths))
-        pads = torch.cat([torch.arange(length, width) + row * width for row, length in enumerate(lengths)])[:extra]
-        batch["prefix_token_index"] = torch.cat([*tokens, pads])
-    return batch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,8 +451,4 @@ def cached_splits(
         time.perf_counter() - started,
         next(iter(cached.values())).folder.parent,
     )
-    compute_dtype = next(model.parameters()).dtype
-    multiple = 1 if autocast is None else 64  # see collate_cached
-    return cached, functools.partial(
-        collate_cached, pad_token_id=model.config.pad_token_id, dtype=compute_dtype, pad_to_multiple_of=multiple
-    )
+    return cached, functools.partial(collate_cached, pad_token_id=model.config.pad_token_id, dtype=next(model.parameters()).dtype)

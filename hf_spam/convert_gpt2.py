@@ -144,7 +144,7 @@ def load_gpt2_checkpoint(name_or_path: str | os.PathLike, config_class: type, ov
     trunk = gpt2_to_book(hf.transformer.state_dict(), gpt2_config.n_layer)
     prefix = "" if head is None else "model."
     state_dict = {prefix + k: v for k, v in trunk.items()} | head_sd
-    return config, {k: v.detach().clone() for k, v in state_dict.items()}
+    return config, {k: v.detach() for k, v in state_dict.items()}  # the transformers model is dropped: nothing else holds them
 
 
 def config_from_book_state_dict(book_sd: dict[str, torch.Tensor], config_class: type, overrides: dict, head: str | None):

@@ -99,37 +99,47 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(context.transpose(1, 2).reshape(b, num_tokens, self.d_out))
 
     def forward_at(
-        self, x: torch.Tensor, index: torch.Tensor, attn_mask: torch.Tensor | None = None, token_index: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        index: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+        shift: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The attention output at one query position per sequence, ``index`` (b,): keys and values
-        come from every position, the query only from that one. Equals ``forward(x)[rows, index]``.
+        """``forward(x * scale + shift)`` at one query position per sequence, ``index`` (b,), as (b, 1, d_out).
 
-        ``token_index`` (n,): the flat positions of ``x.flatten(0, 1)`` that hold tokens; keys and values
-        are computed there only and left zero at the others, which ``attn_mask`` must mask (a collator's
-        padding). Random batches of SMS messages are ~45 % padding: the keys and values are most of the
-        top block's work."""
-        b, num_tokens, _ = x.shape
+        Keys and values are never formed. One query's scores are ``q_h . (W_h y_j + b_h)`` over the positions
+        ``j`` (``y = x * scale + shift``, the LayerNorm's affine part, ``W_h`` head ``h``'s rows of ``W_key``):
+        the query goes through ``W_key`` instead, ``u_h = (W_h^T q_h) * scale``, and meets every position
+        as ``u_h . x_j`` plus a term equal at all positions. Its context ``sum_j p_j (V_h y_j + c_h)`` is
+        ``V_h (a_h * scale + shift) + c_h`` with ``a_h = sum_j p_j x_j`` (attention weights ``p`` sum to 1
+        without dropout; ``sum_j p_j`` multiplies ``shift`` and ``c_h`` in general). Per position that is
+        2 x num_heads x d_in multiply-adds instead of 2 x d_out x d_in for keys and values, 64x less for
+        GPT-2, which is most of a one-position top block's work. Same result up to float rounding.
+        """
+        b, num_tokens, d_in = x.shape
         rows = torch.arange(b, device=x.device)
-        queries = self.W_query(x[rows, index]).view(b, 1, self.num_heads, self.head_dim).transpose(1, 2)  # (b, nh, 1, hd)
-        if token_index is None:
-            keys, values = self.W_key(x), self.W_value(x)
-        else:
-            packed = x.flatten(0, 1).index_select(0, token_index)  # (n, d_in)
-            keys, values = (
-                x.new_zeros(b * num_tokens, self.d_out).index_copy(0, token_index, linear(packed)) for linear in (self.W_key, self.W_value)
-            )
-        keys = keys.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
-        values = values.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        scale = x.new_ones(d_in) if scale is None else scale
+        shift = x.new_zeros(d_in) if shift is None else shift
+        queries = self.W_query(x[rows, index] * scale + shift).view(b, self.num_heads, self.head_dim)
+        key_weight = self.W_key.weight.view(self.num_heads, self.head_dim, d_in)
+        query_keys = torch.einsum("bhk,hkd->bhd", queries, key_weight)  # (b, nh, d_in): W_h^T q_h
+        scores = query_keys * scale @ x.transpose(1, 2)  # (b, nh, T)
+        constant = (query_keys * shift).sum(-1)  # (b, nh): the same at every position, kept for exact gradients
+        if self.W_key.bias is not None:
+            constant = constant + (queries * self.W_key.bias.view(self.num_heads, self.head_dim)).sum(-1)
+        scores = (scores + constant.unsqueeze(-1)) / math.sqrt(self.head_dim)
         if attn_mask is not None:
-            row_mask = attn_mask[rows, :, index].unsqueeze(2)  # that query's row of the (b, 1, T, T) mask: (b, 1, 1, T)
+            scores = scores.masked_fill(~attn_mask[rows, :, index], float("-inf"))  # that query's row of (b, 1, T, T)
         elif self.causal:
-            row_mask = (torch.arange(num_tokens, device=x.device) <= index[:, None])[:, None, None, :]
-        else:
-            row_mask = None
-        context = F.scaled_dot_product_attention(
-            queries, keys, values, attn_mask=row_mask, dropout_p=self.dropout.p if self.training else 0.0
-        )
-        return self.out_proj(context.transpose(1, 2).reshape(b, 1, self.d_out))  # (b, 1, d_out)
+            scores = scores.masked_fill(torch.arange(num_tokens, device=x.device) > index[:, None, None], float("-inf"))
+        weights = self.dropout(torch.softmax(scores, dim=-1))
+        total = weights.sum(-1, keepdim=True)  # (b, nh, 1): 1 without dropout
+        mixed = (weights @ x) * scale + total * shift  # (b, nh, d_in): sum_j p_j y_j
+        context = torch.einsum("bhd,hkd->bhk", mixed, self.W_value.weight.view(self.num_heads, self.head_dim, d_in))
+        if self.W_value.bias is not None:
+            context = context + total * self.W_value.bias.view(self.num_heads, self.head_dim)
+        return self.out_proj(context.reshape(b, 1, self.d_out))
 
 
 class TransformerBlock(nn.Module):
@@ -154,16 +164,22 @@ class TransformerBlock(nn.Module):
         x = x + self.drop_resid(self.att(self.norm1(x), attn_mask))
         return x + self.drop_resid(self.ff(self.norm2(x)))
 
-    def forward_at(
-        self, x: torch.Tensor, index: torch.Tensor, attn_mask: torch.Tensor | None = None, token_index: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward_at(self, x: torch.Tensor, index: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The block's output at ``index`` only, (b, 1, emb_dim): what a classifier reading one position
-        needs from the top block. Every position feeds the keys and values (every position in
-        ``token_index``, if given: see :meth:`MultiHeadAttention.forward_at`); the query, attention output,
-        ``norm2`` and feed-forward run at one position, about 5x less work on SMS-length inputs."""
-        rows = torch.arange(x.shape[0], device=x.device)
-        x_at = x[rows, index].unsqueeze(1) + self.drop_resid(self.att.forward_at(self.norm1(x), index, attn_mask, token_index))
-        return x_at + self.drop_resid(self.ff(self.norm2(x_at)))
+        needs from the top block. Every position still feeds the attention, through ``norm1``'s
+        normalisation alone (:meth:`MultiHeadAttention.forward_at` folds its scale and shift into the
+        query and context); ``out_proj``, ``norm2`` and the feed-forward run at one position.
+
+        Computed in the parameters' dtype even under autocast: with one row per sequence every product
+        is bound by reading its weights, and autocast would copy the fp32 weights to bf16 on every step
+        and their gradients back (the recipe's bf16 training loop on 2 CPU cores: 13.9 s with, 9.9 s without)."""
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(self.norm1.scale.dtype)
+            rows = torch.arange(x.shape[0], device=x.device)
+            normalized = F.layer_norm(x, self.norm1.scale.shape, eps=self.norm1.eps)
+            attended = self.att.forward_at(normalized, index, attn_mask, self.norm1.scale, self.norm1.shift)
+            x_at = x[rows, index].unsqueeze(1) + self.drop_resid(attended)
+            return x_at + self.drop_resid(self.ff(self.norm2(x_at)))
 
 
 def padding_attention_mask(attention_mask: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -255,12 +271,18 @@ class GPTPreTrainedModel(PreTrainedModel):
             book_sd = torch.load(state_dict_or_path, map_location="cpu", weights_only=True)
         if config is None:
             config = config_from_book_state_dict(book_sd, cls.config_class, config_kwargs, cls.checkpoint_head)
-        return cls._from_converted(config, book_state_dict_to_hf(book_sd, cls.checkpoint_head, config.vocab_size), source)
+        converted = book_state_dict_to_hf(book_sd, cls.checkpoint_head, config.vocab_size)
+        return cls._from_converted(config, {k: v.clone() for k, v in converted.items()}, source)  # never the caller's tensors
 
     @classmethod
     def _from_converted(cls, config: GPTConfig, state_dict: dict[str, torch.Tensor], source: str):
-        """``cls(config)`` with ``state_dict`` loaded strictly; only a classifier's head may stay fresh."""
-        model = cls(config)
+        """``cls(config)`` holding the tensors of ``state_dict`` (loaded strictly, taken over, not copied);
+        only a classifier's head may be missing, and starts fresh.
+
+        The model is built on the meta device: a random initialisation of every weight (1.4 s for GPT-2
+        small) would only be overwritten."""
+        with torch.device("meta"):
+            model = cls(config)
         fresh_ok = ("out_head.weight", "out_head.bias") if cls.checkpoint_head == "classifier" else ()
         expected = model.state_dict()
         wrong_shape = [
@@ -275,10 +297,14 @@ class GPTPreTrainedModel(PreTrainedModel):
                 + "\n  ".join(wrong_shape[:8])
                 + more
             )
-        result = model.load_state_dict(state_dict, strict=False)
+        state_dict = {k: v.to(expected[k].dtype) if k in expected else v for k, v in state_dict.items()}
+        result = model.load_state_dict(state_dict, strict=False, assign=True)
         missing = [k for k in result.missing_keys if k not in fresh_ok]
         if missing or result.unexpected_keys:
             raise ValueError(f"{source} does not fit {cls.__name__}: missing {missing}, unexpected {result.unexpected_keys}.")
+        if any(k in result.missing_keys for k in fresh_ok):
+            model.out_head.to_empty(device=next(iter(state_dict.values())).device)
+            model._init_weights(model.out_head)
         model.tie_weights()
         return model.eval()
 
@@ -351,14 +377,12 @@ class GPTModel(GPTPreTrainedModel):
         attn_mask: torch.Tensor | None,
         depth: int,
         index: torch.Tensor | None = None,
-        token_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Blocks ``[depth, n_layers)`` and ``final_norm`` on :meth:`prefix`'s output, with the SDPA mask
         :meth:`embed` returns (``padding_attention_mask``, or ``None``): ``suffix(prefix(x)) == forward(x)``.
 
         With ``index`` (b,) the result is only at those positions, (b, 1, emb_dim), and the top block
-        computes only what they need (:meth:`TransformerBlock.forward_at`), its keys and values only at
-        ``token_index`` when given.
+        computes only what they need (:meth:`TransformerBlock.forward_at`).
         """
         blocks = self.trf_blocks[depth:]
         if index is None:
@@ -368,7 +392,7 @@ class GPTModel(GPTPreTrainedModel):
         for block in blocks[:-1]:
             hidden = block(hidden, attn_mask)
         if len(blocks):
-            hidden = blocks[-1].forward_at(hidden, index, attn_mask, token_index)
+            hidden = blocks[-1].forward_at(hidden, index, attn_mask)
         else:  # everything was cached: just the pooled rows
             hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), index].unsqueeze(1)
         return self.final_norm(hidden)
@@ -513,19 +537,17 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         return_dict: bool | None = None,
         prefix_hidden_states: torch.Tensor | None = None,
         prefix_depth: int | None = None,
-        prefix_token_index: torch.Tensor | None = None,
     ) -> SequenceClassifierOutput:
         """Logits (b, num_labels); with ``labels`` also the mean cross-entropy the book trains on.
 
         ``prefix_hidden_states`` (b, T, emb_dim) are the outputs of the embeddings and the first
         ``prefix_depth`` blocks for ``input_ids``, computed earlier (a frozen prefix computed once, see
         ``hf_spam.cached_trunk``); only the remaining blocks run. Like ``inputs_embeds``, it is an
-        alternative way in: the result equals the forward from ``input_ids``. ``prefix_token_index`` (n,),
-        from the cache's collator: the flat positions of ``prefix_hidden_states.flatten(0, 1)`` holding
-        tokens rather than the collator's padding; the top block's keys and values skip the rest.
+        alternative way in: the result equals the forward from ``input_ids``.
 
-        A pooling that reads one position has the top block compute only that position (its keys and
-        values still come from every position): the same logits, a fraction of the top block's work.
+        A pooling that reads one position has the top block compute only that position (every position
+        still feeds its attention, without forming keys and values): the same logits, a fraction of the
+        top block's work.
         """
         if (
             prefix_hidden_states is None
@@ -546,9 +568,7 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
             attn_mask = None if trunk_mask is None else padding_attention_mask(trunk_mask, self.config.causal)
         real = self.real_tokens(input_ids, attention_mask, hidden)
         index = self.pooled_position(real)
-        # keys and values may skip the collator's padding only where the mask hides it from every query
-        token_index = prefix_token_index if prefix_hidden_states is not None and attn_mask is not None else None
-        hidden = self.model.suffix(hidden, attn_mask, depth, index, token_index)  # (b, 1, d) at index, else (b, T, d)
+        hidden = self.model.suffix(hidden, attn_mask, depth, index)  # (b, 1, d) at index, else (b, T, d)
         return self.output(hidden[:, 0] if index is not None else self.pool(hidden, real), labels)
 
     def book_padding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

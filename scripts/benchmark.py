@@ -77,8 +77,8 @@ def recipe_flops(data_file: str) -> dict:
 
     Every message at its own length (no padding): embeddings + the 11 frozen blocks once per distinct
     message (a repeated message has the same prefix: 1,388 of the 1,494 are distinct), the last block
-    + head forward and backward for the pooled position (keys and values for every position) for the
-    5 x 1,040 trained examples, and the last block + head forward once per message for the final
+    + head forward and backward for the pooled position (its query meeting every position, see
+    ``MultiHeadAttention.forward_at``) for the 5 x 1,040 trained examples, and the last block + head forward once per message for the final
     accuracies. The optimizer's elementwise work is not a matrix product and is left out (see
     ``train_memory_bytes``).
     """

@@ -20,10 +20,12 @@ def bench_script():
 
 
 def test_recipe_flops_are_the_closed_form_count(bench_script, sms_file):
-    """GPT-2 small, d = 768: a block at length T does 24 T d^2 in its six matrix products plus 4 T^2 d in attention;
-    the pooled top does keys and values for every position (4 T d^2), the rest for one (20 d^2 with the 2-class head's
-    4 d) and attention for one query (4 T d); training is forward + backward = 3x the forward."""
-    d = 768
+    """GPT-2 small, d = 768, h = 12 heads: a block at length T does 24 T d^2 in its six matrix products plus 4 T^2 d in
+    attention. The pooled top forms no keys or values: its six products plus the query through W_key and the context
+    through W_value run for one position (24 d^2, with the 2-class head's 4 d), and that query meets the T positions
+    in two (h, d) x (d, T) products (4 h d T). Training is forward + backward: 3x the one-position work; the two
+    products with the positions need the gradient of one factor only (the prefix's output is frozen): 2x."""
+    d, h = 768, 12
     splits = tokenize(load_sms_spam(sms_file), "dynamic").splits
     lengths = {name: [len(ids) for ids in split["input_ids"]] for name, split in splits.items()}
     every = [t for split in lengths.values() for t in split]
@@ -31,14 +33,17 @@ def test_recipe_flops_are_the_closed_form_count(bench_script, sms_file):
     assert len(distinct) < len(every)  # repeated messages: their prefix is computed once
 
     def top(t: int) -> int:
-        return 4 * t * d * d + 20 * d * d + 4 * t * d + 4 * d
+        return 24 * d * d + 4 * d + 4 * h * d * t
+
+    def trained(t: int) -> int:
+        return 3 * (24 * d * d + 4 * d) + 2 * 4 * h * d * t
 
     counted = bench_script.recipe_flops(str(sms_file))
     assert counted["tokens"] == sum(every)
     assert counted["prefix"] == sum(11 * (24 * t * d * d + 4 * t * t * d) for t in distinct)
     assert counted["evaluate"] == sum(top(t) for t in every)
-    trained = 5 * (len(lengths["train"]) // 8) * 8  # 650 steps of 8
-    assert counted["train"] == pytest.approx(trained * sum(3 * top(t) for t in lengths["train"]) / len(lengths["train"]), rel=1e-12)
+    examples = 5 * (len(lengths["train"]) // 8) * 8  # 650 steps of 8
+    assert counted["train"] == pytest.approx(examples * sum(trained(t) for t in lengths["train"]) / len(lengths["train"]), rel=1e-12)
 
 
 def quick_run(variant: str, cache: float) -> dict:

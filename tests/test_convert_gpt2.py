@@ -56,6 +56,9 @@ def test_from_gpt2_and_back_give_transformers_logits(tmp_path, shape):
     assert type(ours.to_gpt2()) is GPT2LMHeadModel
 
     classifier = GPTForSequenceClassification.from_gpt2(tmp_path / "gpt2", num_labels=2)
+    # built on the meta device: every tensor is real, the fresh head drawn as GPT-2 inits a Linear
+    assert not any(p.is_meta for p in classifier.parameters())
+    assert classifier.out_head.weight.std().item() == pytest.approx(0.02, rel=0.5) and not classifier.out_head.bias.any()
     with torch.no_grad():  # a trained-looking head: the book's Linear(768, 2) has a bias
         classifier.out_head.bias.copy_(torch.tensor([0.7, -1.3]))
     exported = classifier.to_gpt2()
@@ -137,6 +140,10 @@ def test_book_state_dicts_load_safely(tmp_path):
     ids = torch.tensor([ROWS[0]])
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, book(ids), atol=1e-5, rtol=1e-5)
+    in_memory = GPTForCausalLM.from_book_state_dict(book.state_dict(), n_heads=4)
+    with torch.no_grad():  # the model holds copies: training it leaves the caller's book model alone
+        in_memory.model.trf_blocks[0].att.W_query.weight.add_(1.0)
+    torch.testing.assert_close(book.trf_blocks[0].att.W_query.weight, lm.model.trf_blocks[0].att.W_query.weight)
 
     # chapter 6: model.out_head = torch.nn.Linear(emb_dim, 2); torch.save(model.state_dict(), "review_classifier.pth")
     classifier = GPTForSequenceClassification(tiny_config(pooling="last")).eval()

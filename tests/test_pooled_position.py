@@ -23,15 +23,26 @@ def gradients(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def randomized(model):
+    """Every parameter away from its initial value: LayerNorm scales of 1, shifts and biases of 0 would hide a
+    wrongly folded scale, shift or bias."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.3)
+    return model
+
+
 @pytest.mark.parametrize("pooling", ["last_non_pad", "last", "first"])
 @pytest.mark.parametrize("padding", ["right", "left"])
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("cached", [False, True, "packed"])
-def test_one_position_top_block_equals_the_full_computation(pooling, padding, causal, cached):
-    """``packed``: the cache's collator also says which positions hold tokens (``prefix_token_index``), and the
-    top block computes keys and values there only; ``last`` pooling reads pads as tokens, so it must ignore it."""
+@pytest.mark.parametrize("cached", [False, True])
+@pytest.mark.parametrize("qkv_bias", [False, True])
+def test_one_position_top_block_equals_the_full_computation(pooling, padding, causal, cached, qkv_bias):
+    """The top block never forms keys and values (``MultiHeadAttention.forward_at``): logits, loss and every
+    gradient, the key bias's (zero up to rounding: softmax ignores a constant) included, match the full blocks."""
     torch.manual_seed(0)
-    model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, pooling=pooling, causal=causal)), ModelArguments())
+    config = tiny_config(n_layers=3, pooling=pooling, causal=causal, qkv_bias=qkv_bias)
+    model = configure_trainable(randomized(GPTForSequenceClassification(config)), ModelArguments())
     ids, mask = (right_padded if padding == "right" else left_padded)(ROWS)
     labels = torch.tensor([0, 1, 1])
 
@@ -43,8 +54,7 @@ def test_one_position_top_block_equals_the_full_computation(pooling, padding, ca
     if cached:
         with torch.no_grad():
             prefix = model.model.prefix(ids, model.trunk_mask(mask), 2)
-        packed = {"prefix_token_index": mask.flatten().nonzero().squeeze(1)} if cached == "packed" else {}
-        out = model(input_ids=ids, attention_mask=mask, labels=labels, prefix_hidden_states=prefix, prefix_depth=2, **packed)
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, prefix_hidden_states=prefix, prefix_depth=2)
     else:
         out = model(input_ids=ids, attention_mask=mask, labels=labels)
     out.loss.backward()
@@ -52,9 +62,47 @@ def test_one_position_top_block_equals_the_full_computation(pooling, padding, ca
 
     torch.testing.assert_close(out.logits, expected_logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.loss, expected_loss, atol=1e-6, rtol=1e-5)
-    assert got.keys() == expected.keys() and "model.trf_blocks.2.att.W_query.weight" in got
+    assert got.keys() == expected.keys() and "model.trf_blocks.2.norm1.scale" in got
     for name in expected:
-        torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=1e-5, msg=name)
+        torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_one_position_attention_with_dropout_matches_the_book_formula():
+    """With attention dropout the weights no longer sum to 1 and the folded shift and value bias are scaled
+    by their sum: the book's explicit causal attention, with the same dropped weights, gives the same output."""
+    torch.manual_seed(0)
+    model = randomized(GPTForSequenceClassification(tiny_config(n_layers=1, qkv_bias=True, drop_rate=0.5)))
+    block = model.model.trf_blocks[0]
+    att = block.att
+    x, index = torch.randn(2, 6, 64), torch.tensor([5, 3])
+    kept = {}
+    att.dropout.register_forward_hook(lambda module, args, out: kept.setdefault("weights", out))
+    block.train()
+    got = att.forward_at(torch.nn.functional.layer_norm(x, (64,)), index, None, block.norm1.scale, block.norm1.shift)
+
+    y = block.norm1(x)
+    keys, values = (linear(y).view(2, 6, 4, 16).transpose(1, 2) for linear in (att.W_key, att.W_value))
+    query = att.W_query(y[torch.arange(2), index]).view(2, 4, 1, 16)
+    scores = (query @ keys.transpose(2, 3)).squeeze(2) / 4.0  # (b, nh, T) / sqrt(head_dim)
+    future = (torch.arange(6) > index[:, None])[:, None, :]
+    weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+    dropped = kept["weights"]
+    assert (dropped == 0).any() and not torch.allclose(dropped.sum(-1), torch.ones(2, 4))
+    torch.testing.assert_close(dropped, torch.where(dropped == 0, 0.0, weights / 0.5))  # kept weights rescaled by 1/(1-p)
+    context = (dropped.unsqueeze(2) @ values).transpose(1, 2).reshape(2, 1, 64)
+    torch.testing.assert_close(got, att.out_proj(context), atol=1e-5, rtol=1e-5)
+
+
+def test_one_position_top_block_ignores_autocast():
+    """Its products are bound by reading the weights: it runs in fp32 under bf16 autocast, with the same result."""
+    torch.manual_seed(0)
+    block = randomized(GPTForSequenceClassification(tiny_config(n_layers=1, qkv_bias=True))).model.trf_blocks[0]
+    x, index = torch.randn(3, 7, 64), torch.tensor([6, 2, 4])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = block.forward_at(x.bfloat16(), index)
+        assert block.att(block.norm1(x)).dtype == torch.bfloat16  # the full block does follow autocast
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, block.forward_at(x.bfloat16().float(), index), atol=0, rtol=0)
 
 
 def test_all_blocks_cached_reads_only_the_pooled_rows():
@@ -92,11 +140,10 @@ def test_the_forward_never_reads_values_back_to_the_host(pooling, request):
     labels = torch.tensor([0, 1, 1])
     with torch.no_grad():
         prefix = model.model.prefix(ids, model.trunk_mask(mask), 1)
-    token_index = torch.tensor([row * ids.shape[1] + i for row, m in enumerate(mask.tolist()) for i, keep in enumerate(m) if keep])
     request.getfixturevalue("no_host_sync")
     out = model(input_ids=ids, attention_mask=mask, labels=labels)
     out.loss.backward()
-    model(input_ids=ids, attention_mask=mask, labels=labels, prefix_hidden_states=prefix, prefix_depth=1, prefix_token_index=token_index)
+    model(input_ids=ids, attention_mask=mask, labels=labels, prefix_hidden_states=prefix, prefix_depth=1)
     with pytest.raises(HostSync):  # the fixture does catch a conversion
         bool(ids.sum())
 
