@@ -431,6 +431,7 @@ def machine_limits() -> dict:
 def orchestrate(args: argparse.Namespace) -> dict:
     rounds = args.rounds or (2 if args.quick else 1)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    recipe = recipe_flops(args.data_file)  # first: a failure here must not cost the timed runs
     before = machine_limits()
     with tempfile.TemporaryDirectory() as folder:
         build_checkpoint(Path(folder), args.seed)
@@ -446,7 +447,7 @@ def orchestrate(args: argparse.Namespace) -> dict:
     after = machine_limits()
     # the machine's speed drifts: the higher peak gives the lower fraction
     limits = {name: max(before[name], after[name]) for name in before}
-    results = summarize(runs, inference, limits, recipe_flops(args.data_file), args.quick)
+    results = summarize(runs, inference, limits, recipe, args.quick)
     results["seed"] = args.seed
     print(format_table(results))
     if args.json:
