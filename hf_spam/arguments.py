@@ -7,7 +7,9 @@ lists the flags that reproduce the book exactly.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import platform
 from dataclasses import dataclass, field
 
 import torch
@@ -198,8 +200,17 @@ class SpamTrainingArguments(TrainingArguments):
             "choices": ["float32", "bfloat16"],
         },
     )
+    reuse_freed_memory: bool = field(
+        default=True,
+        metadata={
+            "help": "Process-wide, like --tf32: glibc keeps freed memory for the next allocation instead of returning it to the "
+            "system (resident memory stays at its peak; the frozen-prefix cache builds ~10 %% faster on CPU). No effect off glibc."
+        },
+    )
 
     def __post_init__(self) -> None:
+        if self.reuse_freed_memory:
+            reuse_freed_memory()
         # --label_names names the classes here; Trainer reads label_names as input keys, which are "labels"
         self.class_names, self.label_names = self.label_names, None
         # accelerate treats a multi-process CPU launch (torchrun, accelerate launch) as distributed only
@@ -224,6 +235,26 @@ class SpamTrainingArguments(TrainingArguments):
         if not self.load_best_model_at_end and self.early_stopping_patience is None:
             self.metric_for_best_model = None
         super().__post_init__()
+
+
+# mallopt parameters, from glibc's malloc.h
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def reuse_freed_memory() -> bool:
+    """Have glibc keep freed memory in the process for later allocations; ``False`` where the C library is not glibc.
+
+    Why: a transformer block allocates and frees activations of megabytes per operation (25 MB for a
+    2,048-token feed-forward). By default glibc maps allocations above a (dynamic) threshold afresh and
+    returns the top of its heap once more than twice that is free, so every batch faults the same memory in
+    again, page by page: about 10 % of the SMS prefix cache's time on 2 cores (27.5-28.3 s, 25.0 s with
+    this). Allocations up to 32 MiB (glibc's largest dynamic threshold) then come from the heap, and the heap
+    is not trimmed: the resident memory stays at its peak, as a GPU's caching allocator keeps its memory.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    mallopt = ctypes.CDLL(None).mallopt
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def _has_accelerator() -> bool:

@@ -178,8 +178,12 @@ def _train_flops(trainer, batches: int = 6) -> float:
     return flops / tokens
 
 
-def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool, seed: int = 123) -> dict:
-    """One timed run of the work unit (or its quick slice) in this process."""
+def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool, seed: int = 123, baseline_reuses_memory: bool = False) -> dict:
+    """One timed run of the work unit (or its quick slice) in this process.
+
+    hf_spam runs with its defaults, ``reuse_freed_memory`` included; the transformers baselines with
+    glibc's defaults, as transformers runs, unless ``baseline_reuses_memory`` (the same allocator for both).
+    """
     from transformers import GPT2ForSequenceClassification
 
     from hf_spam.arguments import ModelArguments
@@ -203,7 +207,14 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool, seed
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith(("transformer.h.11.", "transformer.ln_f.", "score."))
         args = _training_args(
-            output_dir, quick, seed, bf16, weight_decay_scope="transformers", train_sampling_strategy="random", cache_frozen_trunk=False
+            output_dir,
+            quick,
+            seed,
+            bf16,
+            weight_decay_scope="transformers",
+            train_sampling_strategy="random",
+            cache_frozen_trunk=False,
+            reuse_freed_memory=baseline_reuses_memory,
         )
         # plain Trainer semantics (its weight-decay rule), but evaluation keeps the last partial batch as
         # for hf_spam: Trainer would apply dataloader_drop_last to evaluation and score 1,480 of 1,494
@@ -404,6 +415,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="which training variants to time (transformers always)"
     )
     parser.add_argument("--seed", type=int, default=123, help="seed of the head, the batch order and the checkpoint's random weights")
+    parser.add_argument(
+        "--baseline_reuses_freed_memory",
+        action="store_true",
+        help="run the transformers baselines with hf_spam's --reuse_freed_memory too (by default they keep glibc's defaults)",
+    )
     parser.add_argument("--sweep", action="store_true", help="only the sweep over message length and training-set size (about 3 min)")
     parser.add_argument("--worker", choices=[*VARIANTS, *(f"infer_{v}" for v in INFERENCE)], help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
@@ -418,7 +434,11 @@ def main(argv: list[str] | None = None) -> dict:
         if args.worker.startswith("infer_"):
             print(json.dumps(time_inference(args.worker.removeprefix("infer_"), args.checkpoint, args.data_file)))
         else:
-            print(json.dumps(run_variant(args.worker, args.checkpoint, args.data_file, args.quick, args.seed)))
+            print(
+                json.dumps(
+                    run_variant(args.worker, args.checkpoint, args.data_file, args.quick, args.seed, args.baseline_reuses_freed_memory)
+                )
+            )
         return {}
     return orchestrate(args)
 
@@ -435,7 +455,8 @@ def orchestrate(args: argparse.Namespace) -> dict:
     before = machine_limits()
     with tempfile.TemporaryDirectory() as folder:
         build_checkpoint(Path(folder), args.seed)
-        common = ["--checkpoint", folder, "--data_file", args.data_file, "--seed", str(args.seed)] + (["--quick"] if args.quick else [])
+        common = ["--checkpoint", folder, "--data_file", args.data_file, "--seed", str(args.seed)]
+        common += (["--quick"] if args.quick else []) + (["--baseline_reuses_freed_memory"] if args.baseline_reuses_freed_memory else [])
         runs = {v: [] for v in VARIANTS if v in args.variants or v == "transformers"}
         for _ in range(rounds):
             for variant in runs:
@@ -449,6 +470,7 @@ def orchestrate(args: argparse.Namespace) -> dict:
     limits = {name: max(before[name], after[name]) for name in before}
     results = summarize(runs, inference, limits, recipe, args.quick)
     results["seed"] = args.seed
+    results["baseline_reuses_freed_memory"] = args.baseline_reuses_freed_memory
     print(format_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,36 @@ def test_defaults_are_the_books_recipe():
     )
     assert args.lr_scheduler_type == "constant" and args.max_grad_norm == 0 and args.dataloader_drop_last
     assert data_args.padding == "dynamic" and args.train_sampling_strategy == "random" and args.cache_frozen_trunk
+
+
+FREED_MEMORY_PROBE = """
+import resource, sys, torch
+from transformers import HfArgumentParser
+from hf_spam.arguments import SpamTrainingArguments
+HfArgumentParser(SpamTrainingArguments).parse_args_into_dataclasses(args=sys.argv[1:])
+def block():  # a block's activations: allocated, then freed together
+    live = [torch.ones(25 << 18) for _ in range(4)]  # 4 x 25 MiB
+    del live
+block()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    block()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="reuse_freed_memory acts on glibc's allocator only")
+def test_training_arguments_keep_freed_memory_for_reuse(tmp_path):
+    """By default (--reuse_freed_memory) freed activations stay in the process: the next batch does not fault
+    the same 100 MiB in again page by page, as it does with glibc's defaults (--no_reuse_freed_memory)."""
+
+    def faults_per_block(*flags: str) -> float:
+        command = [sys.executable, "-c", FREED_MEMORY_PROBE, "--output_dir", str(tmp_path), *flags]
+        return float(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()[-1])
+
+    default, glibc_defaults = faults_per_block(), faults_per_block("--no_reuse_freed_memory")
+    assert glibc_defaults > 2000  # 100 MiB is 25,600 pages; the kernel maps some in larger pieces
+    assert default < glibc_defaults / 3, (default, glibc_defaults)
 
 
 def test_weight_decay_reaches_the_same_parameters_as_the_books_adamw(tmp_path):
