@@ -124,6 +124,20 @@ def train_memory_bytes(model: torch.nn.Module) -> int:
     return 10 * 4 * sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory, MiB.
+
+    Not ``ru_maxrss``: Linux carries it over from the process that forked this one, so every worker would
+    report at least the orchestrator's memory (1.6 GiB once it has measured the machine). ``VmHWM`` is the
+    peak of this program's own address space.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def build_checkpoint(folder: Path, seed: int = 123) -> None:
     """A transformers GPT-2 small (124M) checkpoint with random weights."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -260,7 +274,7 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool, seed
         "accuracy": {name: m[f"{name}_accuracy"] for name, m in metrics.items()},
         "train_flops": flops_per_token * _trained_tokens(trainer),
         "train_memory_bytes": train_memory_bytes(trainer.model) * steps,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
@@ -321,7 +335,7 @@ def time_inference(variant: str, checkpoint: str, data_file: str) -> dict:
         "variant": variant,
         "seconds": seconds,
         "messages_per_second": len(texts) / seconds,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 

@@ -2,6 +2,8 @@
 a quick slice is scaled to the work unit and turned into ratios and a fraction of the physical limit."""
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,15 @@ def test_quick_runs_scale_to_the_work_unit_and_give_the_issue_figures(bench_scri
     assert results["inference_speedup_vs_pipeline_batched"] == pytest.approx(2.5)
     assert results["train_matmul_peak_fraction"] == pytest.approx(1e12 / 1.0 / 300e9)
     assert results["variants"]["hf_spam"]["train_memory_floor_s"] == pytest.approx(6e9 * 32.5 / 25e9)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is Linux's")
+def test_a_workers_peak_memory_is_its_own_not_its_parents():
+    """Workers are forked from the orchestrator, which holds ~1.6 GiB by then; a worker's peak must not include it."""
+    held = bytearray(1 << 30)
+    held[:: 1 << 12] = b"\x01" * (len(held) >> 12)  # touch every page: 1 GiB resident in this process
+    code = f"import importlib.util as u; s = u.spec_from_file_location('b', {str(ROOT / 'scripts' / 'benchmark.py')!r}); "
+    code += "m = u.module_from_spec(s); s.loader.exec_module(m); print(m.peak_rss_mib())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 20 < child < 1024, child
+    del held
