@@ -117,29 +117,41 @@ class MultiHeadAttention(nn.Module):
         without dropout; ``sum_j p_j`` multiplies ``shift`` and ``c_h`` in general). Per position that is
         2 x num_heads x d_in multiply-adds instead of 2 x d_out x d_in for keys and values, 64x less for
         GPT-2, which is most of a one-position top block's work. Same result up to float rounding.
+        Where ``W_key`` or ``W_value`` is wrapped (LoRA adapters add ``B A y`` beside ``.weight``), keys
+        and values are formed through the modules, so the adapters act and train.
         """
         b, num_tokens, d_in = x.shape
         rows = torch.arange(b, device=x.device)
         scale = x.new_ones(d_in) if scale is None else scale
         shift = x.new_zeros(d_in) if shift is None else shift
         queries = self.W_query(x[rows, index] * scale + shift).view(b, self.num_heads, self.head_dim)
-        key_weight = self.W_key.weight.view(self.num_heads, self.head_dim, d_in)
-        query_keys = torch.einsum("bhk,hkd->bhd", queries, key_weight)  # (b, nh, d_in): W_h^T q_h
-        scores = query_keys * scale @ x.transpose(1, 2)  # (b, nh, T)
-        constant = (query_keys * shift).sum(-1)  # (b, nh): the same at every position, kept for exact gradients
-        if self.W_key.bias is not None:
-            constant = constant + (queries * self.W_key.bias.view(self.num_heads, self.head_dim)).sum(-1)
-        scores = (scores + constant.unsqueeze(-1)) / math.sqrt(self.head_dim)
+        # a wrapped projection (a LoRA adapter, a quantised layer) is more than its .weight: keys and values through it
+        absorbed = type(self.W_key) is nn.Linear and type(self.W_value) is nn.Linear
+        if absorbed:
+            key_weight = self.W_key.weight.view(self.num_heads, self.head_dim, d_in)
+            query_keys = torch.einsum("bhk,hkd->bhd", queries, key_weight)  # (b, nh, d_in): W_h^T q_h
+            scores = query_keys * scale @ x.transpose(1, 2)  # (b, nh, T)
+            constant = (query_keys * shift).sum(-1)  # (b, nh): the same at every position, kept for exact gradients
+            if self.W_key.bias is not None:
+                constant = constant + (queries * self.W_key.bias.view(self.num_heads, self.head_dim)).sum(-1)
+            scores = scores + constant.unsqueeze(-1)
+        else:
+            y = x * scale + shift
+            scores = torch.einsum("bhk,bthk->bht", queries, self.W_key(y).view(b, num_tokens, self.num_heads, self.head_dim))
+        scores = scores / math.sqrt(self.head_dim)
         if attn_mask is not None:
             scores = scores.masked_fill(~attn_mask[rows, :, index], float("-inf"))  # that query's row of (b, 1, T, T)
         elif self.causal:
             scores = scores.masked_fill(torch.arange(num_tokens, device=x.device) > index[:, None, None], float("-inf"))
         weights = self.dropout(torch.softmax(scores, dim=-1))
-        total = weights.sum(-1, keepdim=True)  # (b, nh, 1): 1 without dropout
-        mixed = (weights @ x) * scale + total * shift  # (b, nh, d_in): sum_j p_j y_j
-        context = torch.einsum("bhd,hkd->bhk", mixed, self.W_value.weight.view(self.num_heads, self.head_dim, d_in))
-        if self.W_value.bias is not None:
-            context = context + total * self.W_value.bias.view(self.num_heads, self.head_dim)
+        if absorbed:
+            total = weights.sum(-1, keepdim=True)  # (b, nh, 1): 1 without dropout
+            mixed = (weights @ x) * scale + total * shift  # (b, nh, d_in): sum_j p_j y_j
+            context = torch.einsum("bhd,hkd->bhk", mixed, self.W_value.weight.view(self.num_heads, self.head_dim, d_in))
+            if self.W_value.bias is not None:
+                context = context + total * self.W_value.bias.view(self.num_heads, self.head_dim)
+        else:
+            context = torch.einsum("bht,bthk->bhk", weights, self.W_value(y).view(b, num_tokens, self.num_heads, self.head_dim))
         return self.out_proj(context.reshape(b, 1, self.d_out))
 
 

@@ -67,6 +67,37 @@ def test_one_position_top_block_equals_the_full_computation(pooling, padding, ca
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
+def test_one_position_top_block_keeps_lora_adapters_on_keys_and_values():
+    """LoRA wraps W_key and W_value (their .weight is then only the base of the map): with adapters away from
+    zero, logits, loss and every gradient, the top block's key and value adapters' included, match the full blocks."""
+    torch.manual_seed(0)
+    peft_model = configure_trainable(
+        GPTForSequenceClassification(tiny_config(n_layers=2)), ModelArguments(trainable_layers="lora", lora_rank=2)
+    )
+    model = peft_model.get_base_model()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.3)
+    ids, mask = right_padded(ROWS)
+    labels = torch.tensor([0, 1, 1])
+
+    expected_logits, expected_loss = full_computation(model, ids, mask, labels)
+    expected_loss.backward()
+    expected = gradients(model)
+    model.zero_grad()
+    out = peft_model(input_ids=ids, attention_mask=mask, labels=labels)
+    out.loss.backward()
+    got = gradients(model)
+
+    torch.testing.assert_close(out.logits, expected_logits, atol=1e-5, rtol=1e-5)
+    assert got.keys() == expected.keys()
+    for adapter in ("W_key.lora_A", "W_key.lora_B", "W_value.lora_A", "W_value.lora_B"):
+        assert got[f"model.trf_blocks.1.att.{adapter}.default.weight"].abs().sum() > 0
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
 def test_one_position_attention_with_dropout_matches_the_book_formula():
     """With attention dropout the weights no longer sum to 1 and the folded shift and value bias are scaled
     by their sum: the book's explicit causal attention, with the same dropped weights, gives the same output."""
