@@ -69,7 +69,7 @@ def test_one_position_top_block_equals_the_full_computation(pooling, padding, ca
 
 def test_one_position_top_block_keeps_lora_adapters_on_keys_and_values():
     """LoRA wraps W_key and W_value (their .weight is then only the base of the map): with adapters away from
-    zero, logits, loss and every gradient, the top block's key and value adapters' included, match the full blocks."""
+    zero, logits and every gradient, the top block's key and value adapters' included, match the full blocks."""
     torch.manual_seed(0)
     peft_model = configure_trainable(
         GPTForSequenceClassification(tiny_config(n_layers=2)), ModelArguments(trainable_layers="lora", lora_rank=2)
