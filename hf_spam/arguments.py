@@ -98,7 +98,21 @@ class DataArguments:
             "choices": ["error", "drop"],
         },
     )
-    encoding: str = field(default="utf-8", metadata={"help": "Encoding of CSV/TSV files (e.g. latin-1, cp1252)."})
+    encoding: list[str] = field(
+        default_factory=lambda: ["utf-8"],
+        metadata={
+            "help": "Encoding of CSV/TSV/JSON(L) files: one for all (latin-1, cp1252, ...), or per split: train=cp1252 test=utf-8. "
+            "A byte-order mark overrides it; a UTF-8 file with non-ASCII text under another encoding is an error."
+        },
+    )
+    quoting: str = field(
+        default="minimal",
+        metadata={
+            "help": "CSV/TSV quoting: minimal (CSV's double quotes around fields, pandas' default) or none (quotes are ordinary "
+            "characters, as in most tab-separated files).",
+            "choices": ["minimal", "none"],
+        },
+    )
     allow_unseen_labels: bool = field(
         default=False,
         metadata={"help": "Accept classes that occur in validation/test but never in training (a warning instead of an error)."},

@@ -18,13 +18,12 @@ The cache, and why it is built this way:
   the cache (a memory map would reserve the whole file; Arrow via ``datasets.map`` would fingerprint
   by hashing the model through ``dill`` and turn each row into nested lists). The operating system's
   page cache still keeps hot files in RAM when there is room.
-- **Keyed by what it depends on**: a sha256 over the frozen tensors (embeddings and blocks
-  ``[0, depth)``), the depth, whether the trunk reads the attention mask, the storage dtype, and
-  the split's token ids and masks. Any change gives a new cache, never a stale one; an unchanged
-  run (another learning rate, another seed) reuses it.
-- **Never half-read**: a cache is built in ``<key>.partial`` and renamed to ``<key>`` only after
-  ``meta.json`` (written last) lists every shard with its size; a folder whose files do not match
-  its ``meta.json`` is rebuilt, with a warning.
+- **Keyed by what it depends on**: a sha256 over the model's whole config (less the fields only the
+  head reads), the frozen tensors (embeddings and blocks ``[0, depth)``), the depth, whether the trunk
+  reads the attention mask, the storage dtype, and the split's token ids and masks. Any change gives a
+  new cache, never a stale one; an unchanged run (another learning rate, another seed) reuses it.
+- **Never half-read, never read damaged, never built twice at once**: see :mod:`hf_spam.cache_store`
+  (checksums per example's rows, a lock per key, a build folder published by a rename).
 - **Duplicates computed once**: examples with the same token ids and mask share their rows.
 - **Sharded across processes**: under ``torchrun``/``accelerate launch`` each process computes the
   examples ``i % world_size == rank`` into its own shard, then all wait; every process reads all shards.
@@ -50,13 +49,13 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 from datasets import Dataset
-from datasets import config as datasets_config
 
+from . import cache_store as store
+from .errors import CacheError
 from .modeling_gpt import GPTForSequenceClassification
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
 STORAGE = {torch.float32: ("float32", torch.float32), torch.bfloat16: ("bfloat16", torch.int16), torch.float16: ("float16", torch.float16)}
 
 
@@ -76,13 +75,17 @@ def frozen_depth(model: GPTForSequenceClassification) -> int:
     return depth
 
 
-def default_cache_dir() -> Path:
-    """Beside the datasets cache (``HF_DATASETS_CACHE``), not in a run's output folder: caches outlive runs."""
-    return Path(datasets_config.HF_DATASETS_CACHE) / "hf_spam_trunk"
-
-
 # ---------------------------------------------------------------------------------------------
 # Keys
+
+# Config fields that only the classifier's head reads (never the embeddings or blocks a cache holds):
+# they stay out of the key, so relabelling or another pooling reuses the prefix. Every other field is in
+# the key, so a field added later can only cost a rebuild, never a stale read.
+HEAD_ONLY_FIELDS = frozenset(
+    {"id2label", "label2id", "num_labels", "problem_type", "pooling", "padded_length", "loss_ignore_index", "architectures"}
+)
+# Bookkeeping that transformers writes into a config and that computes nothing.
+BOOKKEEPING_FIELDS = frozenset({"transformers_version", "_name_or_path", "auto_map", "_commit_hash"})
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> bytes:
@@ -92,20 +95,27 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     return tensor.numpy().tobytes()
 
 
+def prefix_config(model: GPTForSequenceClassification) -> dict:
+    """The model's whole config as a dict, less what only the head reads (``HEAD_ONLY_FIELDS``)."""
+    config = model.config.to_dict()
+    return {k: v for k, v in config.items() if k not in HEAD_ONLY_FIELDS | BOOKKEEPING_FIELDS}
+
+
 def model_fingerprint(model: GPTForSequenceClassification, depth: int, dtype: torch.dtype, autocast: torch.dtype | None = None) -> str:
-    """sha256 of everything the prefix's output depends on besides the tokens."""
+    """sha256 of everything the prefix's output depends on besides the tokens: the config (all of it
+    but the head's fields), the frozen tensors, the depth, the dtypes, whether the trunk reads the mask."""
     digest = hashlib.sha256()
     trunk = model.model
     settings = {
-        "format": CACHE_FORMAT,
+        "format": store.CACHE_FORMAT,
         "depth": depth,
-        "causal": model.config.causal,
+        "config": prefix_config(model),
         "reads_mask": model.trunk_mask(torch.ones(1, 1)) is not None,
         "storage": STORAGE[dtype][0],
         "compute": str(next(model.parameters()).dtype),
         "autocast": str(autocast),
     }
-    digest.update(json.dumps(settings, sort_keys=True).encode())
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     frozen = {"tok_emb": trunk.tok_emb, "pos_emb": trunk.pos_emb, **{f"trf_blocks.{i}": trunk.trf_blocks[i] for i in range(depth)}}
     for prefix, module in frozen.items():
         for name, tensor in module.state_dict().items():
@@ -166,22 +176,21 @@ def _first_copies(dataset: Dataset, examples: np.ndarray) -> np.ndarray:
 
 class CachedPrefix(torch.utils.data.Dataset):
     """One example per item: the prefix's hidden states for its tokens (read from the cache on disk),
-    plus its ids, mask and label (from the tokenized split)."""
+    plus its ids, mask and label (from the tokenized split).
 
-    def __init__(self, folder: Path, tokens: Dataset, depth: int, rows: np.ndarray | None = None) -> None:
-        self.folder, self.tokens, self.depth = Path(folder), tokens, depth
-        meta = json.loads((self.folder / "meta.json").read_text())
-        self.emb_dim = meta["emb_dim"]
+    Every read is checked against the row checksum written at build time (xxh3, a few microseconds per
+    example), so bytes damaged after the cache was opened raise a :class:`CacheError` instead of
+    reaching a gradient or a metric; ``verify=False`` skips the check (to measure what it costs)."""
+
+    def __init__(self, folder: Path, tokens: Dataset, depth: int, rows: np.ndarray | None = None, verify: bool = True) -> None:
+        self.folder, self.tokens, self.depth, self.verify = Path(folder), tokens, depth, verify
+        meta = store.read_meta(self.folder)
+        self.emb_dim, self.row_bytes = meta["emb_dim"], meta["row_bytes"]
         self.storage = next(dtype for dtype, (name, _) in STORAGE.items() if name == meta["storage"])
-        self.row_bytes = self.emb_dim * torch.empty(0, dtype=self.storage).element_size()
-        index = np.zeros((meta["examples"], 3), dtype=np.int64)  # per example: shard, first row, rows
-        for shard_number, shard in enumerate(meta["shards"]):
-            part = np.load(self.folder / shard["index"])
-            index[part[:, 0], 0] = shard_number
-            index[part[:, 0], 1:] = part[:, 1:]
-        self.index = index
+        self.index = store.load_index(self.folder, meta).astype(np.int64)  # per example: shard, first row, rows, digest
+        self.digests = self.index[:, 3].astype(np.uint64)
         self.files = [str(self.folder / shard["file"]) for shard in meta["shards"]]
-        self.rows = np.arange(len(index)) if rows is None else rows
+        self.rows = np.arange(len(self.index)) if rows is None else rows
         self._fds: dict[tuple[int, int], int] = {}
 
     def __len__(self) -> int:
@@ -195,8 +204,13 @@ class CachedPrefix(torch.utils.data.Dataset):
         return self._fds[key]
 
     def hidden_states(self, example: int) -> torch.Tensor:
-        shard, first, rows = (int(x) for x in self.index[example])
+        shard, first, rows = (int(x) for x in self.index[example, :3])
         raw = os.pread(self._fd(shard), rows * self.row_bytes, first * self.row_bytes)
+        if self.verify and store.row_digest(raw) != int(self.digests[example]):
+            raise CacheError(
+                f"{self.folder}: the cached rows of example {example} no longer match their checksum (the files were changed "
+                "after this run opened them). Run again: the next run checks the whole cache and rebuilds it."
+            )
         hidden = torch.frombuffer(bytearray(raw), dtype=STORAGE[self.storage][1]).view(rows, self.emb_dim)
         return hidden.view(self.storage) if self.storage == torch.bfloat16 else hidden
 
@@ -247,22 +261,6 @@ def collate_cached(features: list[dict], pad_token_id: int, dtype: torch.dtype =
 
 # ---------------------------------------------------------------------------------------------
 # Building
-
-
-def _problem(folder: Path, key: str) -> str | None:
-    """Why ``folder`` is not a complete cache for ``key`` (``None``: it is)."""
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
-        return "meta.json is missing or unreadable"
-    if meta.get("key") != key:
-        return "it was built for other inputs"
-    for shard in meta["shards"]:
-        for name, size in ((shard["file"], shard["bytes"]), (shard["index"], None)):
-            path = folder / name
-            if not path.is_file() or (size is not None and path.stat().st_size != size):
-                return f"{name} is missing or has the wrong size"
-    return None
 
 
 def _barrier() -> None:
@@ -326,16 +324,19 @@ def _compute_shard(
     autocast: torch.dtype | None = None,
     max_batch_tokens: int = 2048,
 ) -> dict:
-    """Run embeddings + blocks ``[0, depth)`` over this process's share, in length-sorted batches, appending to its shard file."""
+    """Run embeddings + blocks ``[0, depth)`` over this process's share, in length-sorted batches, appending
+    to its shard file; each example's rows get a checksum in the shard's index."""
     lengths = _lengths(dataset)
     mine = np.arange(len(dataset))[rank::world]
     copies = _first_copies(dataset, mine)
     unique = mine[copies == mine]
+    row_bytes = model.config.emb_dim * torch.empty(0, dtype=storage).element_size()
+    store.check_free_space(folder, int(lengths[unique].sum()) * row_bytes)  # before computing anything
     order = unique[np.argsort(lengths[unique], kind="stable")]
     device = next(model.parameters()).device
     pad_token_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     name = f"shard-{rank}-of-{world}"
-    first_row = np.zeros(len(dataset), dtype=np.int64)
+    first_row, digest = np.zeros(len(dataset), dtype=np.uint64), np.zeros(len(dataset), dtype=np.uint64)
     written = 0
     with open(folder / f"{name}.bin", "wb") as out, _linears_cast(model.model.trf_blocks[:depth], autocast):
         for rows in _batches(order, lengths, batch_size, max_batch_tokens):
@@ -351,13 +352,14 @@ def _compute_shard(
             hidden = hidden.to(storage).cpu()
             for offset, example in enumerate(rows):
                 length = int(lengths[example])
-                out.write(_tensor_bytes(hidden[offset, :length]))
-                first_row[example] = written
+                raw = _tensor_bytes(hidden[offset, :length])
+                out.write(raw)
+                first_row[example], digest[example] = written, store.row_digest(raw)
                 written += length
-    # per example of this shard: (example, its first row, its rows); duplicates point at the rows of their first copy
-    np.save(folder / f"{name}.index.npy", np.stack([mine, first_row[copies], lengths[mine]], axis=1))
-    row_bytes = model.config.emb_dim * torch.empty(0, dtype=storage).element_size()
-    return {"file": f"{name}.bin", "index": f"{name}.index.npy", "bytes": written * row_bytes, "examples": len(mine)}
+    # per example of this shard: (example, its first row, its rows, their checksum); duplicates point at their first copy's rows
+    index = np.stack([mine.astype(np.uint64), first_row[copies], lengths[mine].astype(np.uint64), digest[copies]], axis=1)
+    index_xxh3 = store.write_index(folder / f"{name}.index.npy", index)
+    return {"file": f"{name}.bin", "index": f"{name}.index.npy", "index_xxh3": index_xxh3, "bytes": written * row_bytes, "examples": len(mine)}
 
 
 def _storage(model: GPTForSequenceClassification, dtype: torch.dtype | None, autocast: torch.dtype | None) -> torch.dtype:
@@ -373,15 +375,27 @@ def open_prefix_cache(
     dtype: torch.dtype | None = None,
     batch_size: int = 32,
     autocast: torch.dtype | None = None,
+    verify: bool = True,
 ) -> CachedPrefix:
-    """The split's cached prefix: reused when a complete cache for exactly these inputs exists, else built
-    (by every process its share, under ``torchrun``/``accelerate launch``) and then opened.
+    """The split's cached prefix: reused when a complete, intact cache for exactly these inputs exists, else
+    built (by every process its share, under ``torchrun``/``accelerate launch``) and then opened.
 
     ``autocast`` computes the prefix under ``torch.autocast`` (what ``--bf16`` does to the rest of the
-    model); it is part of the key, and so is ``dtype`` (the storage, see :func:`_storage`).
+    model); it is part of the key, and so is ``dtype`` (the storage, see :func:`_storage`). ``verify``
+    reads a reused cache whole against its checksums before trusting it, and checks each row as it is read.
     """
     storage = _storage(model, dtype, autocast)
-    return _open(model, dataset, depth, cache_dir, storage, batch_size, autocast, model_fingerprint(model, depth, storage, autocast))
+    key_of_model = model_fingerprint(model, depth, storage, autocast)
+    return _open(model, dataset, depth, cache_dir, storage, batch_size, autocast, key_of_model, verify)
+
+
+def _agree(value):
+    """Process 0's ``value`` on every process (itself when not distributed), so all take the same branch."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+    return value
 
 
 def _open(
@@ -393,37 +407,75 @@ def _open(
     batch_size: int,
     autocast: torch.dtype | None,
     model_key: str,
+    verify: bool = True,
 ) -> CachedPrefix:
-    """:func:`open_prefix_cache` with the model's fingerprint already taken (one per model, not per split)."""
+    """:func:`open_prefix_cache` with the model's fingerprint already taken (one per model, not per split).
+
+    Process 0 checks the folder and holds the key's build lock (another job building the same key is
+    waited for, then its cache is reused); the other processes follow its decision."""
     key = hashlib.sha256((model_key + tokens_fingerprint(dataset)).encode()).hexdigest()[:40]
-    folder = Path(cache_dir or default_cache_dir()) / key
+    root = Path(cache_dir or store.default_cache_dir())
+    folder = root / key
     rank, world = _world()
-    problem = _problem(folder, key) if folder.exists() else "absent"
-    if problem is None:
+    if _agree(store.problem(folder, key, verify) if rank == 0 else None) is None:
         logger.info("Reusing the frozen-prefix cache %s (%d examples).", folder, len(dataset))
-        return CachedPrefix(folder, dataset, depth)
-    partial = folder.with_name(folder.name + ".partial")
-    _barrier()  # every process has looked before anything is removed
+        return CachedPrefix(folder, dataset, depth, verify=verify)
+    if rank == 0:
+        store.usable_root(root)
+    with store.build_lock(root, key) if rank == 0 else contextlib.nullcontext():
+        problem = _agree(store.problem(folder, key, verify) if rank == 0 else None)  # another job may have built it meanwhile
+        if problem is None:
+            logger.info("Reusing the frozen-prefix cache %s, built by another run meanwhile.", folder)
+        else:
+            _build(model, dataset, depth, root, key, storage, batch_size, autocast, problem)
+        _barrier()
+    return CachedPrefix(folder, dataset, depth, verify=verify)
+
+
+def _build(
+    model: GPTForSequenceClassification,
+    dataset: Dataset,
+    depth: int,
+    root: Path,
+    key: str,
+    storage: torch.dtype,
+    batch_size: int,
+    autocast: torch.dtype | None,
+    problem: str,
+) -> None:
+    """Compute every process's shard into ``<key>.partial``, then publish it as ``<key>`` (process 0 holds the lock).
+
+    A build that fails removes its partial folder; one that cannot write raises a :class:`CacheError` naming it."""
+    folder, partial = root / key, root / f"{key}.partial"
+    rank, world = _world()
     if rank == 0:
         if folder.exists():
             logger.warning("Rebuilding the frozen-prefix cache %s: %s.", folder, problem)
             shutil.rmtree(folder)
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+        logger.info("Building the frozen-prefix cache %s (%d examples, %d processes).", folder, len(dataset), world)
+        shutil.rmtree(partial, ignore_errors=True)  # this key's, abandoned: the lock is ours
+        store.remove_abandoned_partials(root)
+        partial.mkdir()
     _barrier()
     was_training = model.training
     model.eval()
-    shard = _compute_shard(model, dataset, depth, partial, storage, batch_size, rank, world, autocast)
-    model.train(was_training)
-    (partial / f"shard-{rank}-of-{world}.json").write_text(json.dumps(shard))
-    _barrier()
-    if rank == 0:
-        shards = [json.loads((partial / f"shard-{r}-of-{world}.json").read_text()) for r in range(world)]
-        meta = {"key": key, "examples": len(dataset), "emb_dim": model.config.emb_dim, "storage": STORAGE[storage][0], "shards": shards}
-        (partial / "meta.json").write_text(json.dumps(meta))  # written last: its presence means complete
-        partial.rename(folder)
-    _barrier()
-    return CachedPrefix(folder, dataset, depth)
+    try:
+        shard = _compute_shard(model, dataset, depth, partial, storage, batch_size, rank, world, autocast)
+        (partial / f"shard-{rank}-of-{world}.json").write_text(json.dumps(shard))
+        _barrier()
+        if rank == 0:
+            shards = [json.loads((partial / f"shard-{r}-of-{world}.json").read_text()) for r in range(world)]
+            row_bytes = model.config.emb_dim * torch.empty(0, dtype=storage).element_size()
+            meta = {"key": key, "examples": len(dataset), "emb_dim": model.config.emb_dim, "row_bytes": row_bytes}
+            store.write_meta(partial, {**meta, "storage": STORAGE[storage][0], "shards": shards})  # written last: complete
+            partial.rename(folder)
+    except OSError as error:
+        raise store.write_failed(partial, error) from error
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        model.train(was_training)
 
 
 def cached_splits(
@@ -433,17 +485,18 @@ def cached_splits(
     cache_dir: str | os.PathLike | None = None,
     dtype: torch.dtype | None = None,
     autocast: torch.dtype | None = None,
+    verify: bool = True,
 ) -> tuple[dict[str, CachedPrefix], Callable] | None:
     """Every split of ``data`` (a ``TokenizedData``) as cached prefixes, with their collator; ``None``
-    when nothing can be cached exactly (see :func:`frozen_depth`). ``dtype`` and ``autocast`` as in
-    :func:`open_prefix_cache`."""
+    when nothing can be cached exactly (see :func:`frozen_depth`). ``dtype``, ``autocast`` and ``verify``
+    as in :func:`open_prefix_cache`."""
     depth = frozen_depth(model) if isinstance(model, GPTForSequenceClassification) else 0
     if not depth:
         return None
     started = time.perf_counter()
     storage = _storage(model, dtype, autocast)
     model_key = model_fingerprint(model, depth, storage, autocast)
-    cached = {name: _open(model, split, depth, cache_dir, storage, batch_size, autocast, model_key) for name, split in data.splits.items()}
+    cached = {name: _open(model, split, depth, cache_dir, storage, batch_size, autocast, model_key, verify) for name, split in data.splits.items()}
     logger.info(
         "Frozen embeddings + %d blocks ready for %d examples in %.1f s (cache: %s).",
         depth,

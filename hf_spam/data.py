@@ -9,7 +9,9 @@ runs the book's pandas code as the reference).
 
 from __future__ import annotations
 
+import codecs
 import csv
+import functools
 import hashlib
 import io
 import logging
@@ -17,6 +19,7 @@ import os
 import re
 import zipfile
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,6 +28,7 @@ import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, DownloadConfig, DownloadManager, Features, Value, load_dataset
 from transformers import DataCollatorWithPadding
 
+from .errors import DataError
 from .tokenizer import END_OF_TEXT, gpt2_tokenizer, tiktoken_gpt2
 
 logger = logging.getLogger(__name__)
@@ -35,10 +39,6 @@ SMS_SPAM_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c2
 SMS_LABELS = ("ham", "spam")
 PADDINGS = ("longest_train", "max_length", "dynamic", "none")
 LOCAL_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the file, line or field, and what to do."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,6 +239,7 @@ SPLIT_ALIASES = {
     "test": "test",
 }
 INVALID_ROWS = ("error", "drop")
+QUOTINGS = {"minimal": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}  # CSV's double quotes, or quotes as ordinary text
 
 
 @dataclass
@@ -288,7 +289,8 @@ def load_text_classification(
     splits: list[str] | None = None,
     label_names: list[str] | None = None,
     invalid_rows: str = "error",
-    encoding: str = "utf-8",
+    encoding: str | Mapping[str, str] = "utf-8",
+    quoting: str = "minimal",
     allow_unseen_labels: bool = False,
     balance: bool = False,
     seed: int = 123,
@@ -311,7 +313,8 @@ def load_text_classification(
     """
     if invalid_rows not in INVALID_ROWS:
         raise ValueError(f"invalid_rows must be one of {INVALID_ROWS}, got {invalid_rows!r}.")
-    raw, source = _read_splits(path_or_id, train_file, validation_file, test_file, config_name, splits, text_column, label_column, encoding)
+    read = functools.partial(_read_file, text_column=text_column, label_column=label_column, quoting=quoting)
+    raw, source = _read_splits(path_or_id, train_file, validation_file, test_file, config_name, splits, text_column, read, encoding)
     for part in raw.values():
         missing = [c for c in (text_column, label_column) if c not in part.dataset.column_names]
         if missing:
@@ -340,6 +343,7 @@ def load_text_classification(
         data["train"] = balance_classes(data["train"], seed)
     given = list(data)
     data = _cut_missing(data, seed, train_frac, validation_frac)
+    _check_two_classes(data, raw["train"].where, label_column)
     origin = {name: f"user: {raw[name].where}" if name in given else f"cut from {raw['train'].where}" for name in data}
     if len(given) == 1:
         origin["train"] += f" (the rest after cutting {', '.join(n for n in data if n != 'train')})"
@@ -348,27 +352,49 @@ def load_text_classification(
     return result
 
 
-def _read_splits(path_or_id, train_file, validation_file, test_file, config_name, splits, text_column, label_column, encoding):
-    """``{split: _RawSplit}`` from explicit files, a folder, one file or a Hub dataset, and the data's display name."""
+def _read_splits(path_or_id, train_file, validation_file, test_file, config_name, splits, text_column, read, encoding):
+    """``{split: _RawSplit}`` from explicit files, a folder, one file or a Hub dataset, and the data's display name.
+
+    ``read(path, encoding=, split=)`` reads one file; ``encoding`` is one codec for every file or one per split."""
     explicit = {"train": train_file, "validation": validation_file, "test": test_file}
     explicit = {name: Path(path) for name, path in explicit.items() if path is not None}
     if explicit and path_or_id is not None:
         raise DataError("Give either a dataset (--dataset_name) or --train_file/--validation_file/--test_file, not both.")
+
+    def read_all(files: dict[str, Path]) -> dict[str, _RawSplit]:
+        return {name: read(file, encoding=encoding_of(encoding, name), split=name) for name, file in files.items()}
+
     if explicit:
-        return {name: _read_file(path, text_column, label_column, encoding) for name, path in explicit.items()}, ", ".join(
-            p.name for p in explicit.values()
-        )
+        return read_all(explicit), ", ".join(p.name for p in explicit.values())
     if path_or_id is None:
         raise DataError("No data given: pass a Hub dataset id, a folder or file (--dataset_name), or --train_file.")
     path = Path(path_or_id)
     if path.is_dir() and _is_dataset_repo(path):  # a clone of a Hub dataset repo: its README declares the splits
         return _read_hub(str(path), config_name, splits, text_column), path.name
     if path.is_dir():
-        files = _folder_splits(path)
-        return {name: _read_file(file, text_column, label_column, encoding) for name, file in files.items()}, path.name
+        return read_all(_folder_splits(path)), path.name
     if path.is_file():
-        return {"train": _read_file(path, text_column, label_column, encoding)}, path.name
+        return read_all({"train": path}), path.name
     return _read_hub(str(path_or_id), config_name, splits, text_column), str(path_or_id)
+
+
+def parse_encodings(values: str | list[str]) -> str | dict[str, str]:
+    """``--encoding``: one codec for every file (``cp1252``), or one per split (``train=cp1252 test=utf-8``;
+    a split not named is read as UTF-8)."""
+    values = [values] if isinstance(values, str) else list(values)
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    per_split = {}
+    for value in values:
+        split, equals, codec = value.partition("=")
+        if not equals or SPLIT_ALIASES.get(split.lower()) is None:
+            raise DataError(f"--encoding {value!r}: give one encoding for every file, or split=encoding entries (train=cp1252 test=utf-8).")
+        per_split[SPLIT_ALIASES[split.lower()]] = codec
+    return per_split
+
+
+def encoding_of(encoding: str | Mapping[str, str], split: str) -> str:
+    return encoding if isinstance(encoding, str) else encoding.get(split, "utf-8")
 
 
 def _is_dataset_repo(folder: Path) -> bool:
@@ -400,36 +426,48 @@ def _folder_splits(folder: Path) -> dict[str, Path]:
     return by_split
 
 
-def _read_file(path: Path, text_column: str, label_column: str, encoding: str) -> _RawSplit:
-    """One CSV/TSV/JSON(L)/Parquet file; the text column always as strings, rows named by their line."""
+def _read_file(path: Path, text_column: str, label_column: str, encoding: str, quoting: str = "minimal", split: str = "train") -> _RawSplit:
+    """One CSV/TSV/JSON(L)/Parquet file; the text column always as strings, rows named by their line.
+
+    Errors name the file and the split it was given for: an empty or header-only file, a CSV whose one
+    column says its delimiter is another, TSV lines merged by an unclosed quote, bytes of another encoding.
+    """
     if not path.is_file():
-        raise DataError(f"{path} does not exist.")
+        raise DataError(f"{path} (the {split} split) does not exist.")
     suffix = path.suffix.lower()
     if suffix not in LOCAL_FORMATS:
         raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {sorted(LOCAL_FORMATS)}.")
+    if quoting not in QUOTINGS:
+        raise ValueError(f"quoting must be one of {tuple(QUOTINGS)}, got {quoting!r}.")
     builder = LOCAL_FORMATS[suffix]
     kwargs: dict = {}
     row_names = None
+    if builder in ("csv", "json"):
+        text, encoding = _decode(path, encoding)
+        if not text.strip():
+            raise DataError(f"{path} (the {split} split) is empty; give it a header line and rows, or leave the {split} file out.")
+        kwargs["encoding"] = encoding
     if builder == "csv":
-        text = _decode(path, encoding)
         sep = "\t" if suffix == ".tsv" else ","
+        _check_header(path, text, sep, split)
         # the user's text column is text even when it looks numeric or like a missing value ("0123", "1e5", "NA");
         # only an empty cell counts as missing, and only in the label column (an empty text is its own error)
-        kwargs = {
-            "sep": sep,
-            "encoding": encoding,
-            "converters": {text_column: str},
-            "keep_default_na": False,
-            "na_values": {label_column: [""]},
-        }
-        row_names = [f"line {n}" for n in _record_lines(text, sep)]
+        kwargs |= {"sep": sep, "quoting": QUOTINGS[quoting], "converters": {text_column: str}, "keep_default_na": False}
+        kwargs["na_values"] = {label_column: [""]}
+        starts = _record_lines(text, sep, QUOTINGS[quoting])
+        if not starts:
+            raise DataError(f"{path} (the {split} split) has a header line but no rows.")
+        if sep == "\t" and quoting == "minimal":
+            _check_tsv_quotes(path, text, starts)
+        row_names = [f"line {n}" for n in starts]
     elif suffix == ".jsonl":
-        text = _decode(path, "utf-8")
         row_names = [f"line {n}" for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     try:
         dataset = load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as error:
-        raise DataError(f"{path}: could not be read as {builder.upper()} ({type(error).__name__}: {error}).") from error
+        raise DataError(f"{path} (the {split} split): could not be read as {builder.upper()} ({type(error).__name__}: {error}).") from error
+    if len(dataset) == 0:
+        raise DataError(f"{path} (the {split} split) holds no rows.")
     if row_names is not None and len(row_names) != len(dataset):
         row_names = None  # the parsers disagree on record boundaries; fall back to data-row numbers
     if builder == "json" and text_column in dataset.column_names and dataset.features[text_column] != Value("string"):
@@ -437,24 +475,94 @@ def _read_file(path: Path, text_column: str, label_column: str, encoding: str) -
     return _RawSplit(dataset, path.name, row_names)
 
 
-def _decode(path: Path, encoding: str) -> str:
-    """The file's text, or an error naming the byte offset and line that do not decode."""
-    raw = path.read_bytes()
+BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def _decode(path: Path, encoding: str) -> tuple[str, str]:
+    """The file's text and the encoding it was read with, or an error naming the line that does not decode.
+
+    A byte-order mark says the encoding itself (and wins over ``encoding``). A file that is valid UTF-8,
+    with characters beyond ASCII, is refused under another ``encoding``: cp1252 or latin-1 would read
+    every such character as two or three others (``é`` as ``Ã©``) without any error.
+    """
     try:
-        return raw.decode(encoding)
+        codecs.lookup(encoding)
+    except LookupError as error:
+        raise DataError(f"Unknown encoding {encoding!r} for {path}; use a Python codec name such as utf-8, latin-1 or cp1252.") from error
+    raw = path.read_bytes()
+    for mark, marked in BOMS:
+        if raw.startswith(mark):
+            if codecs.lookup(encoding).name not in ("utf-8", codecs.lookup(marked).name):
+                logger.warning("%s starts with a %s byte-order mark: read as %s, not as %s.", path, marked, marked, encoding)
+            encoding = marked
+            break
+    codec = codecs.lookup(encoding).name
+    if codec not in ("utf-8", "utf-8-sig", "utf-16") and not raw.isascii():
+        _refuse_utf8_read_as(path, raw, encoding)
+    try:
+        return raw.decode(encoding), encoding
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise DataError(
             f"{path} line {line} (byte offset {error.start}): byte {raw[error.start]:#04x} is not valid {encoding}. "
-            "Pass the file's encoding (--encoding latin-1, cp1252, ...) or re-save it as UTF-8."
+            "Pass the file's encoding (--encoding latin-1, cp1252, ...; per file: --encoding train=cp1252 test=utf-8) "
+            "or re-save it as UTF-8."
         ) from error
-    except LookupError as error:
-        raise DataError(f"Unknown encoding {encoding!r} for {path}; use a Python codec name such as utf-8, latin-1 or cp1252.") from error
 
 
-def _record_lines(text: str, sep: str) -> list[int]:
+def _refuse_utf8_read_as(path: Path, raw: bytes, encoding: str) -> None:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return  # not UTF-8: the given encoding may well be right
+    position = next(i for i, c in enumerate(text) if ord(c) > 127)
+    line = text.count("\n", 0, position) + 1
+    char = text[position]
+    raise DataError(
+        f"{path} line {line}: the file is valid UTF-8 ({char!r}), but --encoding {encoding} would read that character as "
+        f"{char.encode('utf-8').decode(encoding, errors='replace')!r}. Give each file its own encoding, e.g. "
+        f"--encoding train={encoding} validation=utf-8 test=utf-8 (a file's split name, then its encoding)."
+    )
+
+
+def _check_header(path: Path, text: str, sep: str, split: str) -> None:
+    """A header of one column means the file is not separated by ``sep``: say which separator it seems to use."""
+    header = next(line for line in text.splitlines() if line.strip())
+    if len(next(csv.reader([header], delimiter=sep))) > 1:
+        return
+    found = {name: header.count(mark) for mark, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'"), (",", "commas")) if mark != sep}
+    guess = max(found, key=found.get)
+    seems = f"; it seems separated by {guess}" if found[guess] else ""
+    expected = "tab-separated (.tsv)" if sep == "\t" else "comma-separated (.csv)"
+    raise DataError(
+        f"{path} (the {split} split): its header {header[:80]!r} is a single column, so the file is not {expected}{seems}. "
+        "Save it with commas as a .csv, or with tabs as a .tsv, with a header naming the text and label columns."
+    )
+
+
+def _check_tsv_quotes(path: Path, text: str, starts: list[int]) -> None:
+    """TSV lines merged by a quote: a field that opens ``"`` and closes it lines later, swallowing whole rows.
+
+    In a tab-separated file a row spanning lines is almost always that (a text that begins with a
+    quotation mark), and pandas would silently read the swallowed rows as part of one text.
+    """
+    lines = text.splitlines()
+    ends = [*(start - 1 for start in starts[1:]), len(lines)]
+    for start, end in zip(starts, ends, strict=True):
+        while end > start and not lines[end - 1].strip():
+            end -= 1  # trailing blank lines belong to no record
+        if end > start and any("\t" in line for line in lines[start:end]):
+            rows = sum(1 for line in lines[1:] if line.strip())
+            raise DataError(
+                f"{path} line {start}: a double quote opens a field that closes only on line {end}, so lines {start}-{end} "
+                f"would be read as one row ({rows} lines, {len(starts)} rows). Remove or close the stray quote, or pass "
+                "--quoting none if quotes in this file are ordinary characters (tab-separated files rarely quote)."
+            )
+
+
+def _record_lines(text: str, sep: str, quoting: int = csv.QUOTE_MINIMAL) -> list[int]:
     """The line each data record starts on (1-based, header = line 1), quoted line breaks included."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quoting=quoting)
     starts, previous = [], 0
     for index, record in enumerate(reader):
         if index > 0 and any(field.strip() for field in record):
@@ -546,6 +654,7 @@ def _as_class_labels(
             raise DataError(f"--label_names gives {len(names)} names for {feature.num_classes} classes ({feature.names}).")
         lookup = {i: i for i in range(feature.num_classes)}
     elif all(isinstance(v, str) for v in values):
+        _warn_label_variants(raw, label_column)
         names = list(label_names) if label_names else values
         unknown = [v for v in values if v not in names]
         if unknown:
@@ -579,6 +688,34 @@ def _as_class_labels(
                     raise DataError(message + " The model could not learn them; fix the split or pass --allow_unseen_labels.")
                 logger.warning(message)
     return data
+
+
+def _warn_label_variants(raw: dict[str, _RawSplit], label_column: str) -> None:
+    """Labels that differ only in case or surrounding spaces (``spam``, ``spam ``, ``Spam``) are separate
+    classes, as given; almost always a typo, so say so with the row counts."""
+    counts = Counter(v for part in raw.values() for v in part.dataset[label_column])
+    groups: dict[str, list[str]] = {}
+    for value in counts:
+        groups.setdefault(value.strip().casefold(), []).append(value)
+    for spellings in groups.values():
+        if len(spellings) > 1:
+            shown = ", ".join(f"{v!r} ({counts[v]} rows)" for v in sorted(spellings, key=counts.get, reverse=True))
+            logger.warning(
+                "Column %r has labels that differ only in case or surrounding spaces: %s. They are separate classes; "
+                "if they mean one class, write them alike in your file(s).",
+                label_column,
+                shown,
+            )
+
+
+def _check_two_classes(data: DatasetDict, where: str, label_column: str) -> None:
+    present = sorted(set(data["train"]["label"]))
+    if len(present) < 2:
+        only = data["train"].features["label"].names[present[0]] if present else None
+        raise DataError(
+            f"{where}: every training row has the label {only!r} (column {label_column!r}); a classifier needs at least two "
+            "classes to learn from. Check --label_column and the file."
+        )
 
 
 def _cut_missing(data: DatasetDict, seed: int, train_frac: float, validation_frac: float) -> DatasetDict:
@@ -694,15 +831,18 @@ def describe(splits: DatasetDict, tokenized: TokenizedData | None = None, batch_
     return "\n".join(lines)
 
 
+def cross_split_duplicates(splits: DatasetDict) -> dict[str, int]:
+    """Per split other than train: how many of its distinct texts also occur in the training split."""
+    train = set(splits["train"]["text"]) if "train" in splits else set()
+    return {name: sum(t in train for t in set(split["text"])) for name, split in splits.items() if name != "train"}
+
+
 def duplicate_report(splits: DatasetDict) -> str:
     """Repeated texts are kept (as the book keeps them); say how many, and how many cross splits."""
-    texts = {name: split["text"] for name, split in splits.items()}
-    within = {name: len(values) - len(set(values)) for name, values in texts.items()}
-    train = set(texts.get("train", []))
-    leaked = {name: sum(t in train for t in set(values)) for name, values in texts.items() if name != "train"}
+    within = {name: len(split) - len(set(split["text"])) for name, split in splits.items()}
     return (
         "duplicate texts kept (as the book does): "
         + ", ".join(f"{name} {count} repeats" for name, count in within.items())
         + "; also in train: "
-        + ", ".join(f"{name} {count}" for name, count in leaked.items())
+        + ", ".join(f"{name} {count}" for name, count in cross_split_duplicates(splits).items())
     )

@@ -9,7 +9,7 @@ import evaluate
 import numpy as np
 import torch
 from huggingface_hub import ModelCard
-from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
 from .modeling_gpt import GPTForSequenceClassification
@@ -87,6 +87,20 @@ class SpamTrainer(Trainer):
             return super().create_model_card(**kwargs)
         if self.is_world_process_zero():
             self.model_card.save(Path(self.args.output_dir) / "README.md")
+
+
+class ValidationEarlyStopping(EarlyStoppingCallback):
+    """transformers' early stopping, acting on the evaluations that report its metric.
+
+    hf_spam also evaluates the training split (and, at the end, every split); transformers' callback
+    would log on each of those that its metric is missing "so early stopping is disabled", which is
+    false: it only concerns that one evaluation. Those evaluations are simply not its business.
+    """
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        metric = args.metric_for_best_model if args.metric_for_best_model.startswith("eval_") else f"eval_{args.metric_for_best_model}"
+        if metric in metrics:
+            super().on_evaluate(args, state, control, metrics, **kwargs)
 
 
 @contextlib.contextmanager

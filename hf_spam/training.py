@@ -13,18 +13,20 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import EarlyStoppingCallback, TrainerCallback
+from transformers import TrainerCallback
 
 from .arguments import DataArguments, ModelArguments, SpamTrainingArguments
 from .cached_trunk import cached_splits
-from .checkpoints import remove_checkpoints, resolve_checkpoint
+from .checkpoints import ChecksumManifest, load_checkpoint_weights, remove_checkpoints, resolve_checkpoint, trainable_names
 from .configuration_gpt import BOOK_PADDED_POOLINGS
-from .data import ClassificationData, describe, load_sms_spam, load_text_classification, tokenize
+from .data import ClassificationData, cross_split_duplicates, describe, load_sms_spam, load_text_classification, parse_encodings, tokenize
+from .errors import DataError
 from .model_card import build_model_card
 from .model_setup import build_model, configure_trainable, count_parameters
+from .modeling_gpt import GPTForSequenceClassification
 from .plots import plot_history
 from .tokenizer import gpt2_tokenizer
-from .trainer import SpamTrainer, load_metric, make_compute_metrics
+from .trainer import SpamTrainer, ValidationEarlyStopping, load_metric, make_compute_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,8 @@ def load_data(args: DataArguments, seed: int, class_names: list[str] | None = No
             splits=args.splits,
             label_names=class_names,
             invalid_rows=args.invalid_rows,
-            encoding=args.encoding,
+            encoding=parse_encodings(args.encoding),
+            quoting=args.quoting,
             allow_unseen_labels=args.allow_unseen_labels,
             balance=args.balance,
             seed=seed,
@@ -54,6 +57,30 @@ def load_data(args: DataArguments, seed: int, class_names: list[str] | None = No
     splits = load_sms_spam(args.data_file, split=args.split)
     source = SMS_SOURCE if args.split == "chapter" else SMS_SOURCE.replace("as in chapter 6", "as in chapter 6's bonus experiments")
     return ClassificationData(splits, source, {name: f"the book's balanced 70/10/20 split ({args.split})" for name in splits})
+
+
+def check_one_batch(rows: int, args: SpamTrainingArguments, where: str) -> None:
+    """An error before any training when the training split cannot fill one batch (nothing would train)."""
+    needed = args.per_device_train_batch_size * args.world_size
+    if args.dataloader_drop_last and rows < needed:
+        processes = f" x {args.world_size} processes" if args.world_size > 1 else ""
+        raise DataError(
+            f"The training split ({where}) has {rows} rows; one batch needs {needed} (--per_device_train_batch_size "
+            f"{args.per_device_train_batch_size}{processes}), and --dataloader_drop_last (the book's) drops an incomplete "
+            f"batch, so nothing would train. Give at least {needed} training rows, a smaller --per_device_train_batch_size, "
+            "or --dataloader_drop_last false."
+        )
+
+
+def warn_cross_split_duplicates(splits) -> None:
+    """Texts of validation/test that also occur in training make those accuracies partly a memory test: say how many."""
+    leaked = {name: count for name, count in cross_split_duplicates(splits).items() if count}
+    if leaked:
+        logger.warning(
+            "Texts also in the training split: %s. They are kept, as the book keeps them, so those splits' accuracy partly "
+            "measures texts seen in training; remove them from your files for an estimate on unseen texts only.",
+            ", ".join(f"{name} {count}" for name, count in leaked.items()),
+        )
 
 
 def _first_batches(dataset: Dataset, batches: int | None, batch_size: int) -> Dataset:
@@ -82,10 +109,16 @@ def run(
         model.config.padded_length = tokenized.max_length  # position -1 is a pad: inference must pad the same way
     if training_args.process_index == 0:
         logger.info("Data:\n%s\n%s", data.summary(), describe(data.splits, tokenized, training_args.per_device_train_batch_size))
+        warn_cross_split_duplicates(data.splits)
+    check_one_batch(len(data.splits["train"]), training_args, data.origin.get("train", "the training data"))
 
     model = configure_trainable(model, model_args)
     trainable, total = count_parameters(model)
     logger.info("Trainable parameters: %s of %s (%s)", f"{trainable:,}", f"{total:,}", model_args.trainable_layers)
+    # before anything is computed from the weights: the frozen-prefix cache must come from the checkpoint's
+    resume = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir, not training_args.save_only_model, trainable_names(model))
+    if resume and isinstance(model, GPTForSequenceClassification):
+        load_checkpoint_weights(model, resume)
     cached = None
     if training_args.cache_frozen_trunk:
         cache_dtype = getattr(torch, training_args.cache_dtype) if training_args.cache_dtype else None
@@ -98,9 +131,9 @@ def run(
 
     batch = training_args.per_device_eval_batch_size
     train_eval = _first_batches(splits["train"], data_args.train_eval_batches, batch)
-    callbacks = list(callbacks or [])
+    callbacks = [ChecksumManifest(), *(callbacks or [])]
     if training_args.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(training_args.early_stopping_patience))
+        callbacks.append(ValidationEarlyStopping(training_args.early_stopping_patience))
     trainer = trainer_class(
         model=model,
         args=training_args,
@@ -117,7 +150,6 @@ def run(
             results.update(trainer.evaluate(_first_batches(splits[split], data_args.initial_eval_batches, batch), metric_key_prefix=prefix))
         trainer.log_metrics("initial", {k: v for k, v in results.items() if k.startswith("initial") and k.endswith(("accuracy", "loss"))})
 
-    resume = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir, not training_args.save_only_model)
     train_result = trainer.train(resume_from_checkpoint=resume)
     results.update({k: v for k, v in train_result.metrics.items() if k != "train_loss"})
     results["train_running_loss"] = train_result.metrics["train_loss"]

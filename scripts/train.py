@@ -13,6 +13,7 @@ import transformers
 from transformers import HfArgumentParser
 
 from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
+from hf_spam.errors import HfSpamError
 from hf_spam.training import run
 
 
@@ -27,7 +28,11 @@ def main() -> None:
     level = logging.INFO if training_args.process_index == 0 else logging.WARNING
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
     transformers.utils.logging.set_verbosity(level)
-    run(model_args, data_args, training_args)
+    try:
+        run(model_args, data_args, training_args)
+    except HfSpamError as error:  # the message names the file or option and what to do: no traceback
+        logging.getLogger("hf_spam").error("%s", error)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

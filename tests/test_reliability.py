@@ -136,7 +136,7 @@ def test_half_written_checkpoints_are_skipped(tmp_path, caplog):
             from safetensors.torch import save_file
 
             save_file({"w": torch.zeros(2)}, folder / "model.safetensors")
-            (folder / "optimizer.pt").write_bytes(b"x")
+            torch.save({"state": {}, "param_groups": []}, folder / "optimizer.pt")
             (folder / "trainer_state.json").write_text("{}")
     with caplog.at_level(logging.WARNING):
         assert resolve_checkpoint("last", tmp_path) == str(tmp_path / "checkpoint-10")

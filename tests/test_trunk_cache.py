@@ -16,6 +16,7 @@ from hf_spam import GPTForSequenceClassification
 from hf_spam.arguments import ModelArguments
 from hf_spam.cached_trunk import CachedPrefix, open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
+from hf_spam.errors import CacheError
 from hf_spam.model_setup import configure_trainable
 from hf_spam.modeling_gpt import GPTModel
 from tests.helpers import tiny_config
@@ -51,7 +52,7 @@ def test_reused_when_unchanged_and_rebuilt_when_anything_changes(sms_tokens, tmp
     other_tokens = sms_tokens["validation"].select(range(1, len(split)))  # tokenization changed: one example fewer
     assert open_prefix_cache(model, other_tokens, 2, tmp_path).folder not in (first.folder, changed_weights.folder)
     assert open_prefix_cache(model, split, 1, tmp_path).folder not in (first.folder, changed_weights.folder)  # depth
-    assert len(list(tmp_path.iterdir())) == 4 and not list(tmp_path.glob("*.partial"))
+    assert len(list(tmp_path.glob("[!.]*"))) == 4 and not list(tmp_path.glob("*.partial"))  # .locks/ aside
 
 
 def test_a_damaged_cache_is_rebuilt_never_read(sms_tokens, tmp_path, caplog):
@@ -263,3 +264,213 @@ def test_training_on_the_disk_cache_ends_where_training_on_token_ids_ends(tmp_pa
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-3)
     assert cached["test_accuracy"] == pytest.approx(uncached["test_accuracy"], abs=1 / 300 + 1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# Damage, concurrency, failures, the key
+
+
+def overwrite(path: Path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(data)
+
+
+def test_same_size_damage_anywhere_is_found_and_rebuilt(sms_tokens, tmp_path, caplog):
+    """Random bytes in the middle of a shard, one flipped byte in an index or in meta.json: the sizes still
+    match, the checksums do not, and the cache is rebuilt (with a warning naming it) instead of being read."""
+    model, split = frozen_model(), sms_tokens["train"]
+    cache = open_prefix_cache(model, split, 2, tmp_path)
+    expected = {i: cache.hidden_states(i).clone() for i in range(len(split))}
+    shard, index, meta = next(cache.folder.glob("*.bin")), next(cache.folder.glob("*.index.npy")), cache.folder / "meta.json"
+    size = shard.stat().st_size
+    damages = {
+        "do not match their checksum": (shard, size // 2, np.random.default_rng(0).bytes(min(1 << 20, size // 4))),
+        "index.npy does not match its checksum": (index, index.stat().st_size - 7, bytes([index.read_bytes()[-7] ^ 0x40])),
+        "meta.json does not match its checksum": (meta, meta.read_text().index('"bytes": ') + 9, b"9"),
+    }
+    for reason, (path, offset, data) in damages.items():
+        overwrite(path, offset, data)
+        assert path.stat().st_size in (size, index.stat().st_size, meta.stat().st_size)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            rebuilt = open_prefix_cache(model, split, 2, tmp_path)
+        assert f"Rebuilding the frozen-prefix cache {cache.folder}" in caplog.text and reason in caplog.text, caplog.text
+        assert all(torch.equal(rebuilt.hidden_states(i), expected[i]) for i in range(len(split)))
+
+
+def test_rows_damaged_after_opening_are_refused_as_they_are_read(sms_tokens, tmp_path):
+    model, split = frozen_model(), sms_tokens["validation"]
+    cache = open_prefix_cache(model, split, 2, tmp_path)
+    first, rows = (int(x) for x in cache.index[3, 1:3])
+    overwrite(next(cache.folder.glob("*.bin")), (first + rows // 2) * cache.row_bytes, b"\x00\x00\x80\x7f")  # one float: +inf
+    with pytest.raises(CacheError, match=f"{cache.folder}: the cached rows of example 3 no longer match"):
+        cache[cache.rows.tolist().index(3)]
+    assert torch.isinf(CachedPrefix(cache.folder, split, 2, verify=False).hidden_states(3)).any(), "the damage is real"
+
+
+def test_the_key_covers_every_field_of_the_config(sms_tokens, tmp_path):
+    """n_heads=2 and n_heads=4 have the same shapes, so the same seed gives the same tensors; only the
+    config tells the prefixes apart. Fields only the head reads keep the key (relabelling reuses the cache)."""
+    split = sms_tokens["validation"].select(range(10))
+    caches = {}
+    for heads in (2, 4):
+        torch.manual_seed(0)
+        model = configure_trainable(GPTForSequenceClassification(tiny_config(n_heads=heads, n_layers=3, context_length=128)), ModelArguments())
+        caches[heads] = open_prefix_cache(model, split, 2, tmp_path)
+        with torch.no_grad():
+            torch.testing.assert_close(caches[heads].hidden_states(4), model.model.prefix(torch.tensor([split[4]["input_ids"]]), None, 2)[0])
+    assert caches[2].folder != caches[4].folder
+    assert not torch.allclose(caches[2].hidden_states(4), caches[4].hidden_states(4))
+    relabelled = frozen_model()
+    relabelled.config.update({"id2label": {0: "no", 1: "yes"}, "label2id": {"no": 0, "yes": 1}, "loss_ignore_index": 50256})
+    assert open_prefix_cache(relabelled, split, 2, tmp_path).folder == open_prefix_cache(frozen_model(), split, 2, tmp_path).folder
+
+
+CONCURRENT_PROBE = """
+import sys, time, torch
+from hf_spam import GPTForSequenceClassification
+from hf_spam.arguments import ModelArguments
+from hf_spam.cached_trunk import open_prefix_cache
+from hf_spam.data import load_sms_spam, tokenize
+from hf_spam.errors import CacheError
+from hf_spam.model_setup import configure_trainable
+from hf_spam.modeling_gpt import GPTModel
+from tests.helpers import tiny_config
+import logging; logging.basicConfig(level=logging.INFO)
+sms, cache_dir, go = sys.argv[1:4]
+split = tokenize(load_sms_spam(sms), "dynamic", context_length=128).splits["train"]
+torch.manual_seed(0)
+model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), ModelArguments())
+original = GPTModel.prefix
+def slow_prefix(self, *args):  # a long build, so that the two runs overlap for certain
+    time.sleep(0.02)
+    return original(self, *args)
+GPTModel.prefix = slow_prefix
+while not __import__("os").path.exists(go):
+    time.sleep(0.01)
+cache = open_prefix_cache(model, split, 2, cache_dir, batch_size=8)
+print("rows", sum(float(cache.hidden_states(i).double().sum()) for i in range(len(split))), flush=True)
+"""
+
+
+def test_two_runs_at_once_build_once_and_both_read_it(sms_file, tmp_path):
+    """A sweep starts two runs on the same cache folder: one builds, the other waits for it and reuses it."""
+    go = tmp_path / "go"
+    command = [sys.executable, "-c", CONCURRENT_PROBE, str(sms_file), str(tmp_path / "cache"), str(go)]
+    runs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    go.touch()
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outputs]
+    logs = [err for _, err in outputs]
+    assert sum("built by another run meanwhile" in log for log in logs) == 1, logs
+    assert sum("Another run is building" in log for log in logs) == 1
+    assert outputs[0][0].split()[-1] == outputs[1][0].split()[-1], "both runs read the same rows"
+    assert [p.name for p in (tmp_path / "cache").glob("[!.]*")] == [next((tmp_path / "cache").glob("[!.]*")).name]
+
+
+def test_a_failed_build_leaves_nothing_and_an_abandoned_one_is_swept(sms_tokens, tmp_path, monkeypatch):
+    model, split = frozen_model(), sms_tokens["validation"]
+    original = GPTModel.prefix
+    calls = []
+
+    def failing_prefix(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("killed mid-build")
+        return original(self, *args)
+
+    monkeypatch.setattr(GPTModel, "prefix", failing_prefix)
+    with pytest.raises(RuntimeError, match="killed mid-build"):
+        open_prefix_cache(model, split, 2, tmp_path, batch_size=8)
+    assert not list(tmp_path.glob("[!.]*")), "the failed build's partial folder was removed"
+    abandoned = tmp_path / ("f" * 40 + ".partial")  # a run killed (SIGKILL) while building another key
+    abandoned.mkdir()
+    (abandoned / "shard-0-of-1.bin").write_bytes(b"\0" * 4096)
+    cache = open_prefix_cache(model, split, 2, tmp_path)
+    assert not abandoned.exists() and [p.name for p in tmp_path.glob("[!.]*")] == [cache.folder.name]
+
+
+RLIMIT_RUN = """
+import resource, runpy, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writing past the limit then fails with EFBIG, as a full disk fails with ENOSPC
+limit = int(sys.argv.pop(1))
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+TRAIN = ["--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2", "--max_steps", "1", "--initial_eval_batches", "0"]
+TRAIN += ["--save_strategy", "no", "--eval_strategy", "no", "--load_best_model_at_end", "false"]
+
+
+def train_script(*argv: str, rlimit: int | None = None) -> subprocess.CompletedProcess:
+    prefix = [sys.executable, "-c", RLIMIT_RUN, str(rlimit)] if rlimit else [sys.executable]
+    return subprocess.run([*prefix, "scripts/train.py", *TRAIN, *argv], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_a_build_that_cannot_write_says_so_without_a_traceback(sms_file, tmp_path):
+    """The disk fills up mid-build (here a file-size limit: writes fail as on a full disk): one error naming
+    the folder and --trunk_cache_dir, exit status 2, no traceback, no partial folder left."""
+    cache = tmp_path / "cache"
+    result = train_script("--data_file", str(sms_file), "--trunk_cache_dir", str(cache), "--output_dir", str(tmp_path / "o"), rlimit=2_000_000)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "Writing the frozen-prefix cache in" in result.stderr
+    assert "File too large" in result.stderr and "--trunk_cache_dir" in result.stderr
+    assert not list(cache.glob("[!.]*")), "nothing left behind"
+
+
+@pytest.fixture
+def small_or_read_only(tmp_path):
+    """Real filesystems: a read-only one and a 1 MiB one (tmpfs mounts where the tests run as root;
+    elsewhere a folder without write permission, and no small disk)."""
+    made = {}
+    if os.geteuid() == 0:
+        for name, options in (("read_only", "ro,size=1m"), ("small", "size=1m")):
+            made[name] = tmp_path / name
+            made[name].mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(made[name])], check=True)
+    else:
+        made["read_only"] = tmp_path / "read_only"
+        made["read_only"].mkdir(mode=0o555)
+    yield made
+    for folder in made.values():
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_an_unusable_cache_folder_is_one_clear_error(sms_tokens, tmp_path, small_or_read_only):
+    model, split = frozen_model(), sms_tokens["train"]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    for folder in (a_file, a_file / "below", small_or_read_only["read_only"] / "cache"):
+        with pytest.raises(CacheError, match=rf"cache folder {folder} cannot be written .*--trunk_cache_dir"):
+            open_prefix_cache(model, split, 2, folder)
+    if "small" in small_or_read_only:  # 1 MiB cannot hold the ~7 MiB of rows: said before anything is computed
+        calls = []
+        original = GPTModel.prefix
+        GPTModel.prefix = lambda self, *a: calls.append(1) or original(self, *a)
+        try:
+            with pytest.raises(CacheError, match=r"needs 6.* MiB in .*small.*--trunk_cache_dir"):
+                open_prefix_cache(model, split, 2, small_or_read_only["small"])
+        finally:
+            GPTModel.prefix = original
+        assert calls == [] and not list(small_or_read_only["small"].glob("[!.]*"))
+
+
+@pytest.mark.slow
+def test_two_torchrun_jobs_at_once_share_one_cache(tmp_path, sms_file):
+    """Two sweeps' jobs, each torchrun with 2 processes, started together on one cache folder: both finish,
+    each split's cache is built once (by one job's two processes) and the other job reuses it (a slowed-down
+    prefix makes the first build last long enough for the second job to arrive while it runs)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    jobs = []
+    for name in ("a", "b"):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "tests/train_probe.py", "--probe_slow_prefix", "0.3"]
+        command += [*TRAIN, "--data_file", str(sms_file), "--trunk_cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / name)]
+        jobs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = [job.communicate(timeout=900)[0] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], [log[-3000:] for log in logs]
+    assert len(list((tmp_path / "cache").glob("[!.]*"))) == 3 and not list((tmp_path / "cache").glob("*.partial"))
+    assert "".join(logs).count("Building the frozen-prefix cache") == 3, "each split built once, by one job"
+    assert "built by another run meanwhile" in "".join(logs), "the jobs overlapped: one waited for the other's build"

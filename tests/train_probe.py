@@ -2,17 +2,23 @@
 records which examples each process trained on, and a callback that pauses right after a given
 checkpoint is saved (so a test can kill the run at a known point without polling).
 
-python tests/train_probe.py [--probe_record DIR] [--probe_pause_after_save STEP] <scripts/train.py arguments>
+A third probe slows the frozen prefix down (seconds per batch), so that two runs started together
+overlap while one builds the cache.
+
+python tests/train_probe.py [--probe_record DIR] [--probe_pause_after_save STEP] [--probe_slow_prefix SECONDS] <scripts/train.py arguments>
 """
 
 import hashlib
 import json
+import logging
 import sys
+import time
 from pathlib import Path
 
 from transformers import HfArgumentParser, TrainerCallback
 
 from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
+from hf_spam.modeling_gpt import GPTModel
 from hf_spam.trainer import SpamTrainer
 from hf_spam.training import run
 
@@ -51,10 +57,14 @@ def take(argv: list[str], flag: str) -> str | None:
 
 def main() -> None:
     argv = sys.argv[1:]
-    record, pause = take(argv, "--probe_record"), take(argv, "--probe_pause_after_save")
+    record, pause, slow = take(argv, "--probe_record"), take(argv, "--probe_pause_after_save"), take(argv, "--probe_slow_prefix")
+    if slow:
+        prefix = GPTModel.prefix
+        GPTModel.prefix = lambda self, *args: time.sleep(float(slow)) or prefix(self, *args)
     model_args, data_args, training_args = HfArgumentParser(
         (ModelArguments, DataArguments, SpamTrainingArguments)
     ).parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(level=logging.INFO if training_args.process_index == 0 else logging.WARNING)
     RecordingTrainer.seen = []
     callbacks = [PauseAfterSave(int(pause))] if pause else []
     run(model_args, data_args, training_args, callbacks=callbacks, trainer_class=RecordingTrainer)

@@ -1,0 +1,214 @@
+"""The frozen-prefix cache on disk: its folder layout, checksums, locks and what makes a folder complete.
+
+One folder per key under the cache root (``--trunk_cache_dir``), holding per process shard a
+``shard-R-of-W.bin`` of raw rows, its ``shard-R-of-W.index.npy`` (per example: example, first row,
+rows, xxh3-64 of its rows' bytes) and one ``meta.json`` (written last, with an xxh3 of its own content
+and of every index file). A folder is complete when ``meta.json`` checks, every index file has its
+recorded checksum and every ``.bin`` its recorded size; with ``verify`` every stored row is also read
+and checked against its checksum, and readers check each row again as they read it. So a flipped
+byte anywhere is found before it reaches a gradient or a metric.
+
+A build happens in ``<key>.partial`` under an exclusive lock (``.locks/<key>.lock``, a ``filelock``
+that the operating system releases when its process dies): two runs that need the same key at once
+(a sweep) build it once, the second waits and reuses it. A failed build removes its partial folder;
+a partial folder whose lock nobody holds was abandoned by a killed run and is removed by the next build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import xxhash
+from datasets import config as datasets_config
+from filelock import FileLock, Timeout
+
+from .errors import CacheError
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 2
+INDEX_COLUMNS = 4  # example, first row, rows, xxh3-64 of the rows' bytes
+READ_CHUNK = 64 << 20  # bytes read at a time when verifying a whole shard
+OPTION = "--trunk_cache_dir"
+
+
+class Damaged(Exception):
+    """A cache folder that must not be read; the message says why."""
+
+
+def default_cache_dir() -> Path:
+    """Beside the datasets cache (``HF_DATASETS_CACHE``), not in a run's output folder: caches outlive runs."""
+    return Path(datasets_config.HF_DATASETS_CACHE) / "hf_spam_trunk"
+
+
+def row_digest(raw: bytes | memoryview) -> int:
+    return xxhash.xxh3_64_intdigest(raw)
+
+
+def _meta_digest(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "checksum"}
+    return xxhash.xxh3_128_hexdigest(json.dumps(body, sort_keys=True).encode())
+
+
+def write_index(path: Path, index: np.ndarray) -> str:
+    """Save one shard's index (uint64, ``INDEX_COLUMNS`` per example) and return its file's xxh3-128."""
+    np.save(path, index.astype(np.uint64))
+    return xxhash.xxh3_128_hexdigest(path.read_bytes())
+
+
+def write_meta(folder: Path, meta: dict) -> None:
+    """``meta.json`` with a checksum of its own content (a flipped digit in a size would otherwise pass)."""
+    (folder / "meta.json").write_text(json.dumps({**meta, "format": CACHE_FORMAT, "checksum": _meta_digest(meta | {"format": CACHE_FORMAT})}))
+
+
+def read_meta(folder: Path) -> dict:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError) as error:
+        raise Damaged(f"meta.json is missing or unreadable ({type(error).__name__})") from error
+    if not isinstance(meta, dict) or meta.get("checksum") != _meta_digest(meta):
+        raise Damaged("meta.json does not match its checksum")
+    if meta.get("format") != CACHE_FORMAT:
+        raise Damaged(f"it has cache format {meta.get('format')}, this version reads {CACHE_FORMAT}")
+    return meta
+
+
+def load_index(folder: Path, meta: dict) -> np.ndarray:
+    """The whole cache's index, (examples, 4) uint64 (shard, first row, rows, digest of the rows), each
+    shard's index checked against its recorded checksum and its rows against the shard's size."""
+    row_bytes = meta["row_bytes"]
+    index = np.zeros((meta["examples"], INDEX_COLUMNS), dtype=np.uint64)  # the shard, then the index file's columns 1-3
+    seen = np.zeros(meta["examples"], dtype=bool)
+    for number, shard in enumerate(meta["shards"]):
+        path, data = folder / shard["index"], folder / shard["file"]
+        try:
+            raw = path.read_bytes()
+            size = data.stat().st_size
+        except OSError as error:
+            raise Damaged(f"{error.filename} is missing or unreadable") from error
+        if xxhash.xxh3_128_hexdigest(raw) != shard["index_xxh3"]:
+            raise Damaged(f"{shard['index']} does not match its checksum")
+        if size != shard["bytes"]:
+            raise Damaged(f"{shard['file']} has the wrong size ({size} bytes, {shard['bytes']} were written)")
+        part = np.load(path)
+        if part.ndim != 2 or part.shape[1] != INDEX_COLUMNS or (part[:, 1] + part[:, 2]).max(initial=0) * row_bytes > size:
+            raise Damaged(f"{shard['index']} does not describe {shard['file']}")
+        examples = part[:, 0].astype(np.int64)
+        seen[examples] = True
+        index[examples, 0] = number
+        index[examples, 1:] = part[:, 1:]
+    if not seen.all():
+        raise Damaged(f"{int((~seen).sum())} examples have no rows")
+    return index
+
+
+def verify_rows(folder: Path, meta: dict, index: np.ndarray) -> None:
+    """Read every stored row once and check it against its checksum (shard by shard, in file order)."""
+    row_bytes = meta["row_bytes"]
+    for number, shard in enumerate(meta["shards"]):
+        mine = index[index[:, 0] == number]
+        stored = mine[np.unique(mine[:, 1], return_index=True)[1]]  # duplicates share their first copy's rows
+        with open(folder / shard["file"], "rb", buffering=READ_CHUNK) as handle:
+            position = 0
+            for _, first, rows, digest in stored:
+                if int(first) != position:
+                    handle.seek(int(first) * row_bytes)
+                raw = handle.read(int(rows) * row_bytes)
+                position = int(first) + int(rows)
+                if row_digest(raw) != int(digest):
+                    raise Damaged(f"{shard['file']} rows {int(first)}-{position - 1} do not match their checksum")
+
+
+def problem(folder: Path, key: str, verify: bool = True) -> str | None:
+    """Why ``folder`` is not a complete, intact cache for ``key`` (``None``: it is)."""
+    if not folder.is_dir():
+        return "absent"
+    try:
+        meta = read_meta(folder)
+        if meta.get("key") != key:
+            return "it was built for other inputs"
+        index = load_index(folder, meta)
+        if verify:
+            verify_rows(folder, meta, index)
+    except Damaged as damage:
+        return str(damage)
+    return None
+
+
+def usable_root(root: Path) -> Path:
+    """``root`` created if needed, or a :class:`CacheError` naming it and the option (a file, read-only, no permission)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / ".locks").mkdir(exist_ok=True)
+        probe = root / ".locks" / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise CacheError(
+            f"The frozen-prefix cache folder {root} cannot be written ({error.strerror or error}). "
+            f"Pass {OPTION} with a writable folder, or --cache_frozen_trunk false to train without the cache."
+        ) from error
+    return root
+
+
+@contextlib.contextmanager
+def build_lock(root: Path, key: str) -> Iterator[None]:
+    """Hold ``key``'s build lock; waits (saying so) while another process builds the same key."""
+    lock = FileLock(str(root / ".locks" / f"{key}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.warning("Another run is building the frozen-prefix cache %s; waiting for it to finish, then reusing it.", root / key)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def is_locked(root: Path, key: str) -> bool:
+    """Whether a live process holds ``key``'s lock (building it, or pruning it)."""
+    lock = FileLock(str(root / ".locks" / f"{key}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def remove_abandoned_partials(root: Path) -> None:
+    """Remove ``*.partial`` folders whose lock nobody holds: left by a run that was killed while building."""
+    for partial in root.glob("*.partial"):
+        key = partial.name.removesuffix(".partial")
+        if partial.is_dir() and not is_locked(root, key):
+            shutil.rmtree(partial, ignore_errors=True)
+            logger.warning("Removed %s, left by a run that stopped while building it.", partial)
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """A :class:`CacheError` before anything is computed when the disk cannot hold ``needed`` bytes."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise CacheError(
+            f"The frozen-prefix cache needs {needed / 2**20:,.1f} MiB in {folder.parent}, which has {free / 2**20:,.1f} MiB free. "
+            f"Free space there, pass {OPTION} on a disk with room, or --cache_frozen_trunk false."
+        )
+
+
+def write_failed(partial: Path, error: OSError) -> CacheError:
+    """The error for a build that could not write (the partial folder is removed first)."""
+    shutil.rmtree(partial, ignore_errors=True)
+    full = error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    advice = "Free space on that disk, or pass" if full else "Pass"
+    return CacheError(
+        f"Writing the frozen-prefix cache in {partial} failed ({error.strerror or error}); the partial cache was removed. "
+        f"{advice} {OPTION} with another folder, or --cache_frozen_trunk false."
+    )

@@ -1,0 +1,20 @@
+"""The errors a user can act on. Each message names the file, folder or option at fault and what to do,
+so the scripts print it alone, without a traceback (``scripts/*.py`` exit with status 2 on these)."""
+
+from __future__ import annotations
+
+
+class HfSpamError(Exception):
+    """Bad input or an unusable file or folder, described for the person who gave it."""
+
+
+class DataError(HfSpamError, ValueError):
+    """Bad input data: the message names the file, line or field, and what to do."""
+
+
+class CacheError(HfSpamError):
+    """The frozen-prefix cache cannot be written or read: the message names the folder and the option."""
+
+
+class CheckpointError(HfSpamError, ValueError):
+    """A checkpoint cannot be resumed from: the message names the folder, the file and what to do."""
