@@ -18,3 +18,7 @@ class CacheError(HfSpamError):
 
 class CheckpointError(HfSpamError, ValueError):
     """A checkpoint cannot be resumed from: the message names the folder, the file and what to do."""
+
+
+class ModelNotFoundError(HfSpamError, OSError):
+    """A model given by name is neither a local folder nor a loadable Hub id: the message says which was tried."""

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
 from transformers import Pipeline, PreTrainedModel, pipeline
+
+from .errors import ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +21,7 @@ def load_classifier(model_name_or_path: str | os.PathLike, device: str | int | N
     Refuses a folder whose tokenizer does not produce the model's ids (another vocabulary would give
     valid-looking but meaningless ids).
     """
-    classifier = pipeline("text-classification", model=str(model_name_or_path), trust_remote_code=True, top_k=None, device=device)
+    classifier = _pipeline(str(model_name_or_path), device)
     vocab_size = classifier.model.config.vocab_size
     if len(classifier.tokenizer) != vocab_size or classifier.tokenizer.convert_tokens_to_ids("<|endoftext|>") != vocab_size - 1:
         raise ValueError(
@@ -26,6 +29,26 @@ def load_classifier(model_name_or_path: str | os.PathLike, device: str | int | N
             f"{vocab_size}-token BPE the model was trained with; save the model with hf_spam.save_with_tokenizer()."
         )
     return classifier
+
+
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def _pipeline(name: str, device: str | int | None) -> Pipeline:
+    """The pipeline, or an error that says whether ``name`` was taken as a folder or as a Hub id."""
+    if not Path(name).exists() and not HUB_ID.match(name):
+        raise ModelNotFoundError(
+            f"{name}: no such folder. Give the folder scripts/train.py wrote (its --output_dir), or a Hub model id of the form user/name."
+        )
+    try:
+        return pipeline("text-classification", model=name, trust_remote_code=True, top_k=None, device=device)
+    except OSError as error:
+        if Path(name).exists():
+            raise
+        raise ModelNotFoundError(
+            f"{name}: no such folder here, and no Hub model of that id could be loaded ({str(error).splitlines()[0]}). "
+            "Give the folder scripts/train.py wrote, or the id of a model on the Hub (user/name; offline, one in the local Hub cache)."
+        ) from error
 
 
 def token_limit(config) -> int:
@@ -80,16 +103,23 @@ def classify(classifier: Pipeline, texts: list[str], batch_size: int = 32) -> li
 
 
 def read_text_file(path: str | os.PathLike) -> list[str]:
-    """One text per line; bytes that are not UTF-8 become U+FFFD, and the lines affected are reported."""
-    lines = Path(path).read_bytes().split(b"\n")
+    """One text per line of a file (see :func:`split_lines`)."""
+    return split_lines(Path(path).read_bytes(), str(path))
+
+
+def split_lines(raw: bytes, name: str) -> list[str]:
+    """One text per line: split at ``\\n`` only (a CRLF's ``\\r`` dropped), as an editor numbers lines, so a
+    form feed, U+0085 or U+2028 inside a message stays in it. Bytes that are not UTF-8 become U+FFFD, and
+    the lines affected are reported."""
+    lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     texts, damaged = [], []
-    for number, raw in enumerate(lines, start=1):
-        text = raw.removesuffix(b"\r").decode("utf-8", errors="replace")
-        if "\ufffd" in text and "\ufffd".encode() not in raw:
+    for number, line in enumerate(lines, start=1):
+        text = line.removesuffix(b"\r").decode("utf-8", errors="replace")
+        if "\ufffd" in text and "\ufffd".encode() not in line:
             damaged.append(number)
         texts.append(text)
     if damaged:
-        logger.warning("%s: lines %s are not valid UTF-8; undecodable bytes were replaced by U+FFFD.", path, damaged[:20])
+        logger.warning("%s: lines %s are not valid UTF-8; undecodable bytes were replaced by U+FFFD.", name, damaged[:20])
     return texts

@@ -7,17 +7,20 @@ echo "Hey, are we still on for dinner?" | python scripts/classify.py runs/spam
 
 import argparse
 import json
+import logging
 import sys
 
-from hf_spam.inference import classify, load_classifier, read_text_file
+from hf_spam.errors import DataError, HfSpamError
+from hf_spam.inference import classify, load_classifier, read_text_file, split_lines
 
 
 def read_texts(args: argparse.Namespace) -> list[str]:
     if args.texts:
         return args.texts
-    if args.file:
-        return read_text_file(args.file)
-    return sys.stdin.read().splitlines()
+    texts, where = (read_text_file(args.file), args.file) if args.file else (split_lines(sys.stdin.buffer.read(), "stdin"), "stdin")
+    if not texts:
+        raise DataError(f"No texts to classify: {where} is empty. Pass texts as arguments, --file FILE (one per line), or lines on stdin.")
+    return texts
 
 
 def main() -> None:
@@ -29,7 +32,13 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
     args = parser.parse_intermixed_args()
-    results = classify(load_classifier(args.model, args.device), read_texts(args), args.batch_size)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    try:
+        texts = read_texts(args)
+        results = classify(load_classifier(args.model, args.device), texts, args.batch_size)
+    except HfSpamError as error:  # the message names the input and what to do: no traceback
+        logging.getLogger("hf_spam").error("%s", error)
+        sys.exit(2)
     for result in results:
         print(json.dumps(result, ensure_ascii=False) if args.jsonl else f"{result['label']}\t{result['score']:.4f}\t{result['text']}")
 

@@ -1,6 +1,7 @@
 """Finetuning through Trainer: the chapter's recipe end to end, its optimizer details, LoRA, DDP, the Hub push."""
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score
-from transformers import AutoModelForSequenceClassification, HfArgumentParser
+from transformers import AutoModelForSequenceClassification, HfArgumentParser, TrainerCallback
 
 from hf_spam import GPTForSequenceClassification
 from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
@@ -297,3 +298,53 @@ def test_classify_pipeline_and_forward_agree_for_every_pooling(tmp_path):
         torch.testing.assert_close(book(ids).logits, book.out_head(book.model(padded).last_hidden_state[:, -1]), atol=1e-6, rtol=1e-6)
     with pytest.raises(ValueError, match="no tokens"):
         model(torch.zeros(1, 0, dtype=torch.long))
+
+
+def test_a_training_split_smaller_than_one_batch_is_an_error_before_training(tmp_path):
+    from hf_spam.errors import DataError
+
+    rows = ["text,label"] + [f"message {i},{i % 2}" for i in range(7)]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "other.csv").write_text("text,label\nhello,0\nworld,1\n")
+    argv = ["--train_file", str(tmp_path / "train.csv"), "--validation_file", str(tmp_path / "other.csv"), "--test_file", str(tmp_path / "other.csv")]
+    argv += [*TINY, "--max_steps", "3"]
+    with pytest.raises(DataError, match=r"The training split \(user: train.csv\) has 7 rows; one batch needs 8 .*--dataloader_drop_last false"):
+        run(*parse(*argv, "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists(), "nothing trained, nothing saved"
+
+
+def test_texts_shared_across_splits_are_a_visible_warning(caplog):
+    from datasets import Dataset, DatasetDict
+
+    from hf_spam.training import warn_cross_split_duplicates
+
+    split = lambda texts: Dataset.from_dict({"text": texts, "label": [0] * len(texts)})  # noqa: E731
+    splits = DatasetDict(train=split(["a", "b", "c", "c"]), validation=split(["a", "x"]), test=split(["b", "c", "c", "y"]))
+    with caplog.at_level(logging.WARNING):
+        warn_cross_split_duplicates(splits)
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "Texts also in the training split: validation 1, test 2. They are kept, as the book keeps them" in caplog.text
+
+
+def test_early_stopping_acts_without_saying_it_is_disabled(tmp_path, sms_file, caplog):
+    """With early stopping on, the training split's and the final evaluations lack the validation metric;
+    transformers' callback would log on each that early stopping is disabled. It is not: it stops the run."""
+    import transformers
+
+    argv = ["--data_file", str(sms_file), *TINY, "--learning_rate", "0", "--num_train_epochs", "4", "--train_eval_batches", "2"]
+    argv += ["--early_stopping_patience", "1", "--initial_eval_batches", "0", "--output_dir", str(tmp_path)]
+    recorder = TrainerStates()
+    transformers.logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING):
+            run(*parse(*argv), callbacks=[recorder])
+    finally:
+        transformers.logging.disable_propagation()
+    assert "early stopping" not in caplog.text.lower(), caplog.text
+    epochs = [e["epoch"] for e in recorder.state.log_history if "eval_validation_accuracy" in e]
+    assert epochs == [1.0, 2.0], "learning rate 0: no improvement after epoch 1, so patience 1 stops after epoch 2"
+
+
+class TrainerStates(TrainerCallback):
+    def on_train_end(self, args, state, control, **kwargs):
+        self.state = state

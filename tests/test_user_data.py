@@ -184,3 +184,73 @@ class StateRecorder(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.state = state
+
+
+# ---------------------------------------------------------------------------------------------
+# Files that would silently give a wrong model: each is an error or a warning that says what to do
+
+
+def test_one_class_in_training_is_an_error(tmp_path):
+    write_csv(tmp_path / "train.csv", ("text", "label"), [(f"message {i}", "spam") for i in range(30)])
+    with pytest.raises(DataError, match=r"train.csv: every training row has the label 'spam' \(column 'label'\).*at least two classes"):
+        load_text_classification(tmp_path / "train.csv")
+
+
+def test_a_tsv_quote_that_swallows_rows_is_reported_not_merged(tmp_path):
+    lines = ["text\tlabel", "hello there\tham", '"unbalanced start of a text\tspam', "another line\tham", 'ends with a quote"\tspam']
+    lines += [f"message {i}\t{['ham', 'spam'][i % 2]}" for i in range(20)]
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train.tsv line 3: a double quote opens a field that closes only on line 5.*24 lines, 22 rows.*--quoting none"):
+        load_text_classification(tmp_path / "train.tsv")
+    rows = load_text_classification(tmp_path / "train.tsv", quoting="none").splits
+    texts = [t for split in rows.values() for t in split["text"]]
+    assert len(texts) == 24 and '"unbalanced start of a text' in texts, "with --quoting none every line is one row"
+    quoted = ["text\tlabel", '"a text with\na line break\tinside"\tham', "plain\tspam", "plain too\tham"]
+    (tmp_path / "quoted.tsv").write_text("\n".join(quoted) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="line 2: a double quote opens a field that closes only on line 3"):
+        load_text_classification(tmp_path / "quoted.tsv")  # a tab inside a quoted multi-line text: reported all the same
+
+
+def test_labels_that_differ_in_case_or_spaces_are_warned_about(tmp_path, caplog):
+    rows = [(f"message {i}", "spam" if i % 2 else "ham") for i in range(40)] + [("odd one", "spam "), ("odder", "Spam"), ("x", "Spam")]
+    write_csv(tmp_path / "train.csv", ("text", "label"), rows)
+    with caplog.at_level(logging.WARNING):
+        data = load_text_classification(tmp_path / "train.csv")
+    assert "labels that differ only in case or surrounding spaces: 'spam' (20 rows), 'Spam' (2 rows), 'spam ' (1 rows)" in caplog.text
+    assert data.splits["train"].features["label"].names == ["Spam", "ham", "spam", "spam "], "kept as given, as the warning says"
+
+
+def test_each_file_gets_its_encoding_and_a_bom_or_utf8_is_never_misread(tmp_path, caplog):
+    rows = [("café crème", "a"), ("naïve", "b")] * 10
+    write_csv(tmp_path / "train.csv", ("text", "label"), rows, encoding="cp1252")
+    write_csv(tmp_path / "test.csv", ("text", "label"), rows, encoding="utf-8")
+    files = {"train_file": tmp_path / "train.csv", "test_file": tmp_path / "test.csv"}
+    with pytest.raises(DataError, match=r"test.csv line 2: the file is valid UTF-8 \('é'\), but --encoding cp1252 would read .*'Ã©'.*train=cp1252"):
+        load_text_classification(**files, encoding="cp1252")
+    data = load_text_classification(**files, encoding={"train": "cp1252", "test": "utf-8"})
+    assert set(data.splits["train"]["text"]) | set(data.splits["test"]["text"]) == {"café crème", "naïve"}
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "test.csv").read_bytes())  # Excel's "CSV UTF-8"
+    with caplog.at_level(logging.WARNING):
+        bom = load_text_classification(train_file=tmp_path / "bom.csv", encoding="cp1252")
+    assert "starts with a utf-8-sig byte-order mark: read as utf-8-sig, not as cp1252" in caplog.text
+    assert set(bom.splits["train"]["text"]) == {"café crème", "naïve"}, "the header is 'text', not '\\ufefftext'"
+    (tmp_path / "train.jsonl").write_bytes("".join(json.dumps({"text": t, "label": lab}, ensure_ascii=False) + "\n" for t, lab in rows).encode("cp1252"))
+    with pytest.raises(DataError, match=r"train.jsonl line 1 .*not valid utf-8.*--encoding"):
+        load_text_classification(tmp_path / "train.jsonl")
+    assert set(load_text_classification(tmp_path / "train.jsonl", encoding="cp1252").splits["train"]["text"]) == {"café crème", "naïve"}
+
+
+def test_empty_header_only_and_wrongly_separated_files_name_split_and_file(tmp_path):
+    write_csv(tmp_path / "train.csv", ("text", "label"), [(f"message {i}", i % 2) for i in range(40)])
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("text,label\n\n")
+    (tmp_path / "semicolons.csv").write_text("text;label\nhello;1\nworld;0\n")
+    cases = {
+        "empty.csv": r"empty.csv \(the validation split\) is empty",
+        "header.csv": r"header.csv \(the validation split\) has a header line but no rows",
+        "semicolons.csv": r"semicolons.csv \(the validation split\): its header 'text;label' is a single column, so the file is not "
+        r"comma-separated \(.csv\); it seems separated by semicolons",
+    }
+    for name, message in cases.items():
+        with pytest.raises(DataError, match=message):
+            load_text_classification(train_file=tmp_path / "train.csv", validation_file=tmp_path / name)
