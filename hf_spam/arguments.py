@@ -207,6 +207,13 @@ class SpamTrainingArguments(TrainingArguments):
     trunk_cache_dir: str | None = field(
         default=None, metadata={"help": "Where the frozen-prefix cache lives (default: hf_spam_trunk/ under the datasets cache)."}
     )
+    verify_trunk_cache: bool = field(
+        default=True,
+        metadata={
+            "help": "Check the frozen-prefix cache against its checksums: a reused cache is read whole before training, and every "
+            "example's rows again as they are read. false only to measure what the checks cost: damage then goes unnoticed."
+        },
+    )
     cache_dtype: str | None = field(
         default=None,
         metadata={

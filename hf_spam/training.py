@@ -124,7 +124,9 @@ def run(
         cache_dtype = getattr(torch, training_args.cache_dtype) if training_args.cache_dtype else None
         autocast = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else None  # as Trainer's
         batch_size = training_args.per_device_eval_batch_size * 4
-        cached = cached_splits(model, tokenized, batch_size, training_args.trunk_cache_dir, cache_dtype, autocast)
+        cached = cached_splits(
+            model, tokenized, batch_size, training_args.trunk_cache_dir, cache_dtype, autocast, training_args.verify_trunk_cache
+        )
     splits, collator = cached or (tokenized.splits, tokenized.collator)
     if cached is None:
         logger.info("Training the whole model on token ids (nothing frozen to cache, or --cache_frozen_trunk false).")

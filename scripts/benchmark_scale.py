@@ -2,6 +2,7 @@
 second run that reuses the cache.
 
     python scripts/benchmark_scale.py --sizes 1000 4000 --json scale.json
+    python scripts/benchmark_scale.py --sizes 1000 --verification     # + the reuse with the checksums off
 
 Data: synthetic reviews whose token lengths follow IMDB's shape. IMDB's 50k reviews are commonly
 reported at a mean of ~231 words and a median of ~174; GPT-2's BPE gives ~1.3 tokens per English
@@ -76,7 +77,20 @@ def timed_run(command: list[str], env: dict) -> dict:
     return {"wall_s": time.perf_counter() - started, "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
-def measure(size: int, layers: int, work: Path, env: dict) -> dict:
+def checksum_seconds(cache: Path) -> float:
+    """Seconds to take the xxh3 of every cached row once (what a build adds, and a verified reuse reads)."""
+    import xxhash
+
+    started = time.perf_counter()
+    for path in cache.rglob("*.bin"):
+        with open(path, "rb") as handle:
+            digest = xxhash.xxh3_64()
+            while chunk := handle.read(64 << 20):
+                digest.update(chunk)
+    return time.perf_counter() - started
+
+
+def measure(size: int, layers: int, work: Path, env: dict, verification: bool = False) -> dict:
     data = work / f"data-{size}"
     shape = write_data(data, size)
     cache = work / f"cache-{size}"
@@ -87,7 +101,7 @@ def measure(size: int, layers: int, work: Path, env: dict) -> dict:
     first = timed_run([*command, "--output_dir", str(work / f"out-{size}-1")], env)
     cache_bytes = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
     second = timed_run([*command, "--output_dir", str(work / f"out-{size}-2")], env)
-    return {
+    row = {
         "train_examples": size,
         **shape,
         "cache_gib": cache_bytes / 2**30,
@@ -95,6 +109,11 @@ def measure(size: int, layers: int, work: Path, env: dict) -> dict:
         "second": second,
         "reuse_speedup": first["wall_s"] / second["wall_s"],
     }
+    if verification:  # the reuse again without the checks, then with them, and the raw hashing cost
+        row["second_unverified"] = timed_run([*command, "--verify_trunk_cache", "false", "--output_dir", str(work / f"out-{size}-3")], env)
+        row["second_verified"] = timed_run([*command, "--output_dir", str(work / f"out-{size}-4")], env)
+        row["checksum_s"] = checksum_seconds(cache)
+    return row
 
 
 def format_table(rows: list[dict], budget_gib: float) -> str:
@@ -111,6 +130,20 @@ def format_table(rows: list[dict], budget_gib: float) -> str:
     return "\n".join(lines)
 
 
+def format_verification(rows: list[dict]) -> str:
+    lines = [
+        "| training reviews | cache on disk | xxh3 of every row s | reuse, verified s | reuse, unverified s | verified / unverified |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        verified = (r["second"]["wall_s"] + r["second_verified"]["wall_s"]) / 2
+        unverified = r["second_unverified"]["wall_s"]
+        lines.append(
+            f"| {r['train_examples']:,} | {r['cache_gib']:.2f} GiB | {r['checksum_s']:.2f} | {verified:.1f} | {unverified:.1f} | {verified / unverified:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000], help="training reviews per size")
@@ -118,12 +151,15 @@ def main() -> None:
     parser.add_argument("--ram_budget_gib", type=float, default=1.0, help="the RAM budget the cache is compared with")
     parser.add_argument("--work_dir", help="where data, caches and outputs go (default: a temporary folder)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--verification", action="store_true", help="also time the reuse with the cache's checksums off (--verify_trunk_cache false)")
     args = parser.parse_args()
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(args.work_dir or temporary)
-        rows = [measure(size, args.layers, work, env) for size in args.sizes]
+        rows = [measure(size, args.layers, work, env, args.verification) for size in args.sizes]
     print(format_table(rows, args.ram_budget_gib))
+    if args.verification:
+        print(format_verification(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"layers": args.layers, "ram_budget_gib": args.ram_budget_gib, "rows": rows}, indent=2))
 

@@ -29,11 +29,18 @@ def classify_script(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProce
     return subprocess.run([sys.executable, "scripts/classify.py", *argv], cwd=ROOT, input=stdin, capture_output=True, timeout=300)
 
 
-def test_one_line_is_one_message_from_stdin_and_from_a_file(saved, tmp_path):
+RAW = "page one\x0cpage two\nnext\u0085line\r\nsame\u2028message\n".encode()
+
+
+def test_lines_split_at_newlines_only():
     """Form feed, NEL (U+0085) and LINE SEPARATOR (U+2028) are characters of a message, not line breaks
     (str.splitlines would split at them); CRLF ends a line."""
-    raw = "page one\x0cpage two\nnext\u0085line\r\nsame\u2028message\n".encode()
-    assert split_lines(raw, "stdin") == ["page one\x0cpage two", "next\u0085line", "same\u2028message"]
+    assert split_lines(RAW, "stdin") == ["page one\x0cpage two", "next\u0085line", "same\u2028message"]
+
+
+@pytest.mark.slow
+def test_one_line_is_one_message_from_stdin_and_from_a_file(saved, tmp_path):
+    raw = RAW
     (tmp_path / "texts.txt").write_bytes(raw)
     from_stdin = classify_script(str(saved), "--jsonl", stdin=raw)
     from_file = classify_script(str(saved), "--jsonl", "--file", str(tmp_path / "texts.txt"))
@@ -42,6 +49,7 @@ def test_one_line_is_one_message_from_stdin_and_from_a_file(saved, tmp_path):
     assert texts[0] == texts[1] == split_lines(raw, "stdin")
 
 
+@pytest.mark.slow
 def test_empty_input_is_a_message_not_a_traceback(saved, tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
     for argv, where in (((), "stdin"), (("--file", str(tmp_path / "empty.txt")), str(tmp_path / "empty.txt"))):
@@ -56,6 +64,10 @@ def test_a_model_that_is_not_there_is_named_as_a_folder_and_as_a_hub_id(tmp_path
         load_classifier(tmp_path / "runs" / "spam")
     with pytest.raises(ModelNotFoundError, match=r"nobody/nothing: no such folder here, and no Hub model of that id could be loaded"):
         load_classifier("nobody/nothing")  # offline in the tests (HF_HUB_OFFLINE=1), as on a machine without the network
+
+
+@pytest.mark.slow
+def test_classify_script_names_a_missing_model_without_a_traceback(tmp_path):
     result = classify_script(str(tmp_path / "missing"), "some text")
     assert result.returncode == 2 and "Traceback" not in result.stderr.decode()
     assert f"{tmp_path / 'missing'}: no such folder" in result.stderr.decode()

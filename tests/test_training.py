@@ -326,6 +326,7 @@ def test_texts_shared_across_splits_are_a_visible_warning(caplog):
     assert "Texts also in the training split: validation 1, test 2. They are kept, as the book keeps them" in caplog.text
 
 
+@pytest.mark.slow
 def test_early_stopping_acts_without_saying_it_is_disabled(tmp_path, sms_file, caplog):
     """With early stopping on, the training split's and the final evaluations lack the validation metric;
     transformers' callback would log on each that early stopping is disabled. It is not: it stops the run."""
