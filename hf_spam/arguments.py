@@ -207,6 +207,14 @@ class SpamTrainingArguments(TrainingArguments):
     trunk_cache_dir: str | None = field(
         default=None, metadata={"help": "Where the frozen-prefix cache lives (default: hf_spam_trunk/ under the datasets cache)."}
     )
+    trunk_cache_max_size: str | None = field(
+        default=None,
+        metadata={
+            "help": "Bound the frozen-prefix cache folder (e.g. 20GB): before building a new key, the least recently used keys "
+            "that no running process holds are evicted until it fits; if it cannot fit, an error before anything is "
+            "computed (default: no bound; see scripts/cache.py)."
+        },
+    )
     verify_trunk_cache: bool = field(
         default=True,
         metadata={

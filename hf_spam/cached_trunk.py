@@ -191,7 +191,13 @@ class CachedPrefix(torch.utils.data.Dataset):
         self.digests = self.index[:, 3].astype(np.uint64)
         self.files = [str(self.folder / shard["file"]) for shard in meta["shards"]]
         self.rows = np.arange(len(self.index)) if rows is None else rows
+        self.bytes = sum(shard["bytes"] for shard in meta["shards"])
+        self.held, self.built = None, False  # this run's hold on the key (pruning skips it); whether this run built it
         self._fds: dict[tuple[int, int], int] = {}
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers started by spawn get a copy: descriptors and the lock stay with this process
+        return {**self.__dict__, "_fds": {}, "held": None}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -362,6 +368,13 @@ def _compute_shard(
     return {"file": f"{name}.bin", "index": f"{name}.index.npy", "index_xxh3": index_xxh3, "bytes": written * row_bytes, "examples": len(mine)}
 
 
+def _stored_bytes(dataset: Dataset, emb_dim: int, storage: torch.dtype) -> int:
+    """What the split's cache takes on disk: one row per token of each distinct example."""
+    examples = np.arange(len(dataset))
+    distinct = examples[_first_copies(dataset, examples) == examples]
+    return int(_lengths(dataset)[distinct].sum()) * emb_dim * torch.empty(0, dtype=storage).element_size()
+
+
 def _storage(model: GPTForSequenceClassification, dtype: torch.dtype | None, autocast: torch.dtype | None) -> torch.dtype:
     """The cache's storage dtype: as asked, else the autocast dtype, else the model's own (exact)."""
     return dtype or autocast or next(model.parameters()).dtype
@@ -376,6 +389,8 @@ def open_prefix_cache(
     batch_size: int = 32,
     autocast: torch.dtype | None = None,
     verify: bool = True,
+    provenance: dict | None = None,
+    max_size: int | None = None,
 ) -> CachedPrefix:
     """The split's cached prefix: reused when a complete, intact cache for exactly these inputs exists, else
     built (by every process its share, under ``torchrun``/``accelerate launch``) and then opened.
@@ -383,10 +398,12 @@ def open_prefix_cache(
     ``autocast`` computes the prefix under ``torch.autocast`` (what ``--bf16`` does to the rest of the
     model); it is part of the key, and so is ``dtype`` (the storage, see :func:`_storage`). ``verify``
     reads a reused cache whole against its checksums before trusting it, and checks each row as it is read.
+    ``provenance`` (``model``, ``data``, ``split``) is recorded for ``scripts/cache.py list``; ``max_size``
+    (bytes) evicts least recently used keys before a build so that the cache folder stays within it.
     """
     storage = _storage(model, dtype, autocast)
     key_of_model = model_fingerprint(model, depth, storage, autocast)
-    return _open(model, dataset, depth, cache_dir, storage, batch_size, autocast, key_of_model, verify)
+    return _open(model, dataset, depth, cache_dir, storage, batch_size, autocast, key_of_model, verify, provenance, max_size)
 
 
 def _agree(value):
@@ -408,6 +425,8 @@ def _open(
     autocast: torch.dtype | None,
     model_key: str,
     verify: bool = True,
+    provenance: dict | None = None,
+    max_size: int | None = None,
 ) -> CachedPrefix:
     """:func:`open_prefix_cache` with the model's fingerprint already taken (one per model, not per split).
 
@@ -417,9 +436,12 @@ def _open(
     root = Path(cache_dir or store.default_cache_dir())
     folder = root / key
     rank, world = _world()
+    held, waited = store.hold(root, key) if rank == 0 else (None, False)  # shared: pruning skips what a run uses
     if _agree(store.problem(folder, key, verify) if rank == 0 else None) is None:
-        logger.info("Reusing the frozen-prefix cache %s (%d examples).", folder, len(dataset))
-        return CachedPrefix(folder, dataset, depth, verify=verify)
+        logger.info("Reusing the frozen-prefix cache %s%s (%d examples).", folder, ", built by another run meanwhile" * waited, len(dataset))
+        return _opened(folder, dataset, depth, verify, held, built=False)
+    if held is not None:
+        held.release()
     if rank == 0:
         store.usable_root(root)
     with store.build_lock(root, key) if rank == 0 else contextlib.nullcontext():
@@ -427,9 +449,17 @@ def _open(
         if problem is None:
             logger.info("Reusing the frozen-prefix cache %s, built by another run meanwhile.", folder)
         else:
-            _build(model, dataset, depth, root, key, storage, batch_size, autocast, problem)
+            _build(model, dataset, depth, root, key, storage, batch_size, autocast, problem, provenance, max_size)
         _barrier()
-    return CachedPrefix(folder, dataset, depth, verify=verify)
+    return _opened(folder, dataset, depth, verify, store.hold(root, key, announce=False)[0] if rank == 0 else None, built=problem is not None)
+
+
+def _opened(folder: Path, dataset: Dataset, depth: int, verify: bool, held, built: bool) -> CachedPrefix:
+    """The split's cache, opened, with this run's hold on it and a note of this use."""
+    store.touch(folder)
+    cache = CachedPrefix(folder, dataset, depth, verify=verify)
+    cache.held, cache.built = held, built
+    return cache
 
 
 def _build(
@@ -442,6 +472,8 @@ def _build(
     batch_size: int,
     autocast: torch.dtype | None,
     problem: str,
+    provenance: dict | None = None,
+    max_size: int | None = None,
 ) -> None:
     """Compute every process's shard into ``<key>.partial``, then publish it as ``<key>`` (process 0 holds the lock).
 
@@ -455,6 +487,8 @@ def _build(
         logger.info("Building the frozen-prefix cache %s (%d examples, %d processes).", folder, len(dataset), world)
         shutil.rmtree(partial, ignore_errors=True)  # this key's, abandoned: the lock is ours
         store.remove_abandoned_partials(root)
+        if max_size is not None:
+            store.make_room(root, key, _stored_bytes(dataset, model.config.emb_dim, storage), max_size)
         partial.mkdir()
     _barrier()
     was_training = model.training
@@ -466,8 +500,9 @@ def _build(
         if rank == 0:
             shards = [json.loads((partial / f"shard-{r}-of-{world}.json").read_text()) for r in range(world)]
             row_bytes = model.config.emb_dim * torch.empty(0, dtype=storage).element_size()
-            meta = {"key": key, "examples": len(dataset), "emb_dim": model.config.emb_dim, "row_bytes": row_bytes}
-            store.write_meta(partial, {**meta, "storage": STORAGE[storage][0], "shards": shards})  # written last: complete
+            meta = {"key": key, "examples": len(dataset), "emb_dim": model.config.emb_dim, "row_bytes": row_bytes, "created": time.time()}
+            meta |= {"provenance": {"depth": depth, **(provenance or {})}, "storage": STORAGE[storage][0], "shards": shards}
+            store.write_meta(partial, meta)  # written last: its presence (and checksum) means complete
             partial.rename(folder)
     except OSError as error:
         raise store.write_failed(partial, error) from error
@@ -486,17 +521,23 @@ def cached_splits(
     dtype: torch.dtype | None = None,
     autocast: torch.dtype | None = None,
     verify: bool = True,
+    provenance: dict | None = None,
+    max_size: int | None = None,
 ) -> tuple[dict[str, CachedPrefix], Callable] | None:
     """Every split of ``data`` (a ``TokenizedData``) as cached prefixes, with their collator; ``None``
     when nothing can be cached exactly (see :func:`frozen_depth`). ``dtype``, ``autocast`` and ``verify``
-    as in :func:`open_prefix_cache`."""
+    as in :func:`open_prefix_cache`; ``provenance`` (``model``, ``data``) is recorded with each key for
+    ``scripts/cache.py list``; ``max_size`` (bytes) evicts least recently used keys before a build, to fit."""
     depth = frozen_depth(model) if isinstance(model, GPTForSequenceClassification) else 0
     if not depth:
         return None
     started = time.perf_counter()
     storage = _storage(model, dtype, autocast)
     model_key = model_fingerprint(model, depth, storage, autocast)
-    cached = {name: _open(model, split, depth, cache_dir, storage, batch_size, autocast, model_key, verify) for name, split in data.splits.items()}
+    cached = {
+        name: _open(model, split, depth, cache_dir, storage, batch_size, autocast, model_key, verify, {**(provenance or {}), "split": name}, max_size)
+        for name, split in data.splits.items()
+    }
     logger.info(
         "Frozen embeddings + %d blocks ready for %d examples in %.1f s (cache: %s).",
         depth,

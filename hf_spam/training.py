@@ -16,6 +16,7 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from .arguments import DataArguments, ModelArguments, SpamTrainingArguments
+from .cache_store import format_size, parse_size
 from .cached_trunk import cached_splits
 from .checkpoints import ChecksumManifest, load_checkpoint_weights, remove_checkpoints, resolve_checkpoint, trainable_names
 from .configuration_gpt import BOOK_PADDED_POOLINGS
@@ -83,6 +84,17 @@ def warn_cross_split_duplicates(splits) -> None:
         )
 
 
+def cache_record(splits: dict) -> dict:
+    """Which frozen-prefix cache each split used, whether this run built it, and its size (logged, and kept in all_results.json)."""
+    record = {}
+    for name, cache in splits.items():
+        logger.info(
+            "Frozen-prefix cache for %s: %s, %s (%s).", name, cache.folder, "built by this run" if cache.built else "reused", format_size(cache.bytes)
+        )
+        record |= {f"trunk_cache_{name}_key": cache.folder.name, f"trunk_cache_{name}_built": cache.built, f"trunk_cache_{name}_bytes": cache.bytes}
+    return record
+
+
 def _first_batches(dataset: Dataset, batches: int | None, batch_size: int) -> Dataset:
     return dataset if batches is None else dataset.select(range(min(len(dataset), batches * batch_size)))
 
@@ -124,8 +136,10 @@ def run(
         cache_dtype = getattr(torch, training_args.cache_dtype) if training_args.cache_dtype else None
         autocast = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else None  # as Trainer's
         batch_size = training_args.per_device_eval_batch_size * 4
+        max_size = parse_size(training_args.trunk_cache_max_size, "--trunk_cache_max_size") if training_args.trunk_cache_max_size else None
+        provenance = {"model": model_args.model_name_or_path + (" (random weights)" if model_args.weights == "random" else ""), "data": data.source}
         cached = cached_splits(
-            model, tokenized, batch_size, training_args.trunk_cache_dir, cache_dtype, autocast, training_args.verify_trunk_cache
+            model, tokenized, batch_size, training_args.trunk_cache_dir, cache_dtype, autocast, training_args.verify_trunk_cache, provenance, max_size
         )
     splits, collator = cached or (tokenized.splits, tokenized.collator)
     if cached is None:
@@ -147,6 +161,8 @@ def run(
         callbacks=callbacks,
     )
     results: dict = {f"dropped_rows_{name}": len(rows) for name, rows in data.dropped.items()}
+    if cached is not None:
+        results |= cache_record(splits)
     if data_args.initial_eval_batches:
         for split, prefix in (("train", "initial_train"), ("validation", "initial_eval"), ("test", "initial_test")):
             results.update(trainer.evaluate(_first_batches(splits[split], data_args.initial_eval_batches, batch), metric_key_prefix=prefix))
