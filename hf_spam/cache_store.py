@@ -22,6 +22,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import re
 import shutil
 import sqlite3
@@ -170,10 +171,19 @@ def _lock(root: Path, key: str) -> ReadWriteLock:
     return ReadWriteLock(str(root / LOCKS / f"{key}.db"), is_singleton=False)
 
 
+# This process's shared holds, one per key, whichever splits or objects use it; released at exit (or by release()).
+_HELD: dict[tuple[str, str], ReadWriteLock] = {}
+
+
+def _ident(root: Path, key: str) -> tuple[str, str]:
+    return os.path.abspath(root), key
+
+
 @contextlib.contextmanager
 def build_lock(root: Path, key: str) -> Iterator[None]:
     """Hold ``key``'s lock exclusively (to build or rebuild it); waits, saying so, while another process
-    builds it or a run still reads a damaged copy."""
+    builds it or still reads a damaged copy. This process's own hold on it is given up first."""
+    release(root, key)
     lock = _lock(root, key)
     try:
         lock.acquire_write(timeout=0, blocking=False)
@@ -186,24 +196,35 @@ def build_lock(root: Path, key: str) -> Iterator[None]:
         lock.release()
 
 
-def hold(root: Path, key: str, announce: bool = True) -> tuple[ReadWriteLock | None, bool]:
-    """A shared hold on ``key`` for as long as the returned lock lives (a run keeps it to its end), so that
-    pruning skips a cache in use; and whether it had to wait for a build of that key to end. ``None``
-    where the root takes no lock file (a read-only cache)."""
+def hold(root: Path, key: str, announce: bool = True) -> bool:
+    """Take this process's shared hold on ``key`` (kept until the process ends or :func:`release`), so that
+    pruning skips a cache in use; whether it had to wait for a build of that key to end. No hold where the
+    root takes no lock file (a read-only cache)."""
+    if _ident(root, key) in _HELD:
+        return False
     try:
         (root / LOCKS).mkdir(parents=True, exist_ok=True)
         lock = _lock(root, key)
         try:
             lock.acquire_read(timeout=0, blocking=False)
-            return lock, False
+            waited = False
         except Timeout:
             if announce:
                 logger.warning("Another run is building the frozen-prefix cache %s; waiting for it, then reusing it.", root / key)
             lock.acquire_read()
-            return lock, True
+            waited = True
     except (OSError, sqlite3.Error) as error:
         logger.debug("No hold on %s: %s", root / key, error)
-        return None, False
+        return False
+    _HELD[_ident(root, key)] = lock
+    return waited
+
+
+def release(root: Path, key: str) -> None:
+    """Give up this process's hold on ``key`` (a notebook done with a cache, so that it may be pruned)."""
+    lock = _HELD.pop(_ident(root, key), None)
+    if lock is not None:
+        lock.release()
 
 
 def in_use(root: Path, key: str) -> bool:

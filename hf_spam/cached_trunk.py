@@ -187,17 +187,21 @@ class CachedPrefix(torch.utils.data.Dataset):
         meta = store.read_meta(self.folder)
         self.emb_dim, self.row_bytes = meta["emb_dim"], meta["row_bytes"]
         self.storage = next(dtype for dtype, (name, _) in STORAGE.items() if name == meta["storage"])
-        self.index = store.load_index(self.folder, meta).astype(np.int64)  # per example: shard, first row, rows, digest
-        self.digests = self.index[:, 3].astype(np.uint64)
+        index = store.load_index(self.folder, meta)
+        self.index, self.digests = index[:, :3].astype(np.int64), index[:, 3]  # per example: shard, first row, rows; checksum
         self.files = [str(self.folder / shard["file"]) for shard in meta["shards"]]
         self.rows = np.arange(len(self.index)) if rows is None else rows
         self.bytes = sum(shard["bytes"] for shard in meta["shards"])
-        self.held, self.built = None, False  # this run's hold on the key (pruning skips it); whether this run built it
+        self.built = False  # whether this run built it (else it was reused)
         self._fds: dict[tuple[int, int], int] = {}
 
     def __getstate__(self) -> dict:
-        # DataLoader workers started by spawn get a copy: descriptors and the lock stay with this process
-        return {**self.__dict__, "_fds": {}, "held": None}
+        # DataLoader workers started by spawn get a copy: open descriptors stay with this process
+        return {**self.__dict__, "_fds": {}}
+
+    def release(self) -> None:
+        """Give up this process's hold on the cache (see :func:`hf_spam.cache_store.hold`), so that it may be pruned."""
+        store.release(self.folder.parent, self.folder.name)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -210,7 +214,7 @@ class CachedPrefix(torch.utils.data.Dataset):
         return self._fds[key]
 
     def hidden_states(self, example: int) -> torch.Tensor:
-        shard, first, rows = (int(x) for x in self.index[example, :3])
+        shard, first, rows = (int(x) for x in self.index[example])
         raw = os.pread(self._fd(shard), rows * self.row_bytes, first * self.row_bytes)
         if self.verify and store.row_digest(raw) != int(self.digests[example]):
             raise CacheError(
@@ -436,12 +440,10 @@ def _open(
     root = Path(cache_dir or store.default_cache_dir())
     folder = root / key
     rank, world = _world()
-    held, waited = store.hold(root, key) if rank == 0 else (None, False)  # shared: pruning skips what a run uses
+    waited = store.hold(root, key) if rank == 0 else False  # shared, to the end of the run: pruning skips what a run uses
     if _agree(store.problem(folder, key, verify) if rank == 0 else None) is None:
         logger.info("Reusing the frozen-prefix cache %s%s (%d examples).", folder, ", built by another run meanwhile" * waited, len(dataset))
-        return _opened(folder, dataset, depth, verify, held, built=False)
-    if held is not None:
-        held.release()
+        return _opened(folder, dataset, depth, verify, built=False)
     if rank == 0:
         store.usable_root(root)
     with store.build_lock(root, key) if rank == 0 else contextlib.nullcontext():
@@ -451,14 +453,16 @@ def _open(
         else:
             _build(model, dataset, depth, root, key, storage, batch_size, autocast, problem, provenance, max_size)
         _barrier()
-    return _opened(folder, dataset, depth, verify, store.hold(root, key, announce=False)[0] if rank == 0 else None, built=problem is not None)
+    if rank == 0:
+        store.hold(root, key, announce=False)
+    return _opened(folder, dataset, depth, verify, built=problem is not None)
 
 
-def _opened(folder: Path, dataset: Dataset, depth: int, verify: bool, held, built: bool) -> CachedPrefix:
-    """The split's cache, opened, with this run's hold on it and a note of this use."""
+def _opened(folder: Path, dataset: Dataset, depth: int, verify: bool, built: bool) -> CachedPrefix:
+    """The split's cache, opened, with a note of this use."""
     store.touch(folder)
     cache = CachedPrefix(folder, dataset, depth, verify=verify)
-    cache.held, cache.built = held, built
+    cache.built = built
     return cache
 
 

@@ -91,7 +91,7 @@ def test_prune_skips_a_key_held_by_a_live_process_and_dry_run_changes_nothing(sp
         held = holder.stdout.readline().strip()
         a = build(root, splits["validation"], seed=0)
         b = build(root, splits["validation"], seed=1)
-        a.held.release(), b.held.release()  # this process is done with them
+        a.release(), b.release()  # this process is done with them
         before = sorted(p.name for p in root.iterdir())
         dry = prune_caches(root, keep=0, dry_run=True)
         assert sorted(p.name for p in root.iterdir()) == before, "a dry run removes nothing"
@@ -107,7 +107,7 @@ def test_prune_skips_a_key_held_by_a_live_process_and_dry_run_changes_nothing(sp
 def test_older_than_max_size_keep_damaged_and_abandoned_builds(splits, tmp_path, caplog):
     caches = [build(tmp_path, splits["validation"], seed=s) for s in range(4)]
     for cache, hours in zip(caches, (40, 30, 20, 10), strict=True):
-        cache.held.release()
+        cache.release()
         age(cache, hours * 3600)
     assert {e.key for e in prune_caches(tmp_path, older_than=parse_age("1d"), dry_run=True).removed} == {caches[0].folder.name, caches[1].folder.name}
     assert [e.key for e in prune_caches(tmp_path, keep=3, dry_run=True).removed] == [caches[0].folder.name]
@@ -151,7 +151,7 @@ def test_training_records_its_keys_and_evicts_to_fit_a_size_limit(splits, tmp_pa
     root = tmp_path / "cache"
     old = [build(root, splits["test"], seed=s, name="test") for s in (1, 2)]
     for cache, hours in zip(old, (2, 1), strict=True):
-        cache.held.release()
+        cache.release()
         age(cache, hours * 3600)
     argv = [*TRAIN, "--data_file", str(sms_file), "--trunk_cache_dir", str(root)]
     with pytest.raises(CacheError, match=r"needs .* more than --trunk_cache_max_size 1.0 kB allows"):
