@@ -22,7 +22,8 @@ COLUMNS = ("key", "size", "examples", "model", "depth", "data", "split", "dtype"
 def table(entries) -> str:
     rows = [COLUMNS]
     for e in entries:
-        cells = (e.folder.name, format_size(e.bytes), e.examples, e.model, e.depth, e.data, e.split, e.dtype, format_time(e.created))
+        data = e.data if e.data is None or len(e.data) <= 40 else e.data[:39] + "…"  # --json has it whole, and the full key
+        cells = (e.folder.name[:12], format_size(e.bytes), e.examples, e.model, e.depth, data, e.split, e.dtype, format_time(e.created))
         status = e.status + (" (in use)" if e.in_use else "")
         rows.append((*("-" if c is None else str(c) for c in cells), format_time(e.last_used), status))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
