@@ -82,10 +82,12 @@ def read_meta(folder: Path) -> dict:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError) as error:
         raise Damaged(f"meta.json is missing or unreadable ({type(error).__name__})") from error
-    if not isinstance(meta, dict) or meta.get("checksum") != _meta_digest(meta):
+    if not isinstance(meta, dict):
+        raise Damaged("meta.json is not a cache description")
+    if meta.get("format") != CACHE_FORMAT:  # an older hf_spam's cache (format 1 had no checksums): never used again, prunable
+        raise Damaged(f"it has cache format {meta.get('format', 1)}, this version reads {CACHE_FORMAT}")
+    if meta.get("checksum") != _meta_digest(meta):
         raise Damaged("meta.json does not match its checksum")
-    if meta.get("format") != CACHE_FORMAT:
-        raise Damaged(f"it has cache format {meta.get('format')}, this version reads {CACHE_FORMAT}")
     return meta
 
 
