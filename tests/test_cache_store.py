@@ -84,6 +84,7 @@ sys.stdin.read()  # holds the cache until the test closes stdin
 """
 
 
+@pytest.mark.slow
 def test_prune_skips_a_key_held_by_a_live_process_and_dry_run_changes_nothing(splits, tmp_path, sms_file):
     root = tmp_path / "cache"
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(sms_file), str(root), "5"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -136,6 +137,10 @@ def test_bad_input_names_the_option(tmp_path):
     with pytest.raises(CacheError, match=r"--older-than '7 days': give an age such as 7d"):
         parse_age("7 days")
     assert parse_size("1.5GiB") == 1610612736 and parse_size("20GB") == 20 * 10**9 and parse_age("12h") == 43200
+
+
+@pytest.mark.slow
+def test_cache_script_names_the_option_without_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, "scripts/cache.py", "prune", "--max-size", "20XB", "--trunk_cache_dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr and "--max-size '20XB'" in result.stderr
 
@@ -144,6 +149,7 @@ TRAIN = ["--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_h
 TRAIN += ["--save_strategy", "no", "--eval_strategy", "no", "--load_best_model_at_end", "false"]
 
 
+@pytest.mark.slow
 def test_training_records_its_keys_and_evicts_to_fit_a_size_limit(splits, tmp_path, sms_file, caplog):
     from hf_spam.training import run
     from tests.test_training import parse

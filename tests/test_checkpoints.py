@@ -100,6 +100,7 @@ def fresh_copy(checkpointed, tmp_path):
     return copy
 
 
+@pytest.mark.slow
 def test_every_checkpoint_carries_a_manifest_of_its_files(checkpointed):
     for folder in (checkpointed / "checkpoint-2", checkpointed / "checkpoint-4"):
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -109,6 +110,7 @@ def test_every_checkpoint_carries_a_manifest_of_its_files(checkpointed):
         assert manifest["trainable_parameters"] and all(n.startswith(("model.trf_blocks.1", "model.final_norm", "out_head")) for n in manifest["trainable_parameters"])
 
 
+@pytest.mark.slow
 def test_last_skips_a_checkpoint_whose_files_were_damaged(checkpointed, tmp_path, caplog):
     """A truncated optimizer.pt, or random bytes inside it at the same size: `last` skips that checkpoint with
     the reason, a named one is refused, and without a manifest a file that does not load is still found."""
@@ -133,6 +135,7 @@ def test_last_skips_a_checkpoint_whose_files_were_damaged(checkpointed, tmp_path
         resolve_checkpoint(str(out / "checkpoint-4"), out)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_other_trainable_layers_is_a_clear_error(checkpointed, tmp_path, sms_file):
     out = fresh_copy(checkpointed, tmp_path)
     argv = [*CACHED, "--data_file", str(sms_file), *STEPS, "--trainable_layers", "all", "--resume_from_checkpoint", "last"]
