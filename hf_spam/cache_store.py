@@ -233,13 +233,23 @@ def in_use(root: Path, key: str) -> bool:
     """Whether a live process holds ``key`` (reading it, building it or removing it)."""
     if not (root / LOCKS / f"{key}.db").exists():
         return False
+    with _exclusively(root, key) as free:
+        return not free
+
+
+@contextlib.contextmanager
+def _exclusively(root: Path, key: str) -> Iterator[bool]:
+    """Hold ``key`` exclusively for the block if no live process holds it; yields whether it could."""
     lock = _lock(root, key)
     try:
         lock.acquire_write(timeout=0, blocking=False)
     except Timeout:
-        return True
-    lock.release()
-    return False
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 def touch(folder: Path) -> None:
@@ -349,24 +359,9 @@ def list_caches(root: str | Path | None = None) -> list[CacheEntry]:
     return sorted(entries, key=lambda e: e.last_used or 0.0)
 
 
-@contextlib.contextmanager
-def _removing(root: Path, entry: CacheEntry) -> Iterator[bool]:
-    """Hold ``entry``'s key exclusively while it is removed; ``False`` (and nothing held) when a live process holds it."""
-    lock = _lock(root, entry.key)
-    try:
-        lock.acquire_write(timeout=0, blocking=False)
-    except Timeout:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        lock.release()
-
-
 def remove(root: Path, entry: CacheEntry) -> bool:
     """Remove one key (or partial build) unless a live process holds it; whether it was removed."""
-    with _removing(root, entry) as free:
+    with _exclusively(root, entry.key) as free:
         if free:
             shutil.rmtree(entry.folder, ignore_errors=True)
         return free
