@@ -340,7 +340,7 @@ def _compute_shard(
     mine = np.arange(len(dataset))[rank::world]
     copies = _first_copies(dataset, mine)
     unique = mine[copies == mine]
-    row_bytes = model.config.emb_dim * torch.empty(0, dtype=storage).element_size()
+    row_bytes = _row_bytes(model.config.emb_dim, storage)
     store.check_free_space(folder, int(lengths[unique].sum()) * row_bytes)  # before computing anything
     order = unique[np.argsort(lengths[unique], kind="stable")]
     device = next(model.parameters()).device
@@ -372,11 +372,16 @@ def _compute_shard(
     return {"file": f"{name}.bin", "index": f"{name}.index.npy", "index_xxh3": index_xxh3, "bytes": written * row_bytes, "examples": len(mine)}
 
 
+def _row_bytes(emb_dim: int, storage: torch.dtype) -> int:
+    """Bytes of one cached token: ``emb_dim`` values in the storage dtype."""
+    return emb_dim * torch.empty(0, dtype=storage).element_size()
+
+
 def _stored_bytes(dataset: Dataset, emb_dim: int, storage: torch.dtype) -> int:
     """What the split's cache takes on disk: one row per token of each distinct example."""
     examples = np.arange(len(dataset))
     distinct = examples[_first_copies(dataset, examples) == examples]
-    return int(_lengths(dataset)[distinct].sum()) * emb_dim * torch.empty(0, dtype=storage).element_size()
+    return int(_lengths(dataset)[distinct].sum()) * _row_bytes(emb_dim, storage)
 
 
 def _storage(model: GPTForSequenceClassification, dtype: torch.dtype | None, autocast: torch.dtype | None) -> torch.dtype:
@@ -503,8 +508,8 @@ def _build(
         _barrier()
         if rank == 0:
             shards = [json.loads((partial / f"shard-{r}-of-{world}.json").read_text()) for r in range(world)]
-            row_bytes = model.config.emb_dim * torch.empty(0, dtype=storage).element_size()
-            meta = {"key": key, "examples": len(dataset), "emb_dim": model.config.emb_dim, "row_bytes": row_bytes, "created": time.time()}
+            meta = {"key": key, "examples": len(dataset), "emb_dim": model.config.emb_dim, "created": time.time()}
+            meta["row_bytes"] = _row_bytes(model.config.emb_dim, storage)
             meta |= {"provenance": {"depth": depth, **(provenance or {})}, "storage": STORAGE[storage][0], "shards": shards}
             store.write_meta(partial, meta)  # written last: its presence (and checksum) means complete
             partial.rename(folder)

@@ -122,9 +122,8 @@ def trainable_mismatch(folder: Path, trainable: list[str]) -> str | None:
         only_saved, only_here = sorted(set(recorded) - set(trainable)), sorted(set(trainable) - set(recorded))
         if not only_saved and not only_here:
             return None
-        shown = [f"only in the checkpoint: {', '.join(only_saved[:3])}{' ...' if len(only_saved) > 3 else ''}" if only_saved else ""]
-        shown.append(f"only in this run: {', '.join(only_here[:3])}{' ...' if len(only_here) > 3 else ''}" if only_here else "")
-        return f"it trained {len(recorded)} parameter tensors, this run trains {len(trainable)} ({'; '.join(s for s in shown if s)})"
+        shown = [f"{where}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}" for where, names in (("only in the checkpoint", only_saved), ("only in this run", only_here)) if names]
+        return f"it trained {len(recorded)} parameter tensors, this run trains {len(trainable)} ({'; '.join(shown)})"
     optimizer = folder / "optimizer.pt"
     if optimizer.is_file():
         groups = torch.load(optimizer, map_location="cpu", weights_only=True)["param_groups"]
