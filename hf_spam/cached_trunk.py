@@ -53,6 +53,7 @@ from datasets import Dataset
 from . import cache_store as store
 from .errors import CacheError
 from .modeling_gpt import GPTForSequenceClassification
+from .pooled_position import prefix, trunk_mask
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def model_fingerprint(model: GPTForSequenceClassification, depth: int, dtype: to
         "format": store.CACHE_FORMAT,
         "depth": depth,
         "config": prefix_config(model),
-        "reads_mask": model.trunk_mask(torch.ones(1, 1)) is not None,
+        "reads_mask": trunk_mask(model.config.pooling, torch.ones(1, 1)) is not None,
         "storage": STORAGE[dtype][0],
         "compute": str(next(model.parameters()).dtype),
         "autocast": str(autocast),
@@ -356,9 +357,9 @@ def _compute_shard(
                 [{"input_ids": i, "attention_mask": m} for i, m in zip(batch["input_ids"], masks, strict=True)], pad_token_id
             )
             # most length-sorted batches have no padding: without a mask SDPA runs its causal kernel (same result)
-            trunk_mask = None if bool(mask.all()) else model.trunk_mask(mask.to(device))
+            attention_mask = None if bool(mask.all()) else trunk_mask(model.config.pooling, mask.to(device))
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                hidden = model.model.prefix(ids.to(device), trunk_mask, depth)
+                hidden = prefix(model.model, ids.to(device), attention_mask, depth)
             hidden = hidden.to(storage).cpu()
             for offset, example in enumerate(rows):
                 length = int(lengths[example])

@@ -18,6 +18,8 @@ GPT2_PRESETS: dict[str, dict[str, int | str]] = {
 }
 
 POOLINGS = ("last_non_pad", "last", "first", "mean", "mean_all")
+# GPT-2's <|endoftext|>: its pad, bos and eos token, and the book's pad token
+END_OF_TEXT_ID = 50256
 # poolings that read the padded sequence as the book does: pads are ordinary tokens to the trunk
 BOOK_PADDED_POOLINGS = ("last", "mean_all")
 
@@ -65,6 +67,15 @@ class GPTConfig(PretrainedConfig):
             and a plain forward see exactly what training saw. ``None``: inputs are used as given.
         tie_word_embeddings: share ``out_head`` with ``tok_emb`` in the causal LM, as GPT-2 does.
         initializer_range: std of the normal init of fresh weights (GPT-2: 0.02).
+        use_cache: whether the causal LM returns a KV cache (``generate()`` decodes with it).
+        pad_token_id, bos_token_id, eos_token_id: default to GPT-2's ``<|endoftext|>`` (50256) where
+            the vocabulary has that id, and to ``None`` in a smaller one; a given id is validated.
+
+    The classifier's loss follows ``problem_type`` as in transformers: ``"single_label_classification"``
+    (cross-entropy), ``"regression"`` (MSE; ``num_labels=1`` for one target) or
+    ``"multi_label_classification"`` (BCE with logits on 0/1 targets). Left ``None``, the first batch
+    with labels decides as transformers does: one label is regression, integer labels single-label,
+    float labels multi-label.
     """
 
     model_type = "hf_spam_gpt"
@@ -91,9 +102,10 @@ class GPTConfig(PretrainedConfig):
         loss_ignore_index: int = -100,
         tie_word_embeddings: bool = True,
         initializer_range: float = 0.02,
-        pad_token_id: int | None = 50256,
-        bos_token_id: int | None = 50256,
-        eos_token_id: int | None = 50256,
+        use_cache: bool = True,
+        pad_token_id: int | None | str = "endoftext",
+        bos_token_id: int | None | str = "endoftext",
+        eos_token_id: int | None | str = "endoftext",
         **kwargs,
     ) -> None:
         self.vocab_size = vocab_size
@@ -109,7 +121,12 @@ class GPTConfig(PretrainedConfig):
         self.loss_ignore_index = loss_ignore_index
         self.tie_word_embeddings = tie_word_embeddings
         self.initializer_range = initializer_range
-        super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
+        self.use_cache = use_cache
+        special = {"pad_token_id": pad_token_id, "bos_token_id": bos_token_id, "eos_token_id": eos_token_id}
+        for name, value in special.items():  # "endoftext": GPT-2's id where this vocabulary has it
+            if value == "endoftext":
+                special[name] = END_OF_TEXT_ID if isinstance(vocab_size, int) and END_OF_TEXT_ID < vocab_size else None
+        super().__init__(**special, **kwargs)
         self.validate_book_fields()
 
     def validate_book_fields(self) -> None:
@@ -126,8 +143,11 @@ class GPTConfig(PretrainedConfig):
             raise ValueError(f"GPTConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}.")
         if self.padded_length is not None and not (isinstance(self.padded_length, int) and 0 < self.padded_length <= self.context_length):
             raise ValueError(f"GPTConfig.padded_length must be in [1, context_length={self.context_length}], got {self.padded_length!r}.")
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"GPTConfig.pad_token_id {self.pad_token_id} is outside the vocabulary (size {self.vocab_size}).")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            ids = getattr(self, name)
+            for token_id in ids if isinstance(ids, list) else [ids]:
+                if token_id is not None and not (isinstance(token_id, int) and 0 <= token_id < self.vocab_size):
+                    raise ValueError(f"GPTConfig.{name} {token_id!r} is outside the vocabulary (size {self.vocab_size}).")
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> GPTConfig:

@@ -7,7 +7,6 @@ copied next to every saved model (``trust_remote_code=True``): it imports only `
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from collections.abc import Mapping
@@ -18,16 +17,14 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput, SequenceClassifierOutput
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import can_return_tuple
 
 from .configuration_gpt import BOOK_PADDED_POOLINGS, GPTConfig
-from .convert_gpt2 import (
-    book_state_dict_to_hf,
-    config_from_book_state_dict,
-    load_gpt2_checkpoint,
-    to_gpt2_causal_lm,
-    to_gpt2_sequence_classifier,
-)
+from .pooled_position import block_at, book_padding, pool, pooled_position, real_tokens, trunk_mask
 
 
 class LayerNorm(nn.Module):
@@ -59,15 +56,34 @@ class FeedForward(nn.Module):
         return self.layers(x)
 
 
-class MultiHeadAttention(nn.Module):
-    """The book's multi-head attention, with the softmax(QK^T/sqrt(d))V step done by SDPA.
+def causal_mask(num_queries: int, num_keys: int, device: torch.device) -> torch.Tensor:
+    """(T_q, T_k) boolean mask, True where a query may look: the queries are the last ``num_queries`` of
+    the ``num_keys`` positions (the rest are in the KV cache), and each sees itself and what precedes it."""
+    queries = torch.arange(num_queries, device=device) + (num_keys - num_queries)
+    return torch.arange(num_keys, device=device) <= queries[:, None]
 
-    ``F.scaled_dot_product_attention`` computes the same thing as the book's explicit
-    ``masked_fill(-inf)`` + softmax + dropout (a test checks it), but picks a fused kernel and needs no
-    ``mask`` buffer.
+
+class MultiHeadAttention(nn.Module):
+    """The book's multi-head attention, computed by the function ``config._attn_implementation`` names.
+
+    ``"eager"`` is the book's own computation (:func:`eager_attention`) and can return the attention
+    weights; ``"sdpa"`` (the default) gives the same result through transformers' function around
+    ``F.scaled_dot_product_attention``, which picks a fused kernel and returns no weights (it warns
+    when asked for them). Keys and values go into a transformers ``Cache`` when one is given, so
+    generation reads each token once.
     """
 
-    def __init__(self, d_in: int, d_out: int, dropout: float, num_heads: int, qkv_bias: bool = False, causal: bool = True) -> None:
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        dropout: float,
+        num_heads: int,
+        qkv_bias: bool = False,
+        causal: bool = True,
+        layer_idx: int = 0,
+        config: GPTConfig | None = None,
+    ) -> None:
         super().__init__()
         if d_out % num_heads:
             raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads}).")
@@ -75,6 +91,8 @@ class MultiHeadAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads
         self.causal = causal
+        self.layer_idx = layer_idx  # this layer's slot in the KV cache
+        self.config = config  # shared with the model: set_attn_implementation() switches every layer
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
@@ -82,83 +100,72 @@ class MultiHeadAttention(nn.Module):
         self.out_proj.writes_residual = True  # GPT-2's scaled init (see GPTPreTrainedModel._init_weights)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        output_attentions: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """(b, T, d_in) -> (b, T, d_out); with ``output_attentions`` also the (b, nh, T, T_k) weights
+        (``None`` under SDPA, which does not form them). ``attn_mask`` (b, 1, T, T_k) is True where a
+        query may look; ``None`` means the causal mask (or nothing when ``causal`` is off)."""
         b, num_tokens, _ = x.shape
         # (b, T, d_out) -> (b, nh, T, hd)
         queries = self.W_query(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
         keys = self.W_key(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
         values = self.W_value(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
-        context = F.scaled_dot_product_attention(
+        if cache is not None:
+            keys, values = cache.update(keys, values, self.layer_idx)
+        implementation = getattr(self.config, "_attn_implementation", None) or "sdpa"
+        # SDPA's own causal mask is right only when queries and keys are the same positions
+        if attn_mask is None and self.causal and num_tokens > 1 and (implementation == "eager" or keys.shape[2] != num_tokens):
+            attn_mask = causal_mask(num_tokens, keys.shape[2], x.device)
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention)
+        context, weights = attention(
+            self,
             queries,
             keys,
             values,
-            attn_mask=attn_mask,  # (b, 1, T, T) bool, already causal when needed
-            dropout_p=self.dropout.p if self.training else 0.0,
-            is_causal=self.causal and attn_mask is None,
+            attn_mask,
+            dropout=self.dropout.p if self.training else 0.0,
+            scaling=1 / math.sqrt(self.head_dim),
+            is_causal=self.causal,
+            output_attentions=output_attentions,
         )
-        # (b, nh, T, hd) -> (b, T, d_out)
-        return self.out_proj(context.transpose(1, 2).reshape(b, num_tokens, self.d_out))
-
-    def forward_at(
-        self,
-        x: torch.Tensor,
-        index: torch.Tensor,
-        attn_mask: torch.Tensor | None = None,
-        scale: torch.Tensor | None = None,
-        shift: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``forward(x * scale + shift)`` at one query position per sequence, ``index`` (b,), as (b, 1, d_out).
-
-        Keys and values are never formed. One query's scores are ``q_h . (W_h y_j + b_h)`` over the positions
-        ``j`` (``y = x * scale + shift``, the LayerNorm's affine part, ``W_h`` head ``h``'s rows of ``W_key``):
-        the query goes through ``W_key`` instead, ``u_h = (W_h^T q_h) * scale``, and meets every position
-        as ``u_h . x_j`` plus a term equal at all positions. Its context ``sum_j p_j (V_h y_j + c_h)`` is
-        ``V_h (a_h * scale + shift) + c_h`` with ``a_h = sum_j p_j x_j`` (attention weights ``p`` sum to 1
-        without dropout; ``sum_j p_j`` multiplies ``shift`` and ``c_h`` in general). Per position that is
-        2 x num_heads x d_in multiply-adds instead of 2 x d_out x d_in for keys and values, 64x less for
-        GPT-2, which is most of a one-position top block's work. Same result up to float rounding.
-        Where ``W_key`` or ``W_value`` is wrapped (LoRA adapters add ``B A y`` beside ``.weight``), keys
-        and values are formed through the modules, so the adapters act and train.
-        """
-        b, num_tokens, d_in = x.shape
-        rows = torch.arange(b, device=x.device)
-        scale = x.new_ones(d_in) if scale is None else scale
-        shift = x.new_zeros(d_in) if shift is None else shift
-        queries = self.W_query(x[rows, index] * scale + shift).view(b, self.num_heads, self.head_dim)
-        # a wrapped projection (a LoRA adapter, a quantised layer) is more than its .weight: keys and values through it
-        absorbed = type(self.W_key) is nn.Linear and type(self.W_value) is nn.Linear
-        if absorbed:
-            key_weight = self.W_key.weight.view(self.num_heads, self.head_dim, d_in)
-            query_keys = torch.einsum("bhk,hkd->bhd", queries, key_weight)  # (b, nh, d_in): W_h^T q_h
-            scores = query_keys * scale @ x.transpose(1, 2)  # (b, nh, T)
-            constant = (query_keys * shift).sum(-1)  # (b, nh): the same at every position, kept for exact gradients
-            if self.W_key.bias is not None:
-                constant = constant + (queries * self.W_key.bias.view(self.num_heads, self.head_dim)).sum(-1)
-            scores = scores + constant.unsqueeze(-1)
-        else:
-            y = x * scale + shift
-            scores = torch.einsum("bhk,bthk->bht", queries, self.W_key(y).view(b, num_tokens, self.num_heads, self.head_dim))
-        scores = scores / math.sqrt(self.head_dim)
-        if attn_mask is not None:
-            scores = scores.masked_fill(~attn_mask[rows, :, index], float("-inf"))  # that query's row of (b, 1, T, T)
-        elif self.causal:
-            scores = scores.masked_fill(torch.arange(num_tokens, device=x.device) > index[:, None, None], float("-inf"))
-        weights = self.dropout(torch.softmax(scores, dim=-1))
-        if absorbed:
-            total = weights.sum(-1, keepdim=True)  # (b, nh, 1): 1 without dropout
-            mixed = (weights @ x) * scale + total * shift  # (b, nh, d_in): sum_j p_j y_j
-            context = torch.einsum("bhd,hkd->bhk", mixed, self.W_value.weight.view(self.num_heads, self.head_dim, d_in))
-            if self.W_value.bias is not None:
-                context = context + total * self.W_value.bias.view(self.num_heads, self.head_dim)
-        else:
-            context = torch.einsum("bht,bthk->bhk", weights, self.W_value(y).view(b, num_tokens, self.num_heads, self.head_dim))
-        return self.out_proj(context.reshape(b, 1, self.d_out))
+        # (b, T, nh, hd) -> (b, T, d_out)
+        out = self.out_proj(context.reshape(b, num_tokens, self.d_out))
+        return (out, weights) if output_attentions else out
 
 
-class TransformerBlock(nn.Module):
-    """Pre-LayerNorm block: x + drop(att(norm1(x))), then x + drop(ff(norm2(x)))."""
+def eager_attention(
+    module: MultiHeadAttention,
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The book's attention: scores, ``masked_fill(-inf)`` where ``attn_mask`` is False, softmax of the
+    scaled scores, dropout on the weights; ``attn_implementation="eager"``. Returns the context
+    (b, T, nh, hd) and the weights (b, nh, T, T_k), as transformers' attention functions do."""
+    scores = queries @ keys.transpose(2, 3)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    weights = torch.softmax(scores * scaling, dim=-1)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return (weights @ values).transpose(1, 2), weights
 
-    def __init__(self, config: GPTConfig) -> None:
+
+class TransformerBlock(GradientCheckpointingLayer):
+    """Pre-LayerNorm block: x + drop(att(norm1(x))), then x + drop(ff(norm2(x))).
+
+    A ``GradientCheckpointingLayer``: with ``gradient_checkpointing_enable()`` its activations are
+    recomputed in the backward pass instead of kept, the one-position top block included."""
+
+    def __init__(self, config: GPTConfig, layer_idx: int = 0) -> None:
         super().__init__()
         self.att = MultiHeadAttention(
             d_in=config.emb_dim,
@@ -167,50 +174,54 @@ class TransformerBlock(nn.Module):
             num_heads=config.n_heads,
             qkv_bias=config.qkv_bias,
             causal=config.causal,
+            layer_idx=layer_idx,
+            config=config,
         )
         self.ff = FeedForward(config)
         self.norm1 = LayerNorm(config.emb_dim)
         self.norm2 = LayerNorm(config.emb_dim)
         self.drop_resid = nn.Dropout(config.drop_rate)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.drop_resid(self.att(self.norm1(x), attn_mask))
-        return x + self.drop_resid(self.ff(self.norm2(x)))
-
-    def forward_at(self, x: torch.Tensor, index: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The block's output at ``index`` only, (b, 1, emb_dim): what a classifier reading one position
-        needs from the top block. Every position still feeds the attention, through ``norm1``'s
-        normalisation alone (:meth:`MultiHeadAttention.forward_at` folds its scale and shift into the
-        query and context); ``out_proj``, ``norm2`` and the feed-forward run at one position.
-
-        Computed in the parameters' dtype even under autocast: with one row per sequence every product
-        is bound by reading its weights, and autocast would copy the fp32 weights to bf16 on every step
-        and their gradients back (the recipe's bf16 training loop on 2 CPU cores: 13.9 s with, 9.9 s without)."""
-        device = x.device.type  # autocast has no "meta" (FLOP counting) context to leave
-        with torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else contextlib.nullcontext():
-            x = x.to(self.norm1.scale.dtype)
-            rows = torch.arange(x.shape[0], device=x.device)
-            normalized = F.layer_norm(x, self.norm1.scale.shape, eps=self.norm1.eps)
-            attended = self.att.forward_at(normalized, index, attn_mask, self.norm1.scale, self.norm1.shift)
-            x_at = x[rows, index].unsqueeze(1) + self.drop_resid(attended)
-            return x_at + self.drop_resid(self.ff(self.norm2(x_at)))
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        output_attentions: bool = False,
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """(b, T, emb_dim); with ``index`` (b,) only the output at those positions, (b, 1, emb_dim)
+        (``pooled_position.block_at``); with ``output_attentions`` also the attention weights."""
+        if index is not None:
+            return block_at(self, x, index, attn_mask)
+        attended = self.att(self.norm1(x), attn_mask, cache, output_attentions)
+        weights = None
+        if output_attentions:
+            attended, weights = attended
+        x = x + self.drop_resid(attended)
+        x = x + self.drop_resid(self.ff(self.norm2(x)))
+        return (x, weights) if output_attentions else x
 
 
-def padding_attention_mask(attention_mask: torch.Tensor, causal: bool) -> torch.Tensor:
-    """The (b, 1, T, T) boolean SDPA mask for ``attention_mask``: pad keys are masked (with the causal
-    mask when ``causal``); the diagonal stays visible so a pad query never gets an all-masked (NaN) row.
+def padding_attention_mask(attention_mask: torch.Tensor, causal: bool, num_queries: int | None = None) -> torch.Tensor:
+    """The (b, 1, T_q, T_k) boolean mask for ``attention_mask`` (b, T_k): pad keys are masked (with the
+    causal mask when ``causal``); the queries are the last ``num_queries`` positions (all by default,
+    fewer when the rest are in the KV cache). The diagonal stays visible so a pad query never gets an
+    all-masked (NaN) row.
 
     Built the same way for any padding, so the forward never asks the device what the padding looks
     like (no host synchronisation). Callers that need no mask (the book's pads-as-tokens reading,
     ``pooling="last"``) pass no ``attention_mask`` and get SDPA's causal kernel.
     """
     keep = attention_mask.bool()
-    num_tokens = keep.shape[1]
-    eye = torch.eye(num_tokens, dtype=torch.bool, device=keep.device)
-    mask = keep[:, None, None, :].expand(-1, 1, num_tokens, -1)
+    num_keys = keep.shape[1]
+    num_queries = num_keys if num_queries is None else num_queries
+    queries = torch.arange(num_queries, device=keep.device) + (num_keys - num_queries)
+    itself = torch.arange(num_keys, device=keep.device) == queries[:, None]
+    mask = keep[:, None, None, :].expand(-1, 1, num_queries, -1)
     if causal:
-        mask = mask & torch.ones_like(eye).tril()
-    return mask | eye
+        mask = mask & causal_mask(num_queries, num_keys, keep.device)
+    return mask | itself
 
 
 class GPTPreTrainedModel(PreTrainedModel):
@@ -219,6 +230,8 @@ class GPTPreTrainedModel(PreTrainedModel):
     config_class = GPTConfig
     base_model_prefix = "model"
     _no_split_modules = ["TransformerBlock"]
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True  # "sdpa" (default) or "eager" in config._attn_implementation, see MultiHeadAttention
     _input_embed_layer = "tok_emb"  # transformers' embedding accessors find model.tok_emb by this name
     # Without this, Trainer would multiply the loss by the number of processes (DDP) and skip the
     # division by gradient-accumulation steps for models that accept loss kwargs.
@@ -265,6 +278,8 @@ class GPTPreTrainedModel(PreTrainedModel):
         ``id2label``, ``pooling``, ``drop_rate``. A classifier's ``out_head`` starts fresh unless the
         checkpoint is a ``GPT2ForSequenceClassification`` (e.g. one written by :meth:`to_gpt2`).
         """
+        from .convert_gpt2 import load_gpt2_checkpoint
+
         config, state_dict = load_gpt2_checkpoint(name_or_path, cls.config_class, config_kwargs, cls.checkpoint_head)
         return cls._from_converted(config, state_dict, source=str(name_or_path))
 
@@ -278,6 +293,8 @@ class GPTPreTrainedModel(PreTrainedModel):
         ``config`` the sizes are read off the tensors; ``n_heads`` comes from GPT-2's table for that
         width unless given in ``config_kwargs``.
         """
+        from .convert_gpt2 import book_state_dict_to_hf, config_from_book_state_dict
+
         if isinstance(state_dict_or_path, Mapping):
             book_sd, source = dict(state_dict_or_path), "the given state dict"
         else:
@@ -331,11 +348,12 @@ class GPTModel(GPTPreTrainedModel):
         self.tok_emb = nn.Embedding(config.vocab_size, config.emb_dim)
         self.pos_emb = nn.Embedding(config.context_length, config.emb_dim)
         self.drop_emb = nn.Dropout(config.drop_rate)
-        self.trf_blocks = nn.Sequential(*[TransformerBlock(config) for _ in range(config.n_layers)])
+        self.trf_blocks = nn.Sequential(*[TransformerBlock(config, layer_idx=i) for i in range(config.n_layers)])
         self.final_norm = LayerNorm(config.emb_dim)
+        self.gradient_checkpointing = False
         self.post_init()
 
-    def check_inputs(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> int:
+    def check_inputs(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, past_length: int = 0) -> int:
         """Turn the silent failures (position overflow, empty input) into errors that say what to do.
 
         Only shapes are checked here: they are known on the host, so the forward never waits for the
@@ -345,9 +363,10 @@ class GPTModel(GPTPreTrainedModel):
         num_tokens = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if num_tokens == 0:
             raise ValueError("The input has no tokens (an empty text?); give every sequence at least one token, e.g. <|endoftext|>.")
-        if num_tokens > self.config.context_length:
+        if past_length + num_tokens > self.config.context_length:
+            cached = f" ({past_length} in the KV cache)" if past_length else ""
             raise ValueError(
-                f"Sequence length {num_tokens} exceeds context_length {self.config.context_length}; "
+                f"Sequence length {past_length + num_tokens}{cached} exceeds context_length {self.config.context_length}; "
                 f"truncate the input (tokenizer(..., truncation=True, max_length={self.config.context_length}))."
             )
         return num_tokens
@@ -364,83 +383,112 @@ class GPTModel(GPTPreTrainedModel):
                 f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); was the text tokenized for another model?"
             ) from error
 
-    def embed(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, inputs_embeds: torch.Tensor | None = None):
-        """Token + position embeddings (after ``drop_emb``) and the SDPA mask every block uses.
-
-        ``attention_mask`` (1 = real token) masks pad keys and shifts positions under left padding.
-        """
-        num_tokens = self.check_inputs(input_ids, inputs_embeds)
-        x = self.token_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (b, T, emb_dim)
-        attn_mask = None if attention_mask is None else padding_attention_mask(attention_mask, self.config.causal)
-        if attn_mask is None:
-            positions = torch.arange(num_tokens, device=x.device)
-        else:  # left padding: real tokens count positions from their first real token, as if unpadded
-            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        return self.drop_emb(x + self.pos_emb(positions)), attn_mask
-
-    def prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, depth: int) -> torch.Tensor:
-        """Embeddings and blocks ``[0, depth)``: the part of a partly frozen model whose output can be cached."""
-        x, attn_mask = self.embed(input_ids, attention_mask)
-        for block in self.trf_blocks[:depth]:
-            x = block(x, attn_mask)
-        return x
-
-    def suffix(
+    def embed(
         self,
-        hidden: torch.Tensor,
-        attn_mask: torch.Tensor | None,
-        depth: int,
-        index: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Blocks ``[depth, n_layers)`` and ``final_norm`` on :meth:`prefix`'s output, with the SDPA mask
-        :meth:`embed` returns (``padding_attention_mask``, or ``None``): ``suffix(prefix(x)) == forward(x)``.
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None = None,
+        past_length: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token + position embeddings (after ``drop_emb``) and the attention mask every block uses.
 
-        With ``index`` (b,) the result is only at those positions, (b, 1, emb_dim), and the top block
-        computes only what they need (:meth:`TransformerBlock.forward_at`).
+        ``attention_mask`` (1 = real token, covering the ``past_length`` cached tokens too) masks pad
+        keys and shifts positions under left padding.
         """
-        blocks = self.trf_blocks[depth:]
-        if index is None:
-            for block in blocks:
-                hidden = block(hidden, attn_mask)
-            return self.final_norm(hidden)
-        for block in blocks[:-1]:
-            hidden = block(hidden, attn_mask)
-        if len(blocks):
-            hidden = blocks[-1].forward_at(hidden, index, attn_mask)
-        else:  # everything was cached: just the pooled rows
-            hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), index].unsqueeze(1)
-        return self.final_norm(hidden)
+        num_tokens = self.check_inputs(input_ids, inputs_embeds, past_length)
+        x = self.token_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (b, T, emb_dim)
+        if attention_mask is None:
+            return self.drop_emb(x + self.pos_emb(torch.arange(past_length, past_length + num_tokens, device=x.device))), None
+        if attention_mask.shape[1] != past_length + num_tokens:
+            raise ValueError(
+                f"attention_mask covers {attention_mask.shape[1]} tokens, but there are {past_length} cached and "
+                f"{num_tokens} new ones; give the mask of the whole sequence."
+            )
+        # left padding: real tokens count positions from their first real token, as if unpadded
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past_length:]
+        return self.drop_emb(x + self.pos_emb(positions)), padding_attention_mask(attention_mask, self.config.causal, num_tokens)
 
+    def run_blocks(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        start: int = 0,
+        index: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> BaseModelOutputWithPast:
+        """Blocks ``[start, n_layers)`` and ``final_norm`` on ``x`` (the embeddings, or the output of the
+        first ``start`` blocks: ``pooled_position.prefix``). With ``index`` (b,) the result is only at
+        those positions, (b, 1, emb_dim), and the top block computes only what they need.
+
+        ``hidden_states`` are the input and each block's output, the last after ``final_norm`` (as in
+        transformers' GPT-2)."""
+        hidden_states = (x,) if output_hidden_states else None
+        attentions = () if output_attentions else None
+        blocks = self.trf_blocks[start:]
+        if index is not None and not len(blocks):  # everything was cached: just the pooled rows
+            x = x[torch.arange(x.shape[0], device=x.device), index].unsqueeze(1)
+        for i, block in enumerate(blocks):
+            at = index if i == len(blocks) - 1 else None
+            x = block(x, attn_mask, cache=cache, output_attentions=output_attentions, index=at)
+            if output_attentions:
+                x, weights = x
+                attentions += (weights,)
+            if output_hidden_states:
+                hidden_states += (x,)
+        x = self.final_norm(x)
+        if output_hidden_states:
+            hidden_states = hidden_states[:-1] + (x,)
+        return BaseModelOutputWithPast(last_hidden_state=x, cache=cache, hidden_states=hidden_states, attentions=attentions)
+
+    def output_flags(self, output_attentions: bool | None, output_hidden_states: bool | None) -> tuple[bool, bool]:
+        """The call's flags, else the config's, as every transformers model reads them."""
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        return bool(output_attentions), bool(output_hidden_states)
+
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> BaseModelOutput:
-        """Hidden states after ``final_norm``, (b, T, emb_dim)."""
-        if output_attentions:
-            raise ValueError("output_attentions is not available: attention runs in fused SDPA kernels that do not return weights.")
-        x, attn_mask = self.embed(input_ids, attention_mask, inputs_embeds)
-        hidden_states = [x] if output_hidden_states else None
-        for block in self.trf_blocks:
-            x = block(x, attn_mask)
-            if hidden_states is not None:
-                hidden_states.append(x)
-        x = self.final_norm(x)
-        if hidden_states is not None:
-            hidden_states[-1] = x
-        return BaseModelOutput(last_hidden_state=x, hidden_states=tuple(hidden_states) if hidden_states else None)
+        past_key_values: Cache | None = None,
+    ) -> BaseModelOutputWithPast:
+        """Hidden states after ``final_norm``, (b, T, emb_dim).
+
+        With ``use_cache`` (default: ``config.use_cache``) the keys and values of every block go into
+        ``cache`` (a new ``DynamicCache`` if none is given), and a later call with the same cache
+        passes only the new tokens (and the whole sequence's ``attention_mask``). ``past_key_values``
+        is transformers' older name for ``cache``.
+        """
+        output_attentions, output_hidden_states = self.output_flags(output_attentions, output_hidden_states)
+        cache = past_key_values if cache is None else cache
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            use_cache = False  # the recomputed blocks would write their keys and values twice
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        if not use_cache:
+            cache = None
+        past_length = cache.get_seq_length() if cache is not None else 0
+        x, attn_mask = self.embed(input_ids, attention_mask, inputs_embeds, past_length)
+        return self.run_blocks(x, attn_mask, cache=cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
 
 
 class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
     """The book's full ``GPTModel``: ``out_head`` maps hidden states to next-token logits.
 
-    The model keeps no KV cache, so ``generate()`` must re-read the whole (context-cropped) sequence
-    every step, exactly like the book's ``generate_text_simple``; transformers' default would feed only
-    the newest token and silently decode garbage.
+    ``generate()`` decodes with a KV cache (each step reads only the new token). Past
+    ``context_length`` it does what the book's ``generate_text_simple`` does: every step re-reads the
+    last ``context_length`` tokens, from position 0.
     """
 
     _tied_weights_keys = {"out_head.weight": "model.tok_emb.weight"}
@@ -451,7 +499,6 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         self.model = GPTModel(config)
         self.out_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
         self.post_init()
-        self.generation_config.use_cache = False
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.out_head
@@ -459,35 +506,69 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.out_head = value
 
-    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs) -> dict:
-        """The whole sequence, cropped to the last ``context_length`` tokens (``generate_text_simple``)."""
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        cache: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> dict:
+        """transformers' preparation, except past ``context_length``: there the cache is emptied and the
+        last ``context_length`` tokens are read again from position 0 (the book's sliding window)."""
         context = self.config.context_length
-        inputs = {"input_ids": input_ids[:, -context:]}
-        if attention_mask is not None:
-            inputs["attention_mask"] = attention_mask[:, -context:]
-        return inputs
+        if input_ids.shape[1] > context and kwargs.get("inputs_embeds") is None:
+            if cache is not None:
+                cache.reset()
+            input_ids, next_sequence_length = input_ids[:, -context:], None
+            attention_mask = None if attention_mask is None else attention_mask[:, -context:]
+        return super().prepare_inputs_for_generation(
+            input_ids, next_sequence_length=next_sequence_length, cache=cache, attention_mask=attention_mask, **kwargs
+        )
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        use_cache: bool | None = None,
-    ) -> CausalLMOutput:
-        """``labels`` are the inputs themselves (shifted here, as transformers does); -100 is ignored."""
-        outputs = self.model(input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states)
-        logits = self.out_head(outputs.last_hidden_state)  # (b, T, vocab_size)
+        logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
+        **loss_kwargs,
+    ) -> CausalLMOutputWithPast:
+        """``labels`` are the inputs themselves (shifted here, as transformers does); -100 is ignored.
+
+        ``loss_kwargs`` are transformers' loss arguments (``num_items_in_batch``, ``shift_labels``,
+        ``ignore_index``). ``logits_to_keep`` computes logits at the last that many positions only
+        (0: all), as ``generate()`` asks for its first step.
+        """
+        outputs = self.model(
+            input_ids,
+            attention_mask,
+            inputs_embeds,
+            cache=past_key_values if cache is None else cache,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.out_head(outputs.last_hidden_state[:, kept])  # (b, T, vocab_size)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
-        return CausalLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **loss_kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
 
     def to_gpt2(self):
         """The same network as a stock ``GPT2LMHeadModel`` (no custom code needed to use it)."""
+        from .convert_gpt2 import to_gpt2_causal_lm
+
         return to_gpt2_causal_lm(self)
 
 
@@ -500,6 +581,8 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
     ``last`` position -1 exactly as the book; with padding that is a pad token (the book trains with
     it, and the model sees pads as ordinary tokens: ``attention_mask`` is ignored).
     ``first`` position of the first real token (exercise 6.3); ``mean`` the mean over real tokens.
+
+    The loss follows ``config.problem_type`` (see ``GPTConfig``): cross-entropy, MSE or BCE.
     """
 
     checkpoint_head = "classifier"
@@ -511,119 +594,72 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         self.out_head = nn.Linear(config.emb_dim, config.num_labels)
         self.post_init()
 
-    def real_tokens(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-        """(b, T) 1/0 mask of real tokens: ``attention_mask``, else ``input_ids != pad_token_id``, else all."""
-        if attention_mask is not None:
-            return attention_mask.to(like.device, torch.long)
-        if input_ids is not None and self.config.pad_token_id is not None:
-            return (input_ids != self.config.pad_token_id).to(like.device, torch.long)
-        return torch.ones(like.shape[:2], dtype=torch.long, device=like.device)
-
-    def pooled_position(self, real: torch.Tensor) -> torch.Tensor | None:
-        """(b,) the one position each sequence is read at, or ``None`` for the poolings that read every position."""
-        positions = torch.arange(real.shape[1], device=real.device)
-        if self.config.pooling == "last":
-            return torch.full((real.shape[0],), real.shape[1] - 1, device=real.device)
-        if self.config.pooling == "last_non_pad":
-            return (positions * real).argmax(-1)  # rightmost real token
-        if self.config.pooling == "first":
-            return real.argmax(-1)  # leftmost real token
-        return None
-
-    def pool(self, hidden: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """(b, T, emb_dim) -> (b, emb_dim) according to ``config.pooling``."""
-        index = self.pooled_position(real)
-        if index is not None:
-            return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
-        if self.config.pooling == "mean_all":
-            return hidden.mean(1)  # every position, pads included (the book's mean of the output over dim 1)
-        weights = real.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         prefix_hidden_states: torch.Tensor | None = None,
         prefix_depth: int | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
     ) -> SequenceClassifierOutput:
-        """Logits (b, num_labels); with ``labels`` also the mean cross-entropy the book trains on.
+        """Logits (b, num_labels); with ``labels`` also the loss of ``config.problem_type``.
 
         ``prefix_hidden_states`` (b, T, emb_dim) are the outputs of the embeddings and the first
-        ``prefix_depth`` blocks for ``input_ids``, computed earlier (a frozen prefix computed once, see
-        ``hf_spam.cached_trunk``); only the remaining blocks run. Like ``inputs_embeds``, it is an
-        alternative way in: the result equals the forward from ``input_ids``.
+        ``prefix_depth`` blocks for ``input_ids``, computed earlier (``pooled_position.prefix``; a frozen
+        prefix computed once, see ``hf_spam.cached_trunk``); only the remaining blocks run. Like
+        ``inputs_embeds``, it is an alternative way in: the result equals the forward from ``input_ids``.
 
         A pooling that reads one position has the top block compute only that position (every position
         still feeds its attention, without forming keys and values): the same logits, a fraction of the
-        top block's work.
+        top block's work. Asked for hidden states or attentions, every block computes every position.
         """
-        if (
-            prefix_hidden_states is None
-            and self.config.pooling in BOOK_PADDED_POOLINGS
-            and self.config.padded_length
-            and input_ids is not None
-            and input_ids.shape[1]
-        ):
-            input_ids, attention_mask = self.book_padding(input_ids, attention_mask), None
-        if output_hidden_states or output_attentions:
-            outputs = self.model(input_ids, self.trunk_mask(attention_mask), inputs_embeds, output_attentions, output_hidden_states)
-            return self.head(outputs.last_hidden_state, input_ids, attention_mask, labels, outputs.hidden_states)
-        trunk_mask = self.trunk_mask(attention_mask)
+        config = self.config
+        output_attentions, output_hidden_states = self.model.output_flags(output_attentions, output_hidden_states)
+        if prefix_hidden_states is None and config.pooling in BOOK_PADDED_POOLINGS and config.padded_length and input_ids is not None:
+            input_ids, attention_mask = book_padding(input_ids, attention_mask, config.pad_token_id, config.padded_length), None
+        mask = trunk_mask(config.pooling, attention_mask)
         if prefix_hidden_states is None:
-            (hidden, attn_mask), depth = self.model.embed(input_ids, trunk_mask, inputs_embeds), 0
+            (hidden, attn_mask), depth = self.model.embed(input_ids, mask, inputs_embeds), 0
         else:
             hidden, depth = prefix_hidden_states, prefix_depth
-            attn_mask = None if trunk_mask is None else padding_attention_mask(trunk_mask, self.config.causal)
-        real = self.real_tokens(input_ids, attention_mask, hidden)
-        index = self.pooled_position(real)
-        hidden = self.model.suffix(hidden, attn_mask, depth, index)  # (b, 1, d) at index, else (b, T, d)
-        return self.output(hidden[:, 0] if index is not None else self.pool(hidden, real), labels)
-
-    def book_padding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """The input as a ``pooling="last"`` model was trained on it: real tokens first, then pads up to
-        exactly ``config.padded_length`` (longer texts keep their first ``padded_length`` tokens, as the
-        book's ``classify_review``). Position -1 is then the same pad token as in training, whatever
-        padding the caller used (``pipeline``'s per-batch padding, left padding, none)."""
-        pad_id = self.config.pad_token_id
-        real = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
-        order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)  # real tokens first, in their order
-        ids = input_ids.gather(1, order).masked_fill(~real.gather(1, order), pad_id)
-        width = self.config.padded_length
-        if ids.shape[1] < width:
-            return F.pad(ids, (0, width - ids.shape[1]), value=pad_id)
-        return ids[:, :width]
-
-    def trunk_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-        """The mask the trunk sees: none for ``last``/``mean_all`` pooling, where the book's model treats pads as tokens."""
-        return None if self.config.pooling in BOOK_PADDED_POOLINGS else attention_mask
-
-    def head(
-        self,
-        hidden: torch.Tensor,
-        input_ids: torch.Tensor | None,
-        attention_mask: torch.Tensor | None,
-        labels: torch.Tensor | None = None,
-        hidden_states: tuple[torch.Tensor, ...] | None = None,
-    ) -> SequenceClassifierOutput:
-        """Pool the final hidden states (b, T, emb_dim), apply ``out_head``, add the loss when ``labels`` are given."""
-        return self.output(self.pool(hidden, self.real_tokens(input_ids, attention_mask, hidden)), labels, hidden_states)
-
-    def output(
-        self, pooled: torch.Tensor, labels: torch.Tensor | None = None, hidden_states: tuple[torch.Tensor, ...] | None = None
-    ) -> SequenceClassifierOutput:
-        """``out_head`` on the pooled (b, emb_dim) states, and the loss when ``labels`` are given."""
+            attn_mask = None if mask is None else padding_attention_mask(mask, config.causal)
+        real = real_tokens(input_ids, attention_mask, config.pad_token_id, hidden)
+        index = None if output_attentions or output_hidden_states else pooled_position(config.pooling, real)
+        outputs = self.model.run_blocks(hidden, attn_mask, depth, index, None, output_attentions, output_hidden_states)
+        pooled = outputs.last_hidden_state[:, 0] if index is not None else pool(config.pooling, outputs.last_hidden_state, real)
         logits = self.out_head(pooled)  # (b, num_labels)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float(), labels.to(logits.device).view(-1), ignore_index=self.config.loss_ignore_index)
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+        loss = None if labels is None else self.classification_loss(logits, labels, num_items_in_batch)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+        """The loss of ``config.problem_type``, inferred (and recorded in the config) as transformers does
+        when unset. Single-label cross-entropy ignores ``config.loss_ignore_index`` and, given
+        ``num_items_in_batch`` (transformers' loss argument), sums and divides by it."""
+        config = self.config
+        labels = labels.to(logits.device)
+        if config.problem_type is None:
+            if self.num_labels == 1:
+                config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                config.problem_type = "single_label_classification"
+            else:
+                config.problem_type = "multi_label_classification"
+        logits = logits.float()
+        if config.problem_type == "regression":
+            return F.mse_loss(logits.view(-1), labels.float().view(-1)) if self.num_labels == 1 else F.mse_loss(logits, labels.float())
+        if config.problem_type == "multi_label_classification":
+            return F.binary_cross_entropy_with_logits(logits, labels.float())
+        reduction = "mean" if num_items_in_batch is None else "sum"
+        loss = F.cross_entropy(logits, labels.view(-1), ignore_index=config.loss_ignore_index, reduction=reduction)
+        return loss if num_items_in_batch is None else loss / torch.as_tensor(num_items_in_batch, device=loss.device)
 
     def to_gpt2(self):
         """The same classifier as a stock ``GPT2ForSequenceClassification`` (see ``convert_gpt2``)."""
+        from .convert_gpt2 import to_gpt2_sequence_classifier
+
         return to_gpt2_sequence_classifier(self)

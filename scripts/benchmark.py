@@ -37,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import TrainerCallback
 
 from hf_spam import GPTForSequenceClassification
+from hf_spam.pooled_position import prefix
 
 FULL_STEPS = 5 * (1045 // 8)
 FULL_EXAMPLES = 1045 + 149 + 300
@@ -79,7 +80,7 @@ def recipe_flops(data_file: str) -> dict:
     Every message at its own length (no padding): embeddings + the 11 frozen blocks once per distinct
     message (a repeated message has the same prefix: 1,388 of the 1,494 are distinct), the last block
     + head forward and backward for the pooled position (its query meeting every position, see
-    ``MultiHeadAttention.forward_at``) for the 5 x 1,040 trained examples, and the last block + head forward once per message for the final
+    ``pooled_position.attention_at``) for the 5 x 1,040 trained examples, and the last block + head forward once per message for the final
     accuracies. The optimizer's elementwise work is not a matrix product and is left out (see
     ``train_memory_bytes``).
     """
@@ -95,14 +96,14 @@ def recipe_flops(data_file: str) -> dict:
     @functools.cache
     def per_message(length: int) -> tuple[int, int, int]:
         ids = torch.zeros(1, length, dtype=torch.long, device="meta")
-        with torch.no_grad(), FlopCounterMode(display=False) as prefix:
-            hidden = model.model.prefix(ids, None, depth)
+        with torch.no_grad(), FlopCounterMode(display=False) as frozen:
+            hidden = prefix(model.model, ids, None, depth)
         top = {"prefix_hidden_states": hidden, "prefix_depth": depth, "input_ids": ids}
         with FlopCounterMode(display=False) as train:
             model(**top, labels=torch.zeros(1, dtype=torch.long, device="meta")).loss.backward()
         with torch.no_grad(), FlopCounterMode(display=False) as evaluate:
             model(**top)
-        return prefix.get_total_flops(), train.get_total_flops(), evaluate.get_total_flops()
+        return frozen.get_total_flops(), train.get_total_flops(), evaluate.get_total_flops()
 
     data = tokenize(load_sms_spam(data_file), "dynamic")
     lengths = {name: [len(ids) for ids in split["input_ids"]] for name, split in data.splits.items()}
@@ -415,13 +416,13 @@ def sweep(lengths: tuple[int, ...] = (32, 64, 120, 256), sizes: tuple[int, ...] 
         ours_step = best(step, ours, optimizers[0], cached)
         theirs_step = best(step, theirs, optimizers[1], {"input_ids": ids, "labels": labels})
         with torch.inference_mode():
-            prefix = best(ours.model.prefix, ids, None, depth) / 8
+            prefix_time = best(prefix, ours.model, ids, None, depth) / 8
             ours_eval = best(functools.partial(ours, prefix_hidden_states=hidden, prefix_depth=depth, input_ids=ids)) / 8
             theirs_eval = best(theirs, ids) / 8
         for size in sizes:
             total = round(size / 0.7)
             steps = 5 * (size // 8)
-            ours_total = total * (prefix + ours_eval) + steps * ours_step
+            ours_total = total * (prefix_time + ours_eval) + steps * ours_step
             theirs_total = total * theirs_eval + steps * theirs_step
             rows.append(
                 {

@@ -7,6 +7,7 @@ import torch
 from hf_spam import GPTForSequenceClassification
 from hf_spam.arguments import ModelArguments
 from hf_spam.model_setup import configure_trainable
+from hf_spam.pooled_position import attention_at, block_at, pool, prefix, real_tokens, trunk_mask
 from tests.helpers import left_padded, right_padded, tiny_config
 
 ROWS = [[15496, 11, 995, 0, 318], [40, 1842], [464, 2068, 7586, 21831, 18045, 625, 262]]
@@ -14,8 +15,8 @@ ROWS = [[15496, 11, 995, 0, 318], [40, 1842], [464, 2068, 7586, 21831, 18045, 62
 
 def full_computation(model, ids, mask, labels):
     """The reference: every position through every block, then the pooling, head and loss."""
-    hidden = model.model(ids, model.trunk_mask(mask)).last_hidden_state
-    logits = model.out_head(model.pool(hidden, model.real_tokens(ids, mask, hidden)))
+    hidden = model.model(ids, trunk_mask(model.config.pooling, mask)).last_hidden_state
+    logits = model.out_head(pool(model.config.pooling, hidden, real_tokens(ids, mask, model.config.pad_token_id, hidden)))
     return logits, torch.nn.functional.cross_entropy(logits, labels)
 
 
@@ -38,7 +39,7 @@ def randomized(model):
 @pytest.mark.parametrize("cached", [False, True])
 @pytest.mark.parametrize("qkv_bias", [False, True])
 def test_one_position_top_block_equals_the_full_computation(pooling, padding, causal, cached, qkv_bias):
-    """The top block never forms keys and values (``MultiHeadAttention.forward_at``): logits, loss and every
+    """The top block never forms keys and values (``pooled_position.attention_at``): logits, loss and every
     gradient, the key bias's (zero up to rounding: softmax ignores a constant) included, match the full blocks."""
     torch.manual_seed(0)
     config = tiny_config(n_layers=3, pooling=pooling, causal=causal, qkv_bias=qkv_bias)
@@ -53,8 +54,8 @@ def test_one_position_top_block_equals_the_full_computation(pooling, padding, ca
 
     if cached:
         with torch.no_grad():
-            prefix = model.model.prefix(ids, model.trunk_mask(mask), 2)
-        out = model(input_ids=ids, attention_mask=mask, labels=labels, prefix_hidden_states=prefix, prefix_depth=2)
+            computed = prefix(model.model, ids, trunk_mask(model.config.pooling, mask), 2)
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, prefix_hidden_states=computed, prefix_depth=2)
     else:
         out = model(input_ids=ids, attention_mask=mask, labels=labels)
     out.loss.backward()
@@ -109,7 +110,7 @@ def test_one_position_attention_with_dropout_matches_the_book_formula():
     kept = {}
     att.dropout.register_forward_hook(lambda module, args, out: kept.setdefault("weights", out))
     block.train()
-    got = att.forward_at(torch.nn.functional.layer_norm(x, (64,)), index, None, block.norm1.scale, block.norm1.shift)
+    got = attention_at(att, torch.nn.functional.layer_norm(x, (64,)), index, None, block.norm1.scale, block.norm1.shift)
 
     y = block.norm1(x)
     keys, values = (linear(y).view(2, 6, 4, 16).transpose(1, 2) for linear in (att.W_key, att.W_value))
@@ -130,10 +131,10 @@ def test_one_position_top_block_ignores_autocast():
     block = randomized(GPTForSequenceClassification(tiny_config(n_layers=1, qkv_bias=True))).model.trf_blocks[0]
     x, index = torch.randn(3, 7, 64), torch.tensor([6, 2, 4])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = block.forward_at(x.bfloat16(), index)
+        got = block_at(block, x.bfloat16(), index)
         assert block.att(block.norm1(x)).dtype == torch.bfloat16  # the full block does follow autocast
     assert got.dtype == torch.float32
-    torch.testing.assert_close(got, block.forward_at(x.bfloat16().float(), index), atol=0, rtol=0)
+    torch.testing.assert_close(got, block_at(block, x.bfloat16().float(), index), atol=0, rtol=0)
 
 
 def test_all_blocks_cached_reads_only_the_pooled_rows():
@@ -141,9 +142,9 @@ def test_all_blocks_cached_reads_only_the_pooled_rows():
     model = GPTForSequenceClassification(tiny_config(n_layers=2)).eval()
     ids, mask = right_padded(ROWS)
     with torch.no_grad():
-        prefix = model.model.prefix(ids, mask, 2)
+        computed = prefix(model.model, ids, mask, 2)
         torch.testing.assert_close(
-            model(input_ids=ids, attention_mask=mask, prefix_hidden_states=prefix, prefix_depth=2).logits,
+            model(input_ids=ids, attention_mask=mask, prefix_hidden_states=computed, prefix_depth=2).logits,
             model(input_ids=ids, attention_mask=mask).logits,
         )
 
@@ -170,11 +171,11 @@ def test_the_forward_never_reads_values_back_to_the_host(pooling, request):
     ids, mask = left_padded(ROWS)
     labels = torch.tensor([0, 1, 1])
     with torch.no_grad():
-        prefix = model.model.prefix(ids, model.trunk_mask(mask), 1)
+        computed = prefix(model.model, ids, trunk_mask(model.config.pooling, mask), 1)
     request.getfixturevalue("no_host_sync")
     out = model(input_ids=ids, attention_mask=mask, labels=labels)
     out.loss.backward()
-    model(input_ids=ids, attention_mask=mask, labels=labels, prefix_hidden_states=prefix, prefix_depth=1)
+    model(input_ids=ids, attention_mask=mask, labels=labels, prefix_hidden_states=computed, prefix_depth=1)
     with pytest.raises(HostSync):  # the fixture does catch a conversion
         bool(ids.sum())
 

@@ -14,11 +14,12 @@ import torch
 
 from hf_spam import GPTForSequenceClassification
 from hf_spam.arguments import ModelArguments
+from hf_spam import cached_trunk
 from hf_spam.cached_trunk import CachedPrefix, open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CacheError
 from hf_spam.model_setup import configure_trainable
-from hf_spam.modeling_gpt import GPTModel
+from hf_spam.pooled_position import prefix, trunk_mask
 from tests.helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +39,8 @@ def test_reused_when_unchanged_and_rebuilt_when_anything_changes(sms_tokens, tmp
     model, split = frozen_model(), sms_tokens["validation"]
     first = open_prefix_cache(model, split, 2, tmp_path)
     calls = []
-    original = GPTModel.prefix
-    monkeypatch.setattr(GPTModel, "prefix", lambda self, *a: calls.append(1) or original(self, *a))
+    original = cached_trunk.prefix
+    monkeypatch.setattr(cached_trunk, "prefix", lambda self, *a: calls.append(1) or original(self, *a))
     with caplog.at_level(logging.INFO):
         again = open_prefix_cache(model, split, 2, tmp_path)
     assert calls == [] and "Reusing the frozen-prefix cache" in caplog.text, "an unchanged input must not recompute the prefix"
@@ -81,7 +82,7 @@ def test_cached_rows_are_the_prefix_of_each_example(sms_tokens, tmp_path):
     with torch.no_grad():
         for i in (0, 7, 19):
             ids = torch.tensor([split[i]["input_ids"]])
-            expected = model.model.prefix(ids, None, 2)[0]
+            expected = prefix(model.model, ids, None, 2)[0]
             torch.testing.assert_close(cache.hidden_states(i), expected, atol=1e-5, rtol=1e-5)
             assert half.hidden_states(i).dtype == torch.bfloat16
             torch.testing.assert_close(half.hidden_states(i).float(), expected, atol=0.05, rtol=0.02)
@@ -97,22 +98,22 @@ def test_duplicate_examples_are_computed_once_and_read_back_as_their_own(sms_tok
     masks = [[int(i < 5 or position > 0) for position in range(len(ids))] for i, ids in enumerate(with_copies["input_ids"])]
     other_mask = with_copies.add_column("attention_mask", masks)  # the last copy of message 0 with its first token masked
     seen = []
-    original = GPTModel.prefix
-    monkeypatch.setattr(GPTModel, "prefix", lambda self, ids, *a: seen.append(ids.shape[0]) or original(self, ids, *a))
+    original = cached_trunk.prefix
+    monkeypatch.setattr(cached_trunk, "prefix", lambda self, ids, *a: seen.append(ids.shape[0]) or original(self, ids, *a))
     cache = open_prefix_cache(model, with_copies, 2, tmp_path)
     assert sum(seen) == 3, "three distinct messages, three prefix rows computed"
     distinct = sum(len(split[i]["input_ids"]) for i in (0, 1, 2))
     assert sum(f.stat().st_size for f in cache.folder.glob("*.bin")) == distinct * model.config.emb_dim * 4
     with torch.no_grad():
         for i in range(len(with_copies)):
-            expected = model.model.prefix(torch.tensor([with_copies[i]["input_ids"]]), None, 2)[0]
+            expected = prefix(model.model, torch.tensor([with_copies[i]["input_ids"]]), None, 2)[0]
             torch.testing.assert_close(cache.hidden_states(i), expected, atol=1e-5, rtol=1e-5)
     seen.clear()
     masked = open_prefix_cache(model, other_mask, 2, tmp_path)
     assert sum(seen) == 4 and masked.folder != cache.folder
     with torch.no_grad():
         ids, mask = torch.tensor([other_mask[5]["input_ids"]]), torch.tensor([other_mask[5]["attention_mask"]])
-        torch.testing.assert_close(masked.hidden_states(5), model.model.prefix(ids, model.trunk_mask(mask), 2)[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(masked.hidden_states(5), prefix(model.model, ids, trunk_mask(model.config.pooling, mask), 2)[0], atol=1e-5, rtol=1e-5)
     assert not torch.equal(masked.hidden_states(5), masked.hidden_states(0))
 
 
@@ -132,7 +133,7 @@ def test_bf16_prefix_is_autocast_bit_for_bit_and_leaves_the_weights_alone(sms_to
         for i in range(12):
             ids = torch.tensor([split[i]["input_ids"]])
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                expected = model.model.prefix(ids, None, 2)[0].to(torch.bfloat16)
+                expected = prefix(model.model, ids, None, 2)[0].to(torch.bfloat16)
             assert torch.equal(cache.hidden_states(i), expected)
             differs_from_fp32_rows |= not torch.equal(stored_in_bf16.hidden_states(i), expected)
     assert differs_from_fp32_rows, "autocast made no difference: the test would not see a prefix computed in fp32"
@@ -319,7 +320,7 @@ def test_the_key_covers_every_field_of_the_config(sms_tokens, tmp_path):
         model = configure_trainable(GPTForSequenceClassification(tiny_config(n_heads=heads, n_layers=3, context_length=128)), ModelArguments())
         caches[heads] = open_prefix_cache(model, split, 2, tmp_path)
         with torch.no_grad():
-            torch.testing.assert_close(caches[heads].hidden_states(4), model.model.prefix(torch.tensor([split[4]["input_ids"]]), None, 2)[0])
+            torch.testing.assert_close(caches[heads].hidden_states(4), prefix(model.model, torch.tensor([split[4]["input_ids"]]), None, 2)[0])
     assert caches[2].folder != caches[4].folder
     assert not torch.allclose(caches[2].hidden_states(4), caches[4].hidden_states(4))
     relabelled = frozen_model()
@@ -335,18 +336,18 @@ from hf_spam.cached_trunk import open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CacheError
 from hf_spam.model_setup import configure_trainable
-from hf_spam.modeling_gpt import GPTModel
+from hf_spam import cached_trunk
 from tests.helpers import tiny_config
 import logging; logging.basicConfig(level=logging.INFO)
 sms, cache_dir, go = sys.argv[1:4]
 split = tokenize(load_sms_spam(sms), "dynamic", context_length=128).splits["train"]
 torch.manual_seed(0)
 model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), ModelArguments())
-original = GPTModel.prefix
-def slow_prefix(self, *args):  # a long build, so that the two runs overlap for certain
+original = cached_trunk.prefix
+def slow_prefix(*args):  # a long build, so that the two runs overlap for certain
     time.sleep(0.02)
-    return original(self, *args)
-GPTModel.prefix = slow_prefix
+    return original(*args)
+cached_trunk.prefix = slow_prefix
 while not __import__("os").path.exists(go):
     time.sleep(0.01)
 cache = open_prefix_cache(model, split, 2, cache_dir, batch_size=8)
@@ -372,7 +373,7 @@ def test_two_runs_at_once_build_once_and_both_read_it(sms_file, tmp_path):
 
 def test_a_failed_build_leaves_nothing_and_an_abandoned_one_is_swept(sms_tokens, tmp_path, monkeypatch):
     model, split = frozen_model(), sms_tokens["validation"]
-    original = GPTModel.prefix
+    original = cached_trunk.prefix
     calls = []
 
     def failing_prefix(self, *args):
@@ -381,7 +382,7 @@ def test_a_failed_build_leaves_nothing_and_an_abandoned_one_is_swept(sms_tokens,
             raise RuntimeError("killed mid-build")
         return original(self, *args)
 
-    monkeypatch.setattr(GPTModel, "prefix", failing_prefix)
+    monkeypatch.setattr(cached_trunk, "prefix", failing_prefix)
     with pytest.raises(RuntimeError, match="killed mid-build"):
         open_prefix_cache(model, split, 2, tmp_path, batch_size=8)
     assert not list(tmp_path.glob("[!.]*")), "the failed build's partial folder was removed"
@@ -450,13 +451,13 @@ def test_an_unusable_cache_folder_is_one_clear_error(sms_tokens, tmp_path, small
             open_prefix_cache(model, split, 2, folder)
     if "small" in small_or_read_only:  # 1 MiB cannot hold the ~7 MiB of rows: said before anything is computed
         calls = []
-        original = GPTModel.prefix
-        GPTModel.prefix = lambda self, *a: calls.append(1) or original(self, *a)
+        original = cached_trunk.prefix
+        cached_trunk.prefix = lambda *a: calls.append(1) or original(*a)
         try:
             with pytest.raises(CacheError, match=r"needs \d+\.\d MiB in .*small, which has 1\.0 MiB free.*--trunk_cache_dir"):
                 open_prefix_cache(model, split, 2, small_or_read_only["small"])
         finally:
-            GPTModel.prefix = original
+            cached_trunk.prefix = original
         assert calls == [] and not list(small_or_read_only["small"].glob("[!.]*"))
 
 

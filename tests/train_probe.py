@@ -18,7 +18,7 @@ from pathlib import Path
 from transformers import HfArgumentParser, TrainerCallback
 
 from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
-from hf_spam.modeling_gpt import GPTModel
+from hf_spam import cached_trunk
 from hf_spam.trainer import SpamTrainer
 from hf_spam.training import run
 
@@ -59,8 +59,8 @@ def main() -> None:
     argv = sys.argv[1:]
     record, pause, slow = take(argv, "--probe_record"), take(argv, "--probe_pause_after_save"), take(argv, "--probe_slow_prefix")
     if slow:
-        prefix = GPTModel.prefix
-        GPTModel.prefix = lambda self, *args: time.sleep(float(slow)) or prefix(self, *args)
+        prefix = cached_trunk.prefix
+        cached_trunk.prefix = lambda *args: time.sleep(float(slow)) or prefix(*args)
     model_args, data_args, training_args = HfArgumentParser(
         (ModelArguments, DataArguments, SpamTrainingArguments)
     ).parse_args_into_dataclasses(args=argv)
