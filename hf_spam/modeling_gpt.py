@@ -512,18 +512,19 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         next_sequence_length: int | None = None,
         cache: Cache | None = None,
         attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
         **kwargs,
     ) -> dict:
         """transformers' preparation, except past ``context_length``: there the cache is emptied and the
         last ``context_length`` tokens are read again from position 0 (the book's sliding window)."""
         context = self.config.context_length
-        if input_ids.shape[1] > context and kwargs.get("inputs_embeds") is None:
+        if input_ids.shape[1] > context:
             if cache is not None:
                 cache.reset()
-            input_ids, next_sequence_length = input_ids[:, -context:], None
+            input_ids, next_sequence_length, inputs_embeds = input_ids[:, -context:], None, None
             attention_mask = None if attention_mask is None else attention_mask[:, -context:]
         return super().prepare_inputs_for_generation(
-            input_ids, next_sequence_length=next_sequence_length, cache=cache, attention_mask=attention_mask, **kwargs
+            input_ids, next_sequence_length, cache, attention_mask, inputs_embeds, **kwargs
         )
 
     @can_return_tuple
@@ -555,6 +556,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.out_head(outputs.last_hidden_state[:, kept])  # (b, T, vocab_size)
@@ -620,7 +622,8 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         """
         config = self.config
         output_attentions, output_hidden_states = self.model.output_flags(output_attentions, output_hidden_states)
-        if prefix_hidden_states is None and config.pooling in BOOK_PADDED_POOLINGS and config.padded_length and input_ids is not None:
+        book_padded = config.pooling in BOOK_PADDED_POOLINGS and config.padded_length
+        if book_padded and prefix_hidden_states is None and input_ids is not None and input_ids.shape[1]:  # empty: check_inputs says so
             input_ids, attention_mask = book_padding(input_ids, attention_mask, config.pad_token_id, config.padded_length), None
         mask = trunk_mask(config.pooling, attention_mask)
         if prefix_hidden_states is None:

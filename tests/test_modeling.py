@@ -3,6 +3,7 @@
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers.utils import logging
 
 from hf_spam import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
 from tests import book_reference
@@ -163,3 +164,256 @@ def test_clear_errors_for_bad_inputs():
         model(torch.tensor([[-1, 2]]))
     with pytest.raises(ValueError, match="Sequence length 33 exceeds context_length 32; truncate"):
         model(torch.zeros(1, 33, dtype=torch.long))
+
+
+# The contract every transformers model keeps (transformers' ModelTesterMixin / GenerationTesterMixin),
+# checked against transformers' own GPT-2 holding the same weights (``to_gpt2``) where it has the feature.
+
+
+def trained_like(model):
+    """Every parameter away from its init (LayerNorm 1/0, zero biases would hide a wrong term)."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    return model.eval()
+
+
+def lm_and_gpt2(**overrides):
+    torch.manual_seed(0)
+    model = trained_like(GPTForCausalLM(tiny_config(**overrides)))
+    return model, model.to_gpt2().eval()
+
+
+def test_config_defaults_fit_any_vocabulary():
+    small = GPTConfig(vocab_size=1000, context_length=16, emb_dim=32, n_heads=2, n_layers=1)
+    assert (small.pad_token_id, small.bos_token_id, small.eos_token_id) == (None, None, None)
+    model = GPTForCausalLM(small).eval()
+    assert model(torch.tensor([[1, 999]])).logits.shape == (1, 2, 1000)
+    assert model.generate(torch.tensor([[1, 2]]), max_new_tokens=3, do_sample=False).shape == (1, 5)
+    assert GPTConfig(vocab_size=1000, pad_token_id=7).pad_token_id == 7
+    for preset in ("gpt2-small", "gpt2-xl"):
+        config = GPTConfig.from_preset(preset)
+        assert (config.pad_token_id, config.bos_token_id, config.eos_token_id) == (50256, 50256, 50256)
+    with pytest.raises(ValueError, match="eos_token_id 1000 is outside the vocabulary"):
+        GPTConfig(vocab_size=1000, eos_token_id=1000)
+
+
+@pytest.mark.parametrize("head", [GPTForCausalLM, GPTForSequenceClassification])
+def test_eager_and_sdpa_give_the_same_outputs(head, tmp_path):
+    torch.manual_seed(0)
+    model = trained_like(head(tiny_config(pooling="last_non_pad")))
+    assert model.config._attn_implementation == "sdpa"
+    model.save_pretrained(tmp_path)
+    eager = head.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert eager.config._attn_implementation == "eager"
+    ids, mask = left_padded(ROWS)
+    with torch.no_grad():
+        torch.testing.assert_close(eager(ids, attention_mask=mask).logits, model(ids, attention_mask=mask).logits, atol=1e-5, rtol=1e-5)
+    model.set_attn_implementation("eager")  # switched in place, every layer
+    assert all(block.att.config._attn_implementation == "eager" for block in model.model.trf_blocks)
+
+
+def test_eager_attention_weights_match_gpt2_and_sdpa_says_it_has_none(caplog):
+    ours, theirs = lm_and_gpt2()
+    ids, mask = right_padded(ROWS)
+    ours.set_attn_implementation("eager")
+    theirs.set_attn_implementation("eager")
+    with torch.no_grad():
+        mine = ours(ids, attention_mask=mask, output_attentions=True).attentions
+        reference = theirs(ids, attention_mask=mask, output_attentions=True).attentions
+    assert len(mine) == len(reference) == 2
+    real = mask.bool()[:, None, :, None]  # rows of real queries (a pad query attends differently: GPT-2 masks its row)
+    for got, expected in zip(mine, reference, strict=True):
+        torch.testing.assert_close(got * real, expected * real, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got.sum(-1), torch.ones_like(got.sum(-1)))
+    ours.set_attn_implementation("sdpa")
+    logging.enable_propagation()  # transformers' loggers do not reach pytest's handler otherwise
+    logging.get_logger("transformers.integrations.sdpa_attention").warning_once.cache_clear()
+    with caplog.at_level("WARNING"), torch.no_grad():
+        out = ours(ids, attention_mask=mask, output_attentions=True)
+    logging.disable_propagation()
+    assert out.attentions == (None, None) and "`sdpa` attention does not support `output_attentions=True`" in caplog.text
+
+
+def test_hidden_states_flags_and_tuples_follow_transformers():
+    ours, theirs = lm_and_gpt2()
+    ids, mask = right_padded(ROWS)
+    with torch.no_grad():
+        mine = ours(ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        reference = theirs(ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        assert len(mine) == len(reference) == 3  # embeddings, block 0, block 1 after the final norm
+        real = mask.bool()
+        for got, expected in zip(mine, reference, strict=True):
+            torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=1e-5)
+        ours.config.output_hidden_states = True  # the config's flag, as in every transformers model
+        assert len(ours(ids).hidden_states) == 3
+        ours.config.output_hidden_states = False
+        plain = ours(ids, return_dict=False)
+        assert isinstance(plain, tuple) and torch.equal(plain[0], ours(ids).logits)
+        ours.config.return_dict = False
+        assert isinstance(ours(ids), tuple)
+        classifier = GPTForSequenceClassification(tiny_config()).eval()
+        logits, hidden = classifier(ids, attention_mask=mask, output_hidden_states=True, return_dict=False)
+        assert logits.shape == (3, 2) and len(hidden) == 3
+
+
+def test_kv_cache_forward_equals_the_whole_sequence():
+    """Prefill a prefix, then feed one token at a time with the cache: the logits of the whole-sequence
+    forward, with left padding too."""
+    ours, _ = lm_and_gpt2()
+    ids, mask = left_padded(ROWS)
+    with torch.no_grad():
+        whole = ours(ids, attention_mask=mask, use_cache=False).logits
+        out = ours(ids[:, :4], attention_mask=mask[:, :4], use_cache=True)
+        steps = [out.logits]
+        for t in range(4, ids.shape[1]):
+            out = ours(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], cache=out.cache)
+            steps.append(out.logits)
+    assert out.cache.get_seq_length() == ids.shape[1]
+    real = mask.bool()
+    torch.testing.assert_close(torch.cat(steps, 1)[real], whole[real], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="attention_mask covers 1 tokens, but there are 10 cached and 1 new"):
+        ours(ids[:, :1], attention_mask=mask[:, :1], cache=out.cache)
+
+
+def test_greedy_generation_with_the_cache_equals_gpt2_and_no_cache_batched_and_left_padded():
+    ours, theirs = lm_and_gpt2(eos_token_id=None, bos_token_id=None)
+    ids, mask = left_padded(ROWS)
+    settings = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": 50256}
+    with torch.no_grad():
+        cached = ours.generate(ids, attention_mask=mask, **settings)
+        uncached = ours.generate(ids, attention_mask=mask, use_cache=False, **settings)
+        reference = theirs.generate(ids, attention_mask=mask, **settings)
+        alone = [ours.generate(torch.tensor([row]), **settings)[0, len(row) :] for row in ROWS]
+    assert torch.equal(cached, uncached) and torch.equal(cached, reference)
+    assert torch.equal(cached[:, ids.shape[1] :], torch.stack(alone))
+
+
+def test_generate_returns_every_step_and_accepts_inputs_embeds():
+    ours, theirs = lm_and_gpt2(eos_token_id=None, bos_token_id=None)
+    prompt = torch.tensor([ROWS[0]])
+    settings = {"max_new_tokens": 4, "do_sample": False, "return_dict_in_generate": True}
+    with torch.no_grad():
+        out = ours.generate(prompt, output_hidden_states=True, output_scores=True, output_logits=True, **settings)
+        reference = theirs.generate(prompt, output_hidden_states=True, output_scores=True, output_logits=True, **settings)
+        assert len(out.hidden_states) == 4 and all(len(step) == 3 for step in out.hidden_states)
+        assert [tuple(step[-1].shape) for step in out.hidden_states] == [(1, 6, 64), (1, 1, 64), (1, 1, 64), (1, 1, 64)]
+        for mine, expected in zip(out.hidden_states, reference.hidden_states, strict=True):
+            torch.testing.assert_close(mine[-1], expected[-1], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.stack(out.logits), torch.stack(reference.logits), atol=1e-4, rtol=1e-4)
+        embedded = ours.generate(inputs_embeds=ours.get_input_embeddings()(prompt), max_new_tokens=4, do_sample=False)
+    assert torch.equal(embedded, out.sequences[:, prompt.shape[1] :])  # from embeddings, generate returns only new tokens
+
+
+def test_problem_types_are_inferred_and_their_losses_match_gpt2():
+    """Regression (MSE), multi-label (BCE with logits) and single-label (cross-entropy), inferred from
+    ``num_labels`` and the labels' dtype as transformers does, on the same weights as GPT-2's classifier."""
+    ids = torch.tensor([row[:2] for row in ROWS])
+    cases = [
+        (1, torch.tensor([0.5, -1.0, 2.0]), "regression"),
+        (3, torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 1.0]]), "multi_label_classification"),
+        (3, torch.tensor([2, 0, 1]), "single_label_classification"),
+    ]
+    for num_labels, labels, problem in cases:
+        torch.manual_seed(0)
+        ours = trained_like(GPTForSequenceClassification(tiny_config(num_labels=num_labels)))
+        theirs = ours.to_gpt2().eval()
+        with torch.no_grad():
+            loss = ours(ids, labels=labels).loss
+            assert ours.config.problem_type == problem
+            torch.testing.assert_close(loss, theirs(ids, labels=labels).loss, atol=1e-5, rtol=1e-5)
+    torch.manual_seed(0)
+    two_targets = GPTForSequenceClassification(tiny_config(num_labels=2, problem_type="regression"))
+    targets = torch.randn(3, 2)
+    out = two_targets(ids, labels=targets)
+    torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(out.logits, targets))
+
+
+def test_loss_keyword_arguments_of_transformers_are_accepted():
+    """``num_items_in_batch`` (a sum over the batch divided by it) and ``shift_labels``, as transformers 5
+    passes them; ``accepts_loss_kwargs`` stays off so Trainer keeps averaging per device (see trainer tests)."""
+    ours, _ = lm_and_gpt2()
+    ids = torch.tensor([row[:6] for row in (ROWS[0], ROWS[2])])
+    labels = ids.clone()
+    labels[0, 2] = -100
+    with torch.no_grad():
+        mean = ours(ids, labels=labels).loss
+        summed = ours(ids, labels=labels, num_items_in_batch=torch.tensor(7)).loss  # 2 x 5 targets, 1 ignored, +2: any count
+        torch.testing.assert_close(summed, mean * 9 / 7)
+        shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:].contiguous()
+        torch.testing.assert_close(ours(ids, labels=labels, shift_labels=shifted).loss, mean)
+        classifier = GPTForSequenceClassification(tiny_config()).eval()
+        targets = torch.tensor([0, 1])
+        per_example = classifier(ids, labels=targets).loss
+        torch.testing.assert_close(classifier(ids, labels=targets, num_items_in_batch=4).loss, per_example * 2 / 4)
+    assert GPTForCausalLM.accepts_loss_kwargs is False and GPTForSequenceClassification.accepts_loss_kwargs is False
+
+
+def count_block_runs(model) -> list[int]:
+    runs = []
+    for block in model.model.trf_blocks:
+        block.norm2.register_forward_hook(lambda *_: runs.append(1))
+    return runs
+
+
+@pytest.mark.parametrize("trainable", ["all", "last_block"])
+def test_gradient_checkpointing_recomputes_blocks_with_the_same_loss_and_gradients(trainable):
+    """Every block, the one-position top block of the classifier included, is recomputed in the backward
+    pass (its norm2 runs twice) and the loss and every gradient are those of the plain backward."""
+    from hf_spam.arguments import ModelArguments
+    from hf_spam.model_setup import configure_trainable
+
+    results = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = configure_trainable(trained_like(GPTForSequenceClassification(tiny_config(n_layers=3))), ModelArguments(trainable_layers=trainable))
+        model.train()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+            assert model.is_gradient_checkpointing
+        runs = count_block_runs(model)
+        ids, mask = right_padded(ROWS)
+        loss = model(ids, attention_mask=mask, labels=torch.tensor([0, 1, 1])).loss
+        forward_runs = len(runs)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}, forward_runs, len(runs)))
+    (plain_loss, plain_grads, _, plain_runs), (loss, grads, forward_runs, runs) = results
+    assert plain_runs == forward_runs == 3 and runs == 6
+    torch.testing.assert_close(loss, plain_loss)
+    assert grads.keys() == plain_grads.keys() and grads
+    for name in grads:
+        torch.testing.assert_close(grads[name], plain_grads[name], atol=1e-6, rtol=1e-5)
+
+
+def test_gradient_checkpointing_in_the_causal_lm_drops_the_cache_and_keeps_the_loss():
+    ours, _ = lm_and_gpt2()
+    ids = torch.tensor([ROWS[2]])
+    ours.train()
+    plain = ours(ids, labels=ids)
+    plain.loss.backward()
+    expected = {n: p.grad.clone() for n, p in ours.named_parameters()}
+    ours.zero_grad()
+    ours.gradient_checkpointing_enable()
+    out = ours(ids, labels=ids, use_cache=True)
+    out.loss.backward()
+    assert out.cache is None  # a recomputed block would write its keys and values twice
+    torch.testing.assert_close(out.loss, plain.loss)
+    for name, parameter in ours.named_parameters():
+        torch.testing.assert_close(parameter.grad, expected[name], atol=1e-6, rtol=1e-5)
+
+
+def test_device_map_auto_offloads_to_cpu_and_disk_with_the_same_logits(tmp_path):
+    """accelerate's big-model loading: a memory budget too small for the model puts blocks on disk."""
+    torch.manual_seed(0)
+    model = trained_like(GPTForCausalLM(tiny_config(vocab_size=1000, n_layers=4, tie_word_embeddings=False)))
+    model.save_pretrained(tmp_path / "model")
+    offloaded = GPTForCausalLM.from_pretrained(
+        tmp_path / "model", device_map="auto", max_memory={"cpu": "700KB"}, offload_folder=str(tmp_path / "offload")
+    )
+    placements = offloaded.hf_device_map
+    assert set(placements.values()) == {"cpu", "disk"}, placements
+    assert not any(key.startswith("model.trf_blocks.0.") for key in placements), "a block (_no_split_modules) is never split"
+    ids, mask = right_padded([[row % 1000 for row in ids] for ids in ROWS], pad=999)
+    with torch.no_grad():
+        torch.testing.assert_close(offloaded(ids, attention_mask=mask).logits, model(ids, attention_mask=mask).logits)

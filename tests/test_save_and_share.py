@@ -76,7 +76,10 @@ def test_causal_lm_round_trips_with_tied_weights(tmp_path):
     model.save_pretrained(tmp_path)
     reloaded = GPTForCausalLM.from_pretrained(tmp_path).eval()
     assert reloaded.out_head.weight is reloaded.model.tok_emb.weight
-    assert reloaded.generation_config.use_cache is False
+    prompt = torch.tensor([[15496, 11, 995]])
+    with torch.no_grad():  # the reloaded model decodes with its KV cache, as it would without
+        cached = reloaded.generate(prompt, max_new_tokens=8, do_sample=False)
+        assert torch.equal(cached, reloaded.generate(prompt, max_new_tokens=8, do_sample=False, use_cache=False))
     ids, mask = right_padded([[1, 2, 3], [4]])
     with torch.no_grad():
         assert torch.equal(model(ids, attention_mask=mask).logits, reloaded(ids, attention_mask=mask).logits)
