@@ -9,6 +9,7 @@ with ``HfArgumentParser`` and calls :func:`run`.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -99,6 +100,19 @@ def _first_batches(dataset: Dataset, batches: int | None, batch_size: int) -> Da
     return dataset if batches is None else dataset.select(range(min(len(dataset), batches * batch_size)))
 
 
+def warn_if_fsdp_ignored(trainer: SpamTrainer) -> None:
+    """accelerate turns FSDP on only for accelerators (GPUs and the like): asked for on CPU processes
+    (``accelerate launch --use_fsdp``, or ``--fsdp``), it trains with DDP, every process holding the whole
+    model, and says nothing. The run is right, but not sharded: say so."""
+    asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or bool(trainer.args.fsdp)
+    if asked and not trainer.is_fsdp_enabled:
+        logger.warning(
+            "FSDP was asked for, but accelerate shards only on accelerators (GPUs): on %s it trains with DDP, "
+            "every process holding the whole model.",
+            trainer.args.device.type,
+        )
+
+
 def run(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -160,6 +174,7 @@ def run(
         compute_metrics=make_compute_metrics(len(label_names)),
         callbacks=callbacks,
     )
+    warn_if_fsdp_ignored(trainer)
     results: dict = {f"dropped_rows_{name}": len(rows) for name, rows in data.dropped.items()}
     if cached is not None:
         results |= cache_record(splits)

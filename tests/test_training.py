@@ -17,6 +17,7 @@ from transformers import AutoModelForSequenceClassification, HfArgumentParser, T
 
 from hf_spam import GPTForSequenceClassification
 from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
+from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.model_setup import configure_trainable
 from hf_spam.trainer import SpamTrainer, load_metric
 from hf_spam.training import run
@@ -349,3 +350,97 @@ def test_early_stopping_acts_without_saying_it_is_disabled(tmp_path, sms_file, c
 class TrainerStates(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self.state = state
+
+
+FSDP_PROBE = """
+import sys, torch, torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+from hf_spam import GPTForSequenceClassification
+from tests.helpers import tiny_config
+dist.init_process_group("gloo")
+rank, out = dist.get_rank(), sys.argv[1]
+def build():
+    torch.manual_seed(0)
+    return GPTForSequenceClassification(tiny_config(vocab_size=1000, n_layers=2, num_labels=3))
+ids, labels = torch.randint(0, 1000, (4, 9), generator=torch.Generator().manual_seed(1)), torch.tensor([0, 2, 1, 2])
+model = build()
+for block in model.model.trf_blocks:  # each TransformerBlock (_no_split_modules) its own unit, as accelerate wraps them
+    fully_shard(block)
+fully_shard(model)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+for _ in range(2):  # each process trains on its half of the batch
+    model(ids[2 * rank : 2 * rank + 2], labels=labels[2 * rank : 2 * rank + 2]).loss.backward()
+    optimizer.step(); optimizer.zero_grad()
+sharded = {n: p.to_local().numel() for n, p in model.named_parameters()}
+full = {n: p.full_tensor() for n, p in model.named_parameters()}
+if rank == 0:
+    reference = build()  # one process, the whole batch
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.5, momentum=0.9)
+    for _ in range(2):
+        reference(ids, labels=labels).loss.backward()
+        optimizer.step(); optimizer.zero_grad()
+    diff = max((full[n] - p).abs().max().item() for n, p in reference.named_parameters())
+    held = sum(sharded.values()) / sum(p.numel() for p in reference.parameters())
+    open(out, "w").write(f"{diff} {held}")
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_fsdp2_on_two_gloo_processes_trains_like_one_process(tmp_path):
+    """torch's FSDP2 (``fully_shard`` per TransformerBlock) on 2 CPU processes: each holds about half of the
+    parameters, and two SGD steps on half a batch each give the weights of one process on the whole batch."""
+    (tmp_path / "probe.py").write_text(FSDP_PROBE)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(tmp_path / "probe.py"), str(tmp_path / "out")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    diff, held = map(float, (tmp_path / "out").read_text().split())
+    assert diff < 1e-5 and 0.45 < held < 0.55, (diff, held)
+
+
+@pytest.mark.slow
+def test_fsdp_asked_of_accelerate_on_cpu_is_said_to_run_as_ddp(tmp_path, sms_file):
+    """accelerate enables FSDP only on accelerators; on CPU ``accelerate launch --use_fsdp`` trains with DDP
+    (whole parameters in every process, recorded by the probe) and the run says so."""
+    out, record = tmp_path / "run", tmp_path / "record"
+    record.mkdir()
+    fsdp = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP"]
+    fsdp += ["--fsdp_transformer_layer_cls_to_wrap", "TransformerBlock", "--fsdp_state_dict_type", "FULL_STATE_DICT"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", *fsdp, "tests/train_probe.py"]
+    command += ["--probe_sharding", str(record), "--data_file", str(sms_file), *TINY, "--max_steps", "2", "--initial_eval_batches", "0"]
+    command += ["--output_dir", str(out)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "FSDP was asked for, but accelerate shards only on accelerators (GPUs): on cpu it trains with DDP" in result.stderr
+    held = [json.loads((record / f"rank{rank}-sharding.json").read_text()) for rank in (0, 1)]
+    assert all(entry["local"] == entry["full"] for entries in held for entry in entries.values())
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_flag_trains_the_same_model(tmp_path, sms_file):
+    """``--gradient_checkpointing true`` (Trainer's flag) recomputes the blocks in the backward pass: the
+    same losses, metrics and weights as without, on the cached prefix with the one-position top block."""
+
+    class Checkpointing(TrainerCallback):
+        seen: list[bool] = []
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.seen.append(model.is_gradient_checkpointing)
+
+    results = []
+    for flag in ("false", "true"):
+        argv = ["--data_file", str(sms_file), *TINY, "--max_steps", "6", "--initial_eval_batches", "0", "--gradient_checkpointing", flag]
+        results.append(run(*parse(*argv, "--output_dir", str(tmp_path / flag)), callbacks=[Checkpointing()]))
+    assert Checkpointing.seen == [False, True]
+    timing = ("runtime", "per_second", "preparation_time")
+    plain, checkpointed = ({k: v for k, v in r.items() if not k.endswith(timing)} for r in results)
+    assert checkpointed.keys() == plain.keys()
+    for key, value in plain.items():
+        if isinstance(value, float):
+            assert checkpointed[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+        else:
+            assert checkpointed[key] == value, key
+    weights = [load_file(tmp_path / flag / "model.safetensors") for flag in ("false", "true")]
+    for name, tensor in weights[0].items():
+        torch.testing.assert_close(weights[1][name], tensor, atol=1e-6, rtol=1e-5)

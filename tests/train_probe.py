@@ -3,9 +3,11 @@ records which examples each process trained on, and a callback that pauses right
 checkpoint is saved (so a test can kill the run at a known point without polling).
 
 A third probe slows the frozen prefix down (seconds per batch), so that two runs started together
-overlap while one builds the cache.
+overlap while one builds the cache; a fourth records how the trained model's parameters are held
+(sharded DTensors under FSDP, whole tensors otherwise).
 
-python tests/train_probe.py [--probe_record DIR] [--probe_pause_after_save STEP] [--probe_slow_prefix SECONDS] <scripts/train.py arguments>
+python tests/train_probe.py [--probe_record DIR] [--probe_pause_after_save STEP] [--probe_slow_prefix SECONDS]
+    [--probe_sharding DIR] <scripts/train.py arguments>
 """
 
 import hashlib
@@ -46,6 +48,23 @@ class PauseAfterSave(TrainerCallback):
             sys.stdin.read()
 
 
+class RecordSharding(TrainerCallback):
+    """After the first training step, each process writes rank<N>-sharding.json: per trained parameter, its
+    type and the number of elements this process holds."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step != 1:
+            return
+        held = {
+            name: {"type": type(p).__name__, "local": p.to_local().numel() if hasattr(p, "to_local") else p.numel(), "full": p.numel()}
+            for name, p in model.named_parameters()
+        }
+        Path(self.folder, f"rank{args.process_index}-sharding.json").write_text(json.dumps(held))
+
+
 def take(argv: list[str], flag: str) -> str | None:
     if flag not in argv:
         return None
@@ -58,6 +77,7 @@ def take(argv: list[str], flag: str) -> str | None:
 def main() -> None:
     argv = sys.argv[1:]
     record, pause, slow = take(argv, "--probe_record"), take(argv, "--probe_pause_after_save"), take(argv, "--probe_slow_prefix")
+    sharding = take(argv, "--probe_sharding")
     if slow:
         prefix = cached_trunk.prefix
         cached_trunk.prefix = lambda *args: time.sleep(float(slow)) or prefix(*args)
@@ -67,6 +87,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO if training_args.process_index == 0 else logging.WARNING)
     RecordingTrainer.seen = []
     callbacks = [PauseAfterSave(int(pause))] if pause else []
+    callbacks += [RecordSharding(sharding)] if sharding else []
     run(model_args, data_args, training_args, callbacks=callbacks, trainer_class=RecordingTrainer)
     if record:
         Path(record, f"rank{training_args.process_index}.json").write_text(json.dumps(RecordingTrainer.seen))
