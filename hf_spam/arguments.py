@@ -90,7 +90,24 @@ class DataArguments:
         metadata={"help": "Hub splits to use, e.g. 'train test' or 'train validation=dev' (default: train/validation/test by name)."},
     )
     text_column: str = field(default="text", metadata={"help": "Text column of your data."})
-    label_column: str = field(default="label", metadata={"help": "Label column of your data."})
+    label_column: list[str] = field(
+        default_factory=lambda: ["label"],
+        metadata={
+            "help": "Label column of your data; for multi-label, one column of lists of classes or several 0/1 columns "
+            "(--label_column toxic insult threat), for regression one column per target."
+        },
+    )
+    problem_type: str | None = field(
+        default=None,
+        metadata={
+            "help": "single_label_classification (classes; cross-entropy), regression (numbers; MSE) or multi_label_classification "
+            "(sets of classes; BCE). Default: multi-label for several label columns or a column of lists, else single-label.",
+            "choices": ["single_label_classification", "regression", "multi_label_classification"],
+        },
+    )
+    threshold: float = field(
+        default=0.5, metadata={"help": "Multi-label: a class is predicted when its probability (sigmoid) is above this."}
+    )
     invalid_rows: str = field(
         default="error",
         metadata={

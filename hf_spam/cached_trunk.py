@@ -118,9 +118,9 @@ def model_fingerprint(model: GPTForSequenceClassification, depth: int, dtype: to
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     frozen = {"tok_emb": trunk.tok_emb, "pos_emb": trunk.pos_emb, **{f"trf_blocks.{i}": trunk.trf_blocks[i] for i in range(depth)}}
-    for prefix, module in frozen.items():
+    for owner, module in frozen.items():
         for name, tensor in module.state_dict().items():
-            digest.update(f"{prefix}.{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+            digest.update(f"{owner}.{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
             digest.update(_tensor_bytes(tensor))
     return digest.hexdigest()
 

@@ -19,7 +19,7 @@ import os
 import re
 import zipfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, DownloadConfig, DownloadM
 from transformers import DataCollatorWithPadding
 
 from .errors import DataError
+from .targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL, infer_problem_type, multi_label_targets, regression_targets
 from .tokenizer import END_OF_TEXT, gpt2_tokenizer, tiktoken_gpt2
 
 logger = logging.getLogger(__name__)
@@ -256,6 +257,13 @@ class ClassificationData:
     source: str
     origin: dict[str, str] = field(default_factory=dict)
     dropped: dict[str, list[str]] = field(default_factory=dict)
+    problem_type: str = SINGLE_LABEL
+    label_names: list[str] = field(default_factory=list)  # the classes, or the regression targets
+
+    def __post_init__(self) -> None:
+        feature = self.splits["train"].features["label"] if "train" in self.splits else None
+        if not self.label_names and isinstance(feature, ClassLabel):
+            self.label_names = list(feature.names)
 
     def summary(self) -> str:
         lines = [f"{name}: {len(split)} rows ({self.origin.get(name, 'given')})" for name, split in self.splits.items()]
@@ -284,7 +292,8 @@ def load_text_classification(
     validation_file: str | os.PathLike | None = None,
     test_file: str | os.PathLike | None = None,
     text_column: str = "text",
-    label_column: str = "label",
+    label_column: str | Sequence[str] = "label",
+    problem_type: str | None = None,
     config_name: str | None = None,
     splits: list[str] | None = None,
     label_names: list[str] | None = None,
@@ -306,34 +315,47 @@ def load_text_classification(
     split 70/10/20 as the book does.
 
     Texts are always read as strings (a column of numbers or codes stays text); labels may be strings
-    (class names, sorted) or integers (named by ``label_names``). Rows with an empty text or a missing
+    (class names, sorted) or integers (named by ``label_names``). ``problem_type`` (transformers' names)
+    reads them as classes (single-label, the default), as numbers to predict (``"regression"``, one
+    target per ``label_column``), or as sets of classes (``"multi_label_classification"``, inferred for
+    several 0/1 columns or a column of lists; see ``targets``). Rows with an empty text or a missing
     label stop the load with the file and the line the user's editor shows, unless
     ``invalid_rows="drop"``, which drops and reports them. ``balance`` undersamples the training data
     only (before cutting, when the other splits are cut from it, as the book).
     """
     if invalid_rows not in INVALID_ROWS:
         raise ValueError(f"invalid_rows must be one of {INVALID_ROWS}, got {invalid_rows!r}.")
-    read = functools.partial(_read_file, text_column=text_column, label_column=label_column, quoting=quoting)
+    label_columns = [label_column] if isinstance(label_column, str) else list(label_column)
+    read = functools.partial(_read_file, text_column=text_column, label_columns=label_columns, quoting=quoting)
     raw, source = _read_splits(path_or_id, train_file, validation_file, test_file, config_name, splits, text_column, read, encoding)
     for part in raw.values():
-        missing = [c for c in (text_column, label_column) if c not in part.dataset.column_names]
+        missing = [c for c in (text_column, *label_columns) if c not in part.dataset.column_names]
         if missing:
             raise DataError(
                 f"{part.where} has no column {missing[0]!r}; its columns are {part.dataset.column_names}. "
                 "Name yours with --text_column/--label_column."
             )
-    columns = (text_column, label_column)
+    columns = (text_column, *label_columns)
     raw = {name: replace(part, dataset=part.dataset.select_columns(list(columns))) for name, part in raw.items()}
+    problem_type = infer_problem_type(problem_type, raw, label_columns)
+    if balance and problem_type != SINGLE_LABEL:
+        raise DataError(f"--balance undersamples classes; it has no meaning for {problem_type} (leave it out).")
     dropped_rows: dict[str, list[str]] = {}
     for name, part in list(raw.items()):
-        bad = _invalid_rows(part, text_column, label_column, invalid_rows)
+        bad = _invalid_rows(part, text_column, label_columns, invalid_rows)
         dropped_rows[name] = [part.row_name(i) for i in bad]
         if bad:
             keep = sorted(set(range(len(part.dataset))) - set(bad))
             raw[name] = _RawSplit(part.dataset.select(keep), part.where, [part.row_names[i] for i in keep] if part.row_names else None)
             shown = ", ".join(dropped_rows[name][:5]) + (", ..." if len(bad) > 5 else "")
             logger.warning("%s: dropped %d rows with an empty text or a missing label (%s).", part.where, len(bad), shown)
-    data = _as_class_labels(raw, text_column, label_column, label_names, allow_unseen_labels)
+    if problem_type == REGRESSION:
+        data, names = regression_targets(raw, text_column, label_columns)
+    elif problem_type == MULTI_LABEL:
+        data, names = multi_label_targets(raw, text_column, label_columns, label_names, allow_unseen_labels)
+    else:
+        data = _as_class_labels(raw, text_column, label_columns[0], label_names, allow_unseen_labels)
+        names = list(data[next(iter(data))].features["label"].names)
     for name, split in data.items():
         if len(split) == 0:
             raise DataError(f"{raw[name].where} has no rows left; check the file or --invalid_rows.")
@@ -343,11 +365,12 @@ def load_text_classification(
         data["train"] = balance_classes(data["train"], seed)
     given = list(data)
     data = _cut_missing(data, seed, train_frac, validation_frac)
-    _check_two_classes(data, raw["train"].where, label_column)
+    if problem_type == SINGLE_LABEL:
+        _check_two_classes(data, raw["train"].where, label_columns[0])
     origin = {name: f"user: {raw[name].where}" if name in given else f"cut from {raw['train'].where}" for name in data}
     if len(given) == 1:
         origin["train"] += f" (the rest after cutting {', '.join(n for n in data if n != 'train')})"
-    result = ClassificationData(data, source, origin, dropped_rows)
+    result = ClassificationData(data, source, origin, dropped_rows, problem_type, names)
     logger.info("Splits:\n%s", result.summary())
     return result
 
@@ -426,7 +449,9 @@ def _folder_splits(folder: Path) -> dict[str, Path]:
     return by_split
 
 
-def _read_file(path: Path, text_column: str, label_column: str, encoding: str, quoting: str = "minimal", split: str = "train") -> _RawSplit:
+def _read_file(
+    path: Path, text_column: str, label_columns: Sequence[str], encoding: str, quoting: str = "minimal", split: str = "train"
+) -> _RawSplit:
     """One CSV/TSV/JSON(L)/Parquet file; the text column always as strings, rows named by their line.
 
     Errors name the file and the split it was given for: an empty or header-only file, a CSV whose one
@@ -451,9 +476,9 @@ def _read_file(path: Path, text_column: str, label_column: str, encoding: str, q
         sep = "\t" if suffix == ".tsv" else ","
         _check_header(path, text, sep, split)
         # the user's text column is text even when it looks numeric or like a missing value ("0123", "1e5", "NA");
-        # only an empty cell counts as missing, and only in the label column (an empty text is its own error)
+        # only an empty cell counts as missing, and only in the label columns (an empty text is its own error)
         kwargs |= {"sep": sep, "quoting": QUOTINGS[quoting], "converters": {text_column: str}, "keep_default_na": False}
-        kwargs["na_values"] = {label_column: [""]}
+        kwargs["na_values"] = {column: [""] for column in label_columns}
         starts = _record_lines(text, sep, QUOTINGS[quoting])
         if not starts:
             raise DataError(f"{path} (the {split} split) has a header line but no rows.")
@@ -614,19 +639,22 @@ def _is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str) and not value.strip())
 
 
-def _invalid_rows(part: _RawSplit, text_column: str, label_column: str, invalid_rows: str) -> list[int]:
-    """Indices of rows with an empty text or a missing label (-1 counts as missing, as in Hub ``ClassLabel`` data).
+def _invalid_rows(part: _RawSplit, text_column: str, label_columns: Sequence[str], invalid_rows: str) -> list[int]:
+    """Indices of rows with an empty text or a missing label (-1 counts as missing, as in Hub ``ClassLabel`` data;
+    an empty list is a multi-label row of no class, not missing).
 
     ``invalid_rows="error"`` raises on the first, naming the file, the line and the user's column.
     """
     bad = []
-    is_class_label = isinstance(part.dataset.features[label_column], ClassLabel)
-    for index, (text, label) in enumerate(zip(part.dataset[text_column], part.dataset[label_column], strict=True)):
+    class_labels = {c for c in label_columns if isinstance(part.dataset.features[c], ClassLabel)}
+    labels = [part.dataset[c] for c in label_columns]
+    for index, (text, *row) in enumerate(zip(part.dataset[text_column], *labels, strict=True)):
         problem = None
+        missing = next((c for c, v in zip(label_columns, row, strict=True) if _is_missing(v) or (c in class_labels and v < 0)), None)
         if not isinstance(text, str) or not text.strip():
             problem = f"column {text_column!r} is empty ({text!r})"
-        elif _is_missing(label) or (is_class_label and label < 0):
-            problem = f"column {label_column!r} is missing ({label!r})"
+        elif missing is not None:
+            problem = f"column {missing!r} is missing ({row[label_columns.index(missing)]!r})"
         if problem is None:
             continue
         if invalid_rows == "error":
@@ -664,7 +692,8 @@ def _as_class_labels(
         numbers = [float(v) if not isinstance(v, str) else v for v in values]
         if any(isinstance(v, str) or not v.is_integer() or v < 0 for v in numbers):
             raise DataError(
-                f"Column {label_column!r} mixes values {values[:6]}: use class names, or class ids 0, 1, 2, ... (named with --label_names)."
+                f"Column {label_column!r} mixes values {values[:6]}: use class names, or class ids 0, 1, 2, ... (named with --label_names); "
+                "numbers to predict are --problem_type regression."
             )
         count = int(max(numbers)) + 1
         names = list(label_names) if label_names else [str(i) for i in range(count)]
@@ -808,15 +837,11 @@ def tokenize(
 
 def describe(splits: DatasetDict, tokenized: TokenizedData | None = None, batch_size: int = 8) -> str:
     """The numbers the chapter prints: class counts, split sizes, longest sequence, batches of ``batch_size``."""
-    names = splits["train"].features["label"].names
     lines = []
     for name, split in splits.items():
-        counts = Counter(split["label"])
         drop_last = name == "train"
         batches = len(split) // batch_size if drop_last else -(-len(split) // batch_size)
-        row = (
-            f"{name}: {len(split)} rows ({', '.join(f'{names[k]} {counts[k]}' for k in sorted(counts))}), {batches} batches of {batch_size}"
-        )
+        row = f"{name}: {len(split)} rows ({_label_summary(split)}), {batches} batches of {batch_size}"
         if tokenized is not None:
             lengths = (
                 [sum(m) for m in tokenized.splits[name]["attention_mask"]]
@@ -829,6 +854,18 @@ def describe(splits: DatasetDict, tokenized: TokenizedData | None = None, batch_
     if tokenized is not None:
         lines.append(f"padding: {tokenized.padding}" + (f" to {tokenized.max_length} tokens" if tokenized.max_length else ""))
     return "\n".join(lines)
+
+
+def _label_summary(split: Dataset) -> str:
+    """Rows per class (single-label), per class set (multi-label), or the targets' range (regression)."""
+    feature = split.features["label"]
+    if isinstance(feature, ClassLabel):
+        counts = Counter(split["label"])
+        return ", ".join(f"{feature.names[k]} {counts[k]}" for k in sorted(counts))
+    values = np.asarray(split["label"], dtype=np.float64)
+    if values.ndim == 2 and set(np.unique(values)) <= {0.0, 1.0}:
+        return "rows with each class: " + " ".join(str(int(n)) for n in values.sum(0))
+    return f"targets from {values.min():.4g} to {values.max():.4g}, mean {values.mean():.4g}"
 
 
 def cross_split_duplicates(splits: DatasetDict) -> dict[str, int]:

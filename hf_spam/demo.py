@@ -48,36 +48,48 @@ def examples(model: str) -> list[str]:
     return [t for t in texts if t] or FALLBACK_EXAMPLES
 
 
-def classify(classifier: Pipeline, text: str) -> dict[str, float]:
-    """``{label: probability}`` for every class; an empty text is refused, a long one is cut with a warning."""
+def classify(classifier: Pipeline, text: str, threshold: float = 0.5) -> dict[str, float] | tuple[dict[str, float], str]:
+    """``{label: probability}`` for every class (a regression model's ``{target: value}``); a multi-label
+    model's also with the classes whose probability is above ``threshold``. An empty text is refused, a
+    long one is cut with a warning."""
     if not text or not text.strip():
         raise gr.Error("Type or paste a message to classify.")
     limit = token_limit(classifier)
     length = len(classifier.tokenizer(text)["input_ids"])
     if length > limit:
         gr.Warning(f"The message has {length} tokens; the model reads only its first {limit}.")
-    scores = classifier([text], truncation=True, max_length=limit)[0]
-    return {entry["label"]: float(entry["score"]) for entry in scores}
+    scores = {entry["label"]: float(entry["score"]) for entry in classifier([text], truncation=True, max_length=limit)[0]}
+    if classifier.model.config.problem_type != "multi_label_classification":
+        return scores
+    chosen = [label for label, score in sorted(scores.items(), key=lambda item: -item[1]) if score > threshold]
+    return scores, ", ".join(chosen) or f"none above {threshold}"
 
 
-def build(classifier: Pipeline, example_texts: list[str], title: str = "GPT text classifier") -> gr.Blocks:
+def build(classifier: Pipeline, example_texts: list[str], title: str = "GPT text classifier", threshold: float = 0.5) -> gr.Blocks:
     labels = list(classifier.model.config.id2label.values())
+    problem_type = classifier.model.config.problem_type
     with gr.Blocks(title=title) as demo:
         gr.Markdown(
             f"# {title}\nThe GPT of *Build a Large Language Model (From Scratch)*, chapter 6, finetuned with hf_spam. Classes: {', '.join(labels)}."
         )
         message = gr.Textbox(label="Message", lines=4, placeholder="Type a message", elem_id="message")
         button = gr.Button("Classify", variant="primary", elem_id="classify")
-        result = gr.Label(label="Prediction", num_top_classes=len(labels), elem_id="prediction")
+        if problem_type == "regression":
+            outputs = [gr.JSON(label="Predicted values", elem_id="prediction")]
+        else:
+            outputs = [gr.Label(label="Prediction", num_top_classes=len(labels), elem_id="prediction")]
+        if problem_type == "multi_label_classification":
+            outputs.append(gr.Textbox(label=f"Classes above {threshold}", elem_id="chosen"))
         gr.Examples(examples=[[t] for t in example_texts], inputs=message)
-        button.click(lambda text: classify(classifier, text), inputs=message, outputs=result, api_name="classify")
-        message.submit(lambda text: classify(classifier, text), inputs=message, outputs=result, api_name=False)
+        button.click(lambda text: classify(classifier, text, threshold), inputs=message, outputs=outputs, api_name="classify")
+        message.submit(lambda text: classify(classifier, text, threshold), inputs=message, outputs=outputs, api_name=False)
     return demo
 
 
-def launch(model: str, port: int | None = None, host: str = "127.0.0.1") -> None:
+def launch(model: str, port: int | None = None, host: str = "127.0.0.1", threshold: float = 0.5) -> None:
     classifier = load(model)
-    build(classifier, examples(model), title=f"{Path(model).name or model}: GPT text classifier").launch(server_name=host, server_port=port)
+    title = f"{Path(model).name or model}: GPT text classifier"
+    build(classifier, examples(model), title, threshold).launch(server_name=host, server_port=port)
 
 
 SPACE_README = """---

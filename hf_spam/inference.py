@@ -61,9 +61,21 @@ def token_limit(config) -> int:
     return getattr(config, "context_length", None) or getattr(config, "n_positions", 1024)
 
 
+def scores_of(logits: torch.Tensor, problem_type: str | None) -> torch.Tensor:
+    """What a classifier's logits mean, as ``pipeline("text-classification")`` reads them: class
+    probabilities (softmax), per-class probabilities of a multi-label model (sigmoid), or a regression
+    model's values as they are."""
+    if problem_type == "regression":
+        return logits.float()
+    if problem_type == "multi_label_classification":
+        return logits.float().sigmoid()
+    return logits.float().softmax(-1)
+
+
 @torch.inference_mode()
 def predict_proba(model: PreTrainedModel, tokenizer, texts: list[str], batch_size: int = 32, max_length: int | None = None) -> torch.Tensor:
-    """Class probabilities (n, num_labels), in length-sorted batches so padding stays small.
+    """Scores (n, num_labels) (:func:`scores_of`: class probabilities, or values for regression), in
+    length-sorted batches so padding stays small.
 
     The same numbers as ``pipeline("text-classification")`` (a test checks), without its per-text
     Python overhead and with far less padding. Texts are cut to ``max_length`` tokens (default: :func:`token_limit`).
@@ -79,12 +91,15 @@ def predict_proba(model: PreTrainedModel, tokenizer, texts: list[str], batch_siz
         rows = order[start : start + batch_size]
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt")
         logits = model(**batch.to(device)).logits
-        probs[rows] = logits.float().softmax(-1).cpu()
+        probs[rows] = scores_of(logits, model.config.problem_type).cpu()
     return probs
 
 
-def classify(classifier: Pipeline, texts: list[str], batch_size: int = 32) -> list[dict]:
-    """One ``{"text", "label", "score", "scores"}`` per text; ``scores`` holds every class's probability."""
+def classify(classifier: Pipeline, texts: list[str], batch_size: int = 32, threshold: float = 0.5) -> list[dict]:
+    """One result per text, by the model's ``problem_type``:
+    ``{"text", "label", "score", "scores"}`` for classes (``scores``: every class's probability);
+    ``{"text", "labels", "scores"}`` for multi-label (``labels``: every class whose probability is above
+    ``threshold``, most probable first); ``{"text", "values"}`` for regression (one per target)."""
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"Text {index} is {type(text).__name__}, not str; pass strings (empty strings are fine).")
@@ -95,11 +110,29 @@ def classify(classifier: Pipeline, texts: list[str], batch_size: int = 32) -> li
             logger.warning("Text %d has %d tokens; only its first %d are classified.", index, length, limit)
     probs = predict_proba(classifier.model.eval(), classifier.tokenizer, texts, batch_size, limit)
     id2label = classifier.model.config.id2label
+    problem_type = classifier.model.config.problem_type
     results = []
     for text, row in zip(texts, probs.tolist(), strict=True):
-        best = max(range(len(row)), key=row.__getitem__)
-        results.append({"text": text, "label": id2label[best], "score": row[best], "scores": {id2label[i]: p for i, p in enumerate(row)}})
+        scores = {id2label[i]: p for i, p in enumerate(row)}
+        if problem_type == "regression":
+            results.append({"text": text, "values": scores})
+        elif problem_type == "multi_label_classification":
+            chosen = sorted((name for name, p in scores.items() if p > threshold), key=scores.get, reverse=True)
+            results.append({"text": text, "labels": chosen, "scores": scores})
+        else:
+            best = max(range(len(row)), key=row.__getitem__)
+            results.append({"text": text, "label": id2label[best], "score": row[best], "scores": scores})
     return results
+
+
+def summary(result: dict) -> str:
+    """One result as a line's first columns: the label and its probability, the labels above the threshold
+    (``-`` for none), or the values."""
+    if "values" in result:
+        return " ".join(f"{name}={value:.4g}" for name, value in result["values"].items())
+    if "labels" in result:
+        return ",".join(result["labels"]) or "-"
+    return f"{result['label']}\t{result['score']:.4f}"
 
 
 def read_text_file(path: str | os.PathLike) -> list[str]:

@@ -11,6 +11,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .configuration_gpt import GPT2_PRESETS, resolve_preset
 from .model_setup import is_preset
+from .targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 
 SPLITS = (("train", "train"), ("validation", "eval"), ("test", "test"))
 
@@ -25,6 +26,19 @@ def base_model_id(model_args) -> str | None:
     return None if "/" not in name or name.startswith((".", "/")) else name
 
 
+USE_NOTES = {
+    SINGLE_LABEL: "",
+    MULTI_LABEL: "\nEvery class's probability (sigmoid, as the pipeline applies for a multi-label model); the predicted classes are those above 0.5.\n",
+    REGRESSION: "\nThe predicted values, as they are (the pipeline applies no function to a regression model's output).\n",
+}
+# per problem type: the results table's metrics (the first two also go into the Hub metadata), and the per-class/target table's
+TABLES = {
+    SINGLE_LABEL: (("accuracy", "precision", "recall", "f1", "loss"), ("precision", "recall", "f1"), "class"),
+    MULTI_LABEL: (("f1_micro", "f1_macro", "exact_match", "accuracy", "loss"), ("precision", "recall", "f1"), "class"),
+    REGRESSION: (("mse", "pearson", "mae", "spearman", "loss"), ("mse", "mae", "pearson", "spearman"), "target"),
+}
+
+
 def build_model_card(
     repo_id: str,
     model_args,
@@ -35,11 +49,13 @@ def build_model_card(
     dataset_name: str,
     dataset_id: str | None,
     example_texts: list[str],
+    problem_type: str = SINGLE_LABEL,
 ) -> ModelCard:
     """``dataset_name`` is shown (a Hub id or file names); ``dataset_id`` goes into the metadata when the data is on the Hub.
     ``example_texts`` (real texts of the validation split) become the usage example and the Hub widget's examples."""
     base = base_model_id(model_args)
     averaging = results.get("test_average", "binary" if len(label_names) == 2 else "macro")
+    headline = TABLES[problem_type][0][:2]
     card_data = ModelCardData(
         model_name=repo_id.split("/")[-1],
         base_model=base,
@@ -47,8 +63,8 @@ def build_model_card(
         library_name="transformers",
         pipeline_tag="text-classification",
         license="mit" if base and base.startswith("openai-community/") else "apache-2.0",
-        tags=["hf_spam", "gpt2", "text-classification"],
-        metrics=["accuracy", "f1"],
+        tags=["hf_spam", "gpt2", "text-classification", *([problem_type.replace("_", "-")] if problem_type != SINGLE_LABEL else [])],
+        metrics=list(headline),
         widget=[{"text": text} for text in example_texts],
         eval_results=[
             EvalResult(
@@ -61,31 +77,45 @@ def build_model_card(
                 metric_value=round(float(results[f"{prefix}_{metric}"]), 4),
             )
             for split, prefix in SPLITS
-            for metric in ("accuracy", "f1")
+            for metric in headline
             if f"{prefix}_{metric}" in results
         ],
     )
-    body = _body(repo_id, model_args, data_args, training_args, results, label_names, dataset_name, base, averaging, example_texts[0])
+    body = _body(repo_id, model_args, data_args, training_args, results, label_names, dataset_name, base, averaging, example_texts[0], problem_type)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n" + body)
 
 
-def _body(repo_id, model_args, data_args, training_args, results, label_names, dataset_name, base, averaging, example_text) -> str:
-    rows = "\n".join(
-        f"| {split} | {results.get(f'{prefix}_accuracy', float('nan')) * 100:.2f} % | {results.get(f'{prefix}_precision', float('nan')):.4f} "
-        f"| {results.get(f'{prefix}_recall', float('nan')):.4f} | {results.get(f'{prefix}_f1', float('nan')):.4f} | {results.get(f'{prefix}_loss', float('nan')):.4f} |"
-        for split, prefix in SPLITS
-    )
-    average_note = (
-        f"Precision, recall and F1 are those of class 1 (`{label_names[1]}`) against class 0 (`{label_names[0]}`)."
-        if averaging == "binary"
-        else f"Precision, recall and F1 are macro-averaged: the unweighted mean over the {len(label_names)} classes."
-    )
-    per_class = "\n".join(
-        f"| {name} | {p:.4f} | {r:.4f} | {f:.4f} |"
-        for name, p, r, f in zip(
-            label_names, results["test_precision_per_class"], results["test_recall_per_class"], results["test_f1_per_class"], strict=True
+def _format(metric: str, value: float) -> str:
+    return f"{value * 100:.2f} %" if metric == "accuracy" else f"{value:.4f}"
+
+
+def _results(results: dict, label_names: list[str], averaging: str, problem_type: str) -> str:
+    """The results table, how its figures are computed, and the per-class (or per-target) table of the test split."""
+    columns, per, unit = TABLES[problem_type]
+    nan = float("nan")
+    table = [f"| split | {' | '.join(c.replace('_', ' ') for c in columns)} |", "|---" * (len(columns) + 1) + "|"]
+    table += [f"| {split} | {' | '.join(_format(c, results.get(f'{prefix}_{c}', nan)) for c in columns)} |" for split, prefix in SPLITS]
+    if problem_type == REGRESSION:
+        note = "MSE and MAE are the mean squared and absolute errors; Pearson and Spearman the correlations of predicted and true values."
+    elif problem_type == MULTI_LABEL:
+        note = (
+            "A class is predicted when its probability (sigmoid) is above the threshold. Micro F1 pools every (text, class) decision, "
+            "macro F1 averages the classes' F1, exact match counts texts whose whole set of classes is right, accuracy counts right decisions."
         )
-    )
+    elif averaging == "binary":
+        note = f"Precision, recall and F1 are those of class 1 (`{label_names[1]}`) against class 0 (`{label_names[0]}`)."
+    else:
+        note = f"Precision, recall and F1 are macro-averaged: the unweighted mean over the {len(label_names)} classes."
+    suffix = "per_target" if problem_type == REGRESSION else "per_class"
+    rows = zip(label_names, *(results.get(f"test_{m}_{suffix}", [nan] * len(label_names)) for m in per), strict=True)
+    detail = [f"| {unit} | {' | '.join(per)} |", "|---" * (len(per) + 1) + "|"] + [f"| {name} | {' | '.join(f'{v:.4f}' for v in values)} |" for name, *values in rows]
+    text = "\n".join(table) + f"\n\n{note} Per {unit} on the test split:\n\n" + "\n".join(detail)
+    if "test_confusion_matrix" in results:
+        text += f"\n\nTest confusion matrix (rows: true, columns: predicted; classes in label order): `{results['test_confusion_matrix']}`"
+    return text
+
+
+def _body(repo_id, model_args, data_args, training_args, results, label_names, dataset_name, base, averaging, example_text, problem_type) -> str:
     recipe = asdict(model_args) | {k: v for k, v in asdict(data_args).items() if v is not None}
     recipe |= {
         k: getattr(training_args, k)
@@ -107,7 +137,7 @@ def _body(repo_id, model_args, data_args, training_args, results, label_names, d
 # GPT classifier finetuned with hf_spam
 
 The from-scratch GPT of *Build a Large Language Model (From Scratch)*, chapter 6, finetuned as a
-text classifier with `Trainer`. Labels: {", ".join(f"{i} = {name}" for i, name in enumerate(label_names))}.
+text classifier with `Trainer` ({problem_type.replace("_", " ")}). {"Targets" if problem_type == REGRESSION else "Labels"}: {", ".join(f"{i} = {name}" for i, name in enumerate(label_names))}.
 
 - **Dataset**: {dataset_name}
 - **Weights**: {weights}
@@ -115,28 +145,18 @@ text classifier with `Trainer`. Labels: {", ".join(f"{i} = {name}" for i, name i
 
 ## Results (measured by this run)
 
-| split | accuracy | precision | recall | F1 | loss |
-|---|---|---|---|---|---|
-{rows}
-
-{average_note} Per class on the test split:
-
-| class | precision | recall | F1 |
-|---|---|---|---|
-{per_class}
-
-Test confusion matrix (rows: true, columns: predicted; classes in label order): `{results.get("test_confusion_matrix")}`
+{_results(results, label_names, averaging, problem_type)}
 
 ## Use
 
 ```python
 from transformers import pipeline
 classify = pipeline("text-classification", model="{repo_id}", trust_remote_code=True)
-classify({json.dumps(example_text, ensure_ascii=False)})
+classify({json.dumps(example_text, ensure_ascii=False)}{", top_k=None" if problem_type != SINGLE_LABEL else ""})
 ```
-
+{USE_NOTES[problem_type]}
 `trust_remote_code=True` runs the model code stored next to the weights (`modeling_gpt.py`,
-`configuration_gpt.py`, `convert_gpt2.py`). `model.to_gpt2()` turns the model into a stock
+`pooled_position.py`, `configuration_gpt.py`, `convert_gpt2.py`). `model.to_gpt2()` turns the model into a stock
 `GPT2ForSequenceClassification` that needs no custom code.
 
 ## Recipe

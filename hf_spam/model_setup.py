@@ -15,9 +15,11 @@ from .modeling_gpt import GPTForSequenceClassification
 LORA_TARGETS = ["W_query", "W_key", "W_value", "out_proj", "layers.0", "layers.2"]
 
 
-def build_model(args: ModelArguments, id2label: dict[int, str], seed: int) -> GPTForSequenceClassification:
-    """The classifier: OpenAI's weights (or a saved hf_spam model), or a fresh random one."""
+def build_model(args: ModelArguments, id2label: dict[int, str], seed: int, problem_type: str | None = None) -> GPTForSequenceClassification:
+    """The classifier: OpenAI's weights (or a saved hf_spam model), or a fresh random one. ``id2label`` names
+    the classes (or the regression targets); ``problem_type`` chooses the loss (see ``GPTConfig``)."""
     task = {
+        "problem_type": problem_type,
         "num_labels": len(id2label),
         "id2label": id2label,
         "label2id": {v: k for k, v in id2label.items()},

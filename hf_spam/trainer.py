@@ -13,8 +13,9 @@ from transformers import EarlyStoppingCallback, EvalPrediction, Trainer, Trainin
 from transformers.trainer_utils import IntervalStrategy
 
 from .modeling_gpt import GPTForSequenceClassification
+from .targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 
-METRIC_PATH = Path(__file__).parent / "metrics" / "classification"
+METRICS = Path(__file__).parent / "metrics"
 
 
 class SpamTrainer(Trainer):
@@ -114,18 +115,41 @@ def _eval_keeps_last_batch(args: TrainingArguments):
         args.dataloader_drop_last = saved
 
 
-def load_metric() -> evaluate.EvaluationModule:
-    """The package's local evaluate module (``evaluate.load("accuracy")`` would need the Hub)."""
-    return evaluate.load(str(METRIC_PATH))
+def load_metric(name: str = "classification", config_name: str | None = None) -> evaluate.EvaluationModule:
+    """One of the package's local evaluate modules (``evaluate.load("accuracy")`` would need the Hub):
+    ``classification`` (single-label), ``regression`` (``config_name="multiple"`` for several targets)
+    or ``multi_label``."""
+    return evaluate.load(str(METRICS / name), config_name)
 
 
-def make_compute_metrics(num_labels: int):
+def metric_for(problem_type: str, num_labels: int) -> evaluate.EvaluationModule:
+    """The metric module of ``problem_type``."""
+    if problem_type == REGRESSION:
+        return load_metric("regression", "multiple" if num_labels > 1 else None)
+    return load_metric("multi_label" if problem_type == MULTI_LABEL else "classification")
+
+
+def predictions_of(logits: np.ndarray, problem_type: str, threshold: float = 0.5) -> np.ndarray:
+    """What the model predicts from its logits: the class with the largest logit (single-label), the values
+    themselves (regression), every class whose probability ``sigmoid(logit)`` is above ``threshold`` (multi-label)."""
+    if problem_type == REGRESSION:
+        return logits[:, 0] if logits.shape[1] == 1 else logits
+    if problem_type == MULTI_LABEL:
+        return (1 / (1 + np.exp(-logits.astype(np.float64))) > threshold).astype(np.int64)
+    return np.argmax(logits, axis=-1)
+
+
+def make_compute_metrics(num_labels: int, problem_type: str = SINGLE_LABEL, threshold: float = 0.5):
     """``compute_metrics`` for Trainer: the scalar metrics (Trainer logs scalars; per-class lists stay out)."""
-    metric = load_metric()
+    metric = metric_for(problem_type, num_labels)
+    extra = {"num_labels": num_labels} if problem_type == SINGLE_LABEL else {}
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        results = metric.compute(predictions=np.argmax(logits, axis=-1), references=prediction.label_ids, num_labels=num_labels)
+        references = prediction.label_ids
+        if problem_type == MULTI_LABEL:
+            references = references.astype(np.int64)
+        results = metric.compute(predictions=predictions_of(logits, problem_type, threshold), references=references, **extra)
         return {k: v for k, v in results.items() if isinstance(v, float)}
 
     return compute_metrics

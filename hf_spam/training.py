@@ -12,6 +12,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from datasets import Dataset
 from transformers import TrainerCallback
@@ -27,8 +28,9 @@ from .model_card import build_model_card
 from .model_setup import build_model, configure_trainable, count_parameters
 from .modeling_gpt import GPTForSequenceClassification
 from .plots import plot_history
+from .targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from .tokenizer import gpt2_tokenizer
-from .trainer import SpamTrainer, ValidationEarlyStopping, load_metric, make_compute_metrics
+from .trainer import SpamTrainer, ValidationEarlyStopping, make_compute_metrics, metric_for, predictions_of
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ def load_data(args: DataArguments, seed: int, class_names: list[str] | None = No
             test_file=args.test_file,
             text_column=args.text_column,
             label_column=args.label_column,
+            problem_type=args.problem_type,
             config_name=args.dataset_config_name,
             splits=args.splits,
             label_names=class_names,
@@ -56,6 +59,8 @@ def load_data(args: DataArguments, seed: int, class_names: list[str] | None = No
             balance=args.balance,
             seed=seed,
         )
+    if args.problem_type not in (None, SINGLE_LABEL) or args.label_column != ["label"]:
+        raise DataError("--problem_type and --label_column describe your own data (--train_file, a folder or --dataset_name); the SMS data is ham/spam.")
     splits = load_sms_spam(args.data_file, split=args.split)
     source = SMS_SOURCE if args.split == "chapter" else SMS_SOURCE.replace("as in chapter 6", "as in chapter 6's bonus experiments")
     return ClassificationData(splits, source, {name: f"the book's balanced 70/10/20 split ({args.split})" for name in splits})
@@ -127,8 +132,9 @@ def run(
     """
     output_dir = Path(training_args.output_dir)
     data = load_data(data_args, training_args.seed, training_args.class_names)
-    label_names = data.splits["train"].features["label"].names
-    model = build_model(model_args, dict(enumerate(label_names)), training_args.seed)
+    label_names = data.label_names
+    model = build_model(model_args, dict(enumerate(label_names)), training_args.seed, data.problem_type)
+    choose_best_metric(training_args, data.problem_type)
     context_length = min(data_args.context_length or model.config.context_length, model.config.context_length)
     tokenized = tokenize(data.splits, data_args.padding, max_length=data_args.max_length, context_length=context_length)
     if model.config.pooling in BOOK_PADDED_POOLINGS and tokenized.max_length is not None:
@@ -171,7 +177,7 @@ def run(
         eval_dataset={"validation": splits["validation"], "train": train_eval},
         data_collator=collator,
         processing_class=gpt2_tokenizer(model.config.context_length),
-        compute_metrics=make_compute_metrics(len(label_names)),
+        compute_metrics=make_compute_metrics(len(label_names), data.problem_type, data_args.threshold),
         callbacks=callbacks,
     )
     warn_if_fsdp_ignored(trainer)
@@ -186,11 +192,9 @@ def run(
     train_result = trainer.train(resume_from_checkpoint=resume)
     results.update({k: v for k, v in train_result.metrics.items() if k != "train_loss"})
     results["train_running_loss"] = train_result.metrics["train_loss"]
-    results.update(_final_metrics(trainer, splits, len(label_names)))
-    trainer.log_metrics(
-        "final",
-        {k: v for k, v in results.items() if k.split("_", 1)[0] in ("train", "eval", "test") and k.endswith(("accuracy", "loss", "f1"))},
-    )
+    results.update(_final_metrics(trainer, splits, len(label_names), data.problem_type, data_args.threshold))
+    shown = ("accuracy", "loss", "f1", "f1_micro", "f1_macro", "exact_match", "mse", "mae", "pearson", "spearman")
+    trainer.log_metrics("final", {k: v for k, v in results.items() if k.split("_", 1)[0] in ("train", "eval", "test") and k.endswith(shown)})
 
     if model_args.trainable_layers == "lora":
         trainer.model = trainer.model.merge_and_unload()  # the saved and pushed model is a plain classifier
@@ -213,6 +217,7 @@ def run(
             data.source,
             data.source if data_args.dataset_name and not Path(data_args.dataset_name).exists() else None,
             _examples(data.splits["validation"]),
+            data.problem_type,
         )
         trainer.model_card.save(output_dir / "README.md")
     if training_args.push_to_hub:
@@ -228,18 +233,40 @@ def run(
     return results
 
 
-def _examples(split: Dataset, limit: int = 300) -> list[str]:
-    """The first validation text of each class (cut to ``limit`` characters): the card's usage example and widget texts."""
+def _examples(split: Dataset, limit: int = 300, most: int = 4) -> list[str]:
+    """The first validation text of each class, or set of classes, or target value (cut to ``limit``
+    characters, at most ``most``): the card's usage example and widget texts."""
     seen, texts = set(), []
     for text, label in zip(split["text"], split["label"], strict=True):
-        if label not in seen:
-            seen.add(label)
+        key = tuple(label) if isinstance(label, list) else label
+        if key not in seen and len(texts) < most:
+            seen.add(key)
             texts.append(text[:limit])
     return texts
 
 
-def _final_metrics(trainer: SpamTrainer, splits, num_labels: int) -> dict:
-    """Every split's metrics with the final model; the test split's also per class, with its confusion matrix."""
+def choose_best_metric(args: SpamTrainingArguments, problem_type: str) -> None:
+    """"Best" for regression and multi-label: the default (validation accuracy) has no meaning for numbers and
+    counts every class decision for sets, so the lowest validation MSE, or the highest validation micro-F1,
+    is chosen instead, with a log line. A metric the problem type does not report is an error."""
+    if args.metric_for_best_model is None or problem_type == SINGLE_LABEL:
+        return
+    metric, greater = ("validation_mse", False) if problem_type == REGRESSION else ("validation_f1_micro", True)
+    if args.metric_for_best_model == "validation_accuracy":
+        logger.info("Best model: %s (%s is the default of single-label classification).", metric, args.metric_for_best_model)
+        args.metric_for_best_model, args.greater_is_better = metric, greater
+        return
+    available = ("loss", "mse", "mae", "pearson", "spearman") if problem_type == REGRESSION else (
+        "loss", "f1_micro", "f1_macro", "exact_match", "accuracy", "precision_micro", "recall_micro")
+    name = args.metric_for_best_model.split("_", 1)[1]
+    if name not in available:
+        raise DataError(f"--metric_for_best_model {args.metric_for_best_model}: {problem_type} reports {', '.join(available)}.")
+    args.greater_is_better = name not in ("loss", "mse", "mae")  # Trainer's guess counts only names ending in "loss" as errors
+
+
+def _final_metrics(trainer: SpamTrainer, splits, num_labels: int, problem_type: str, threshold: float) -> dict:
+    """Every split's metrics with the final model; the test split's also per class (with its confusion
+    matrix for single-label classes), or per target."""
     results = {}
     train_eval = trainer.evaluate(splits["train"], metric_key_prefix="train")
     # keep the training run's train_runtime/train_samples_per_second: the evaluation's would overwrite them
@@ -247,6 +274,10 @@ def _final_metrics(trainer: SpamTrainer, splits, num_labels: int) -> dict:
     results.update(trainer.evaluate(splits["validation"], metric_key_prefix="eval"))
     test = trainer.predict(splits["test"], metric_key_prefix="test")  # one pass: metrics and confusion matrix
     results.update(test.metrics)
-    full = load_metric().compute(predictions=test.predictions.argmax(-1), references=test.label_ids, num_labels=num_labels)
+    predictions, references = predictions_of(test.predictions, problem_type, threshold), test.label_ids
+    extra = {"num_labels": num_labels} if problem_type == SINGLE_LABEL else {}
+    if problem_type == MULTI_LABEL:
+        references = references.astype(np.int64)
+    full = metric_for(problem_type, num_labels).compute(predictions=predictions, references=references, **extra)
     results.update({f"test_{k}": v for k, v in full.items() if not isinstance(v, float)})
     return results

@@ -2,6 +2,7 @@
 
 python scripts/classify.py runs/spam "You won a free prize! Text WIN to 80080" "See you at 5?"
 python scripts/classify.py runs/spam --file messages.txt --jsonl     # one text per line
+python scripts/classify.py runs/topics --threshold 0.3 "..."         # a multi-label model: every class above 0.3
 echo "Hey, are we still on for dinner?" | python scripts/classify.py runs/spam
 """
 
@@ -11,7 +12,7 @@ import logging
 import sys
 
 from hf_spam.errors import DataError, HfSpamError
-from hf_spam.inference import classify, load_classifier, read_text_file, split_lines
+from hf_spam.inference import classify, load_classifier, read_text_file, split_lines, summary
 
 
 def read_texts(args: argparse.Namespace) -> list[str]:
@@ -31,16 +32,17 @@ def main() -> None:
     parser.add_argument("--jsonl", action="store_true", help="print one JSON object per text")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
+    parser.add_argument("--threshold", type=float, default=0.5, help="multi-label models: show every class whose probability is above this")
     args = parser.parse_intermixed_args()
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     try:
         texts = read_texts(args)
-        results = classify(load_classifier(args.model, args.device), texts, args.batch_size)
+        results = classify(load_classifier(args.model, args.device), texts, args.batch_size, args.threshold)
     except HfSpamError as error:  # the message names the input and what to do: no traceback
         logging.getLogger("hf_spam").error("%s", error)
         sys.exit(2)
     for result in results:
-        print(json.dumps(result, ensure_ascii=False) if args.jsonl else f"{result['label']}\t{result['score']:.4f}\t{result['text']}")
+        print(json.dumps(result, ensure_ascii=False) if args.jsonl else f"{summary(result)}\t{result['text']}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ def main() -> None:
     parser.add_argument("model", help="folder written by scripts/train.py, or a Hub id")
     parser.add_argument("--port", type=int, default=None, help="port to serve on (default: Gradio's, 7860)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 to share on your network)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="multi-label models: list every class whose probability is above this")
     parser.add_argument("--space_dir", help="write a Hugging Face Space folder for this Hub model id and exit")
     args = parser.parse_args()
     if args.space_dir:
@@ -24,7 +25,7 @@ def main() -> None:
             f"Space folder written to {write_space(args.model, args.space_dir)}; upload it with: hf upload --repo-type space you/space-name {args.space_dir}"
         )
         return
-    launch(args.model, args.port, args.host)
+    launch(args.model, args.port, args.host, args.threshold)
 
 
 if __name__ == "__main__":

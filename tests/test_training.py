@@ -17,7 +17,6 @@ from transformers import AutoModelForSequenceClassification, HfArgumentParser, T
 
 from hf_spam import GPTForSequenceClassification
 from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
-from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.model_setup import configure_trainable
 from hf_spam.trainer import SpamTrainer, load_metric
 from hf_spam.training import run

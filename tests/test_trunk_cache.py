@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from hf_spam import GPTForSequenceClassification
+from hf_spam import GPTForSequenceClassification, cached_trunk
 from hf_spam.arguments import ModelArguments
-from hf_spam import cached_trunk
 from hf_spam.cached_trunk import CachedPrefix, open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CacheError
