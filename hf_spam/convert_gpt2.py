@@ -254,6 +254,7 @@ def to_gpt2_sequence_classifier(model) -> GPT2ForSequenceClassification:
         num_labels=config.num_labels,
         id2label=config.id2label,
         label2id=config.label2id,
+        problem_type=config.problem_type,
         pad_token_id=config.pad_token_id if config.pooling == "last_non_pad" else None,
     )
     trunk = book_to_gpt2(model.model.state_dict(), config.n_layers)

@@ -28,7 +28,7 @@ def base_model_id(model_args) -> str | None:
 
 USE_NOTES = {
     SINGLE_LABEL: "",
-    MULTI_LABEL: "\nEvery class's probability (sigmoid, as the pipeline applies for a multi-label model); the predicted classes are those above 0.5.\n",
+    MULTI_LABEL: "\nEvery class's probability (sigmoid, as the pipeline applies for a multi-label model); the run's metrics count a class as predicted above its --threshold (default 0.5).\n",
     REGRESSION: "\nThe predicted values, as they are (the pipeline applies no function to a regression model's output).\n",
 }
 # per problem type: the results table's metrics (the first two also go into the Hub metadata), and the per-class/target table's

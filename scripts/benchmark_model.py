@@ -9,9 +9,11 @@ sequence, as the book's ``generate_text_simple``), against transformers' ``GPT2L
 cache on the same weights. The tokens must agree; the best of ``--repeats`` runs is reported.
 
 ``--checkpointing``: peak memory of one training step (forward and backward, every layer trainable,
-batch 8 x 128 tokens) of the classifier on the gpt2-medium and gpt2-large shapes, with and without
+batch 8 x ``--tokens``) of the classifier on the gpt2-medium and gpt2-large shapes, with and without
 ``gradient_checkpointing_enable()``. Each case runs in its own process and reports its peak resident
-memory (``VmHWM``), so each peak is its own.
+memory (``VmHWM``), so each peak is its own. Checkpointing trades the activations kept for the backward
+pass (which grow with batch x tokens) for a second forward; the gradients of every weight stay, so at
+short sequences, where they outweigh the activations, it saves nothing.
 """
 
 from __future__ import annotations
@@ -75,14 +77,14 @@ def training_step_peak(preset: str, checkpointing: bool, batch: int = 8, tokens:
     before = peak_rss_mib()
     start = time.perf_counter()
     model(ids, labels=torch.zeros(batch, dtype=torch.long)).loss.backward()
-    return {"preset": preset, "checkpointing": checkpointing, "step_s": time.perf_counter() - start, "weights_peak_mib": before, "peak_mib": peak_rss_mib()}
+    return {"preset": preset, "tokens": tokens, "checkpointing": checkpointing, "step_s": time.perf_counter() - start, "weights_peak_mib": before, "peak_mib": peak_rss_mib()}
 
 
-def measure_checkpointing(presets: list[str]) -> list[dict]:
+def measure_checkpointing(presets: list[str], tokens: int) -> list[dict]:
     rows = []
     for preset in presets:
         for checkpointing in (False, True):
-            worker = [sys.executable, __file__, "--worker", preset, "--worker_checkpointing", str(checkpointing)]
+            worker = [sys.executable, __file__, "--worker", preset, "--worker_checkpointing", str(checkpointing), "--tokens", str(tokens)]
             rows.append(json.loads(subprocess.run(worker, check=True, capture_output=True, text=True).stdout.splitlines()[-1]))
     return rows
 
@@ -93,12 +95,13 @@ def main() -> None:
     parser.add_argument("--checkpointing", action="store_true", help="peak memory with and without gradient checkpointing")
     parser.add_argument("--presets", nargs="+", default=["gpt2-medium", "gpt2-large"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=384, help="tokens per sequence of the training step (batch 8)")
     parser.add_argument("--json", help="write every figure here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker_checkpointing", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(training_step_peak(args.worker, args.worker_checkpointing == "True")))
+        print(json.dumps(training_step_peak(args.worker, args.worker_checkpointing == "True", tokens=args.tokens)))
         return
     figures: dict = {"threads": torch.get_num_threads()}
     if args.generate:
@@ -109,7 +112,7 @@ def main() -> None:
             f"GPT2LMHeadModel {generation['gpt2_cache_s']:.2f} s"
         )
     if args.checkpointing:
-        figures["checkpointing"] = rows = measure_checkpointing(args.presets)
+        figures["checkpointing"] = rows = measure_checkpointing(args.presets, args.tokens)
         for row in rows:
             print(f"{row['preset']} checkpointing={row['checkpointing']}: peak {row['peak_mib']:.0f} MiB (weights {row['weights_peak_mib']:.0f}), step {row['step_s']:.1f} s")
     if args.json:

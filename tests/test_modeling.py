@@ -323,6 +323,7 @@ def test_problem_types_are_inferred_and_their_losses_match_gpt2():
             loss = ours(ids, labels=labels).loss
             assert ours.config.problem_type == problem
             torch.testing.assert_close(loss, theirs(ids, labels=labels).loss, atol=1e-5, rtol=1e-5)
+        assert ours.to_gpt2().config.problem_type == problem  # an exported model keeps the loss (and the pipeline's function)
     torch.manual_seed(0)
     two_targets = GPTForSequenceClassification(tiny_config(num_labels=2, problem_type="regression"))
     targets = torch.randn(3, 2)

@@ -68,6 +68,43 @@ def test_one_position_top_block_equals_the_full_computation(pooling, padding, ca
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize(
+    "problem_type, num_labels, labels",
+    [
+        ("regression", 1, torch.tensor([0.5, -1.0, 2.0])),
+        ("multi_label_classification", 3, torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 1.0]])),
+    ],
+)
+@pytest.mark.parametrize("cached", [False, True])
+def test_one_position_top_block_is_exact_for_regression_and_multi_label(problem_type, num_labels, labels, cached):
+    """The cached prefix and the one-position top block under MSE and BCE: the full computation's loss and gradients."""
+    torch.manual_seed(0)
+    config = tiny_config(n_layers=3, num_labels=num_labels, problem_type=problem_type)
+    model = configure_trainable(randomized(GPTForSequenceClassification(config)), ModelArguments())
+    ids, mask = left_padded(ROWS)
+    hidden = model.model(ids, mask).last_hidden_state
+    logits = model.out_head(pool("last_non_pad", hidden, mask))
+    loss = (
+        torch.nn.functional.mse_loss(logits.view(-1), labels)
+        if problem_type == "regression"
+        else torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    )
+    loss.backward()
+    expected = gradients(model)
+    model.zero_grad()
+    extra = {}
+    if cached:
+        with torch.no_grad():
+            extra = {"prefix_hidden_states": prefix(model.model, ids, mask, 2), "prefix_depth": 2}
+    out = model(input_ids=ids, attention_mask=mask, labels=labels, **extra)
+    out.loss.backward()
+    torch.testing.assert_close(out.loss, loss, atol=1e-6, rtol=1e-5)
+    got = gradients(model)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
 def test_one_position_top_block_keeps_lora_adapters_on_keys_and_values():
     """LoRA wraps W_key and W_value (their .weight is then only the base of the map): with adapters away from
     zero, logits and every gradient, the top block's key and value adapters' included, match the full blocks."""
