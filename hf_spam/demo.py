@@ -123,7 +123,7 @@ def write_space(model: str, folder: str | os.PathLike) -> Path:
     app = source.replace('MODEL = os.environ.get("HF_SPAM_MODEL", "")', f'MODEL = os.environ.get("HF_SPAM_MODEL", "{model}")', 1)
     app += '\n\nif __name__ == "__main__":\n    launch(MODEL, host="0.0.0.0")\n'
     (folder / "app.py").write_text(app)
-    (folder / "requirements.txt").write_text("torch\ntransformers>=5.0,<6\nsafetensors\nhuggingface_hub\n")
+    (folder / "requirements.txt").write_text("torch\ntransformers>=5.24,<6\nsafetensors\nhuggingface_hub\n")
     title = model.split("/")[-1]
     (folder / "README.md").write_text(SPACE_README.format(title=title, model=model, gradio_version=gr.__version__))
     return folder

@@ -1,6 +1,7 @@
 """The Gradio demo, driven over HTTP with gradio_client and in a real browser (Debian's Chromium through
 Selenium), against what scripts/classify.py says for the same model; and the Space folder it writes."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -40,14 +41,15 @@ def trained(tmp_path_factory, sms_file):
     return out
 
 
-@pytest.fixture(scope="module")
-def demo_url(trained):
+@contextlib.contextmanager
+def serving(model, *options: str):
+    """scripts/demo.py on a free local port; yields its URL once the app says it serves."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "scripts/demo.py", str(trained), "--port", str(port)],
+        [sys.executable, "scripts/demo.py", str(model), "--port", str(port), *options],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -61,9 +63,17 @@ def demo_url(trained):
             break
     else:
         raise AssertionError("the demo exited before serving:\n" + "".join(lines[-40:]))
-    yield f"http://127.0.0.1:{port}/"
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def demo_url(trained):
+    with serving(trained) as url:
+        yield url
 
 
 def expected(trained, text):
@@ -139,3 +149,32 @@ def test_the_space_folder_is_ready_to_upload(trained, tmp_path):
         from hf_spam.demo import write_space
 
         write_space(str(trained), tmp_path / "bad")
+
+
+@pytest.mark.slow
+def test_multi_label_and_regression_models_answer_over_http_like_classify_py(tmp_path):
+    """A multi-label model's app lists the classes above its --threshold beside every probability; a
+    regression model's shows its values; both as the library's classify says."""
+    import torch
+    from gradio_client import Client
+
+    from hf_spam import GPTForSequenceClassification, save_with_tokenizer
+    from tests.helpers import tiny_config
+
+    torch.manual_seed(0)
+    names = {0: "spam", 1: "long", 2: "digits"}
+    multi = GPTForSequenceClassification(tiny_config(num_labels=3, id2label=names, problem_type="multi_label_classification"))
+    with torch.no_grad():
+        multi.out_head.weight.normal_(0, 2.0)  # probabilities well away from 0.5, some on either side of 0.4
+    save_with_tokenizer(multi, tmp_path / "multi")
+    regression = GPTForSequenceClassification(tiny_config(num_labels=1, id2label={0: "stars"}, problem_type="regression"))
+    save_with_tokenizer(regression, tmp_path / "regression")
+    reference = classify(load_classifier(tmp_path / "multi"), [SPAM], threshold=0.4)[0]
+    with serving(tmp_path / "multi", "--threshold", "0.4") as url:
+        scores, chosen = Client(url, verbose=False).predict(SPAM, api_name="/classify")
+    assert {c["label"]: c["confidence"] for c in scores["confidences"]} == pytest.approx(reference["scores"], abs=1e-6)
+    assert chosen == (", ".join(reference["labels"]) or "none above 0.4")
+    value = classify(load_classifier(tmp_path / "regression"), [SPAM])[0]["values"]
+    with serving(tmp_path / "regression") as url:
+        answer = Client(url, verbose=False).predict(SPAM, api_name="/classify")
+    assert answer == pytest.approx(value, abs=1e-5)
