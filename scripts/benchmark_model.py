@@ -10,8 +10,8 @@ cache on the same weights. The tokens must agree; the best of ``--repeats`` runs
 
 ``--checkpointing``: peak memory of one training step (forward and backward, every layer trainable,
 batch 8 x ``--tokens``) of the classifier on the gpt2-medium and gpt2-large shapes, with and without
-``gradient_checkpointing_enable()``. Each case runs in its own process and reports its peak resident
-memory (``VmHWM``), so each peak is its own. Checkpointing trades the activations kept for the backward
+``activation_checkpointing_enable()`` (transformers 5.24's name for gradient checkpointing). Each
+case runs in its own process and reports its peak resident memory (``VmHWM``), so each peak is its own. Checkpointing trades the activations kept for the backward
 pass (which grow with batch x tokens) for a second forward; the gradients of every weight stay, so at
 short sequences, where they outweigh the activations, it saves nothing.
 """
@@ -72,7 +72,7 @@ def training_step_peak(preset: str, checkpointing: bool, batch: int = 8, tokens:
     torch.manual_seed(0)
     model = GPTForSequenceClassification(GPTConfig.from_preset(preset)).train()
     if checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
     ids = torch.randint(0, 50257, (batch, tokens))
     before = peak_rss_mib()
     start = time.perf_counter()

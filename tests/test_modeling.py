@@ -395,7 +395,7 @@ def test_gradient_checkpointing_in_the_causal_lm_drops_the_cache_and_keeps_the_l
     plain.loss.backward()
     expected = {n: p.grad.clone() for n, p in ours.named_parameters()}
     ours.zero_grad()
-    ours.gradient_checkpointing_enable()
+    ours.activation_checkpointing_enable()  # transformers 5.24's name; gradient_checkpointing_enable() above
     out = ours(ids, labels=ids, use_cache=True)
     out.loss.backward()
     assert out.cache is None  # a recomputed block would write its keys and values twice
@@ -418,3 +418,15 @@ def test_device_map_auto_offloads_to_cpu_and_disk_with_the_same_logits(tmp_path)
     ids, mask = right_padded([[row % 1000 for row in ids] for ids in ROWS], pad=999)
     with torch.no_grad():
         torch.testing.assert_close(offloaded(ids, attention_mask=mask).logits, model(ids, attention_mask=mask).logits)
+
+
+def test_beam_search_and_sampling_match_gpt2():
+    ours, theirs = lm_and_gpt2(eos_token_id=None, bos_token_id=None)
+    ids, mask = left_padded(ROWS)
+    with torch.no_grad():
+        beams = [m.generate(ids, attention_mask=mask, max_new_tokens=6, num_beams=3, do_sample=False, pad_token_id=50256) for m in (ours, theirs)]
+        sampled = []
+        for model in (ours, theirs):
+            torch.manual_seed(5)
+            sampled.append(model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=True, top_k=50, pad_token_id=50256))
+    assert torch.equal(*beams) and torch.equal(*sampled)
