@@ -11,7 +11,11 @@ cache on the same weights. The tokens must agree; the best of ``--repeats`` runs
 ``--checkpointing``: peak memory of one training step (forward and backward, every layer trainable,
 batch 8 x ``--tokens``) of the classifier on the gpt2-medium and gpt2-large shapes, with and without
 ``activation_checkpointing_enable()`` (transformers 5.24's name for gradient checkpointing). Each
-case runs in its own process and reports its peak resident memory (``VmHWM``), so each peak is its own. Checkpointing trades the activations kept for the backward
+case runs in its own process and reports its peak resident memory (``VmHWM``), so each peak is its own,
+with glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``): every tensor larger than that
+gets its own mapping, returned when freed, so the peak is that of the tensors alive at once. With
+glibc's default (a threshold that rises as large blocks are freed) freed activations stay in the heap
+and the peak measures the allocator's history as much as the model. Checkpointing trades the activations kept for the backward
 pass (which grow with batch x tokens) for a second forward; the gradients of every weight stay, so at
 short sequences, where they outweigh the activations, it saves nothing.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -85,7 +90,8 @@ def measure_checkpointing(presets: list[str], tokens: int) -> list[dict]:
     for preset in presets:
         for checkpointing in (False, True):
             worker = [sys.executable, __file__, "--worker", preset, "--worker_checkpointing", str(checkpointing), "--tokens", str(tokens)]
-            rows.append(json.loads(subprocess.run(worker, check=True, capture_output=True, text=True).stdout.splitlines()[-1]))
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+            rows.append(json.loads(subprocess.run(worker, check=True, capture_output=True, text=True, env=env).stdout.splitlines()[-1]))
     return rows
 
 
