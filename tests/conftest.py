@@ -1,4 +1,13 @@
-"""Offline test setup: the shared data beside the checkout, and no Hub access."""
+"""Test setup: the two data files the tests need, no Hub access, and no silent skips where data is promised.
+
+The SMS Spam Collection and GPT-2's BPE files come from the folder ``HF_SPAM_TEST_DATA`` names, laid out
+as ``sms_spam/SMSSpamCollection`` and ``tiktoken_cache/`` (tiktoken's cache of ``encoder.json`` and
+``vocab.bpe``). Without it they are fetched the way the product fetches them (the UCI zip, checked by
+its sha256, into the datasets cache; tiktoken's files into tiktoken's cache), once. Offline and without
+the variable, every test that needs them is skipped with one message saying what to set; the rest run.
+With ``HF_SPAM_TEST_DATA`` set, a missing file is an error, and ``HF_SPAM_NO_SKIPS=1`` (what ``.ci/run``
+sets) turns any skipped test into a failed session.
+"""
 
 import os
 import tempfile
@@ -6,18 +15,68 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED_DATA / "tiktoken_cache"))
+TEST_DATA = os.environ.get("HF_SPAM_TEST_DATA")
+USER_DATASETS_CACHE = os.environ.get("HF_DATASETS_CACHE")  # the user's own, where a download is kept between sessions
+if TEST_DATA:
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(Path(TEST_DATA) / "tiktoken_cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # datasets' cache (and the frozen-prefix caches under it) in a throwaway folder, not the user's ~/.cache
-os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="hf_spam_tests_datasets_"))
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="hf_spam_tests_datasets_")
+
+NO_DATA = (
+    "needs the SMS Spam Collection and GPT-2's BPE files, which could not be downloaded (offline?): set HF_SPAM_TEST_DATA "
+    "to a folder holding sms_spam/SMSSpamCollection and tiktoken_cache/ (tiktoken's cached encoder.json and vocab.bpe)"
+)
+
+
+def _given(relative: str) -> Path:
+    path = Path(TEST_DATA, relative)
+    if not path.exists():
+        raise FileNotFoundError(f"HF_SPAM_TEST_DATA={TEST_DATA} has no {relative}; see tests/conftest.py for the layout.")
+    return path
 
 
 @pytest.fixture(scope="session")
-def sms_file() -> Path:
-    path = SHARED_DATA / "sms_spam" / "SMSSpamCollection"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: tests need ../shared/data beside the checkout (see README).")
+def gpt2_bpe() -> None:
+    """GPT-2's BPE files, through tiktoken's cache (the product's tokenizer checks them by sha256)."""
+    if TEST_DATA:
+        _given("tiktoken_cache")
+    from hf_spam.tokenizer import tiktoken_gpt2
+
+    try:
+        tiktoken_gpt2()
+    except RuntimeError as error:
+        if TEST_DATA:
+            raise
+        pytest.skip(f"{NO_DATA} ({error})")
+
+
+@pytest.fixture(scope="session")
+def sms_file(gpt2_bpe, tmp_path_factory) -> Path:
+    """The SMS Spam Collection, as the UCI zip holds it."""
+    if TEST_DATA:
+        return _given("sms_spam/SMSSpamCollection")
+    from hf_spam.data import DataError, download_sms_spam, read_sms_spam_bytes
+
+    try:
+        archive = download_sms_spam(cache_dir=USER_DATASETS_CACHE)
+    except DataError as error:
+        pytest.skip(f"{NO_DATA} ({error})")
+    path = tmp_path_factory.mktemp("sms_spam") / "SMSSpamCollection"
+    path.write_bytes(read_sms_spam_bytes(archive)[0])
     return path
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("HF_SPAM_NO_SKIPS") == "1" and _skipped:
+        session.config.get_terminal_writer().line(f"HF_SPAM_NO_SKIPS=1, but {len(_skipped)} tests were skipped: {_skipped[:10]}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

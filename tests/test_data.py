@@ -3,8 +3,12 @@
 import hashlib
 import http.server
 import io
+import os
+import subprocess
+import sys
 import threading
 import zipfile
+from pathlib import Path
 
 import datasets
 import pytest
@@ -12,6 +16,8 @@ import pytest
 from hf_spam.data import DataError, describe, load_sms_spam, load_text_classification, tokenize
 from hf_spam.tokenizer import tiktoken_gpt2
 from tests import book_reference
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_sms_split_is_row_for_row_the_books(sms_file):
@@ -158,3 +164,64 @@ def test_any_csv_with_string_labels_and_custom_columns(tmp_path):
         load_text_classification(tmp_path / "jsonl")
     with pytest.raises(DataError, match=r"data.csv has no column 'body'; its columns are \['message', 'category'\]"):
         load_text_classification(tmp_path / "data.csv", text_column="body")
+
+
+class FilesServer(http.server.BaseHTTPRequestHandler):
+    """Serves fixed files on loopback (stands in for archive.ics.uci.edu and openaipublic.blob.core.windows.net)."""
+
+    files: dict[str, bytes] = {}
+
+    def do_GET(self):  # noqa: N802
+        body = self.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self):  # noqa: N802
+        body = self.files.get(self.path)
+        self.send_response(200 if body is not None else 404)
+        self.send_header("Content-Length", str(len(body or b"")))
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.slow
+def test_a_clone_without_test_data_downloads_once_then_runs_offline(tmp_path, sms_file):
+    """The test suite on a machine with nothing beside the checkout: without HF_SPAM_TEST_DATA the data tests
+    fetch the SMS zip and GPT-2's BPE files through the product's download code (here from a loopback server
+    at the overridable URLs) into fresh caches; a second session runs offline from those caches; and with
+    neither the data nor a network they are skipped with one message saying what to set."""
+    from hf_spam.tokenizer import GPT2_BPE_FILES, _read_bpe_file
+
+    archive = io.BytesIO()
+    write_zip(archive, {"sms+spam+collection/SMSSpamCollection": sms_file.read_bytes()})
+    FilesServer.files = {"/sms.zip": archive.getvalue()}
+    for url, sha256 in GPT2_BPE_FILES.values():
+        FilesServer.files["/gpt2/" + url.rsplit("/", 1)[1]] = _read_bpe_file(url, sha256)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FilesServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_SPAM_TEST_DATA", "TIKTOKEN_CACHE_DIR", "HF_SPAM_NO_SKIPS")}
+    env |= {"HF_DATASETS_CACHE": str(tmp_path / "datasets"), "TIKTOKEN_CACHE_DIR": str(tmp_path / "tiktoken")}
+    env |= {"HF_SPAM_SMS_SPAM_URL": f"{base}/sms.zip", "HF_SPAM_GPT2_BPE_URL": f"{base}/gpt2/", "COLUMNS": "2000"}
+    test = "tests/test_data.py::test_book_padding_matches_spam_dataset"
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test]
+
+    online = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert online.returncode == 0 and "1 passed" in online.stdout, online.stdout[-3000:]
+    assert len(list((tmp_path / "tiktoken").iterdir())) == 2 and any((tmp_path / "datasets").rglob("*"))
+    server.shutdown()
+    offline = subprocess.run(command, cwd=ROOT, env=env | {"HF_DATASETS_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    assert offline.returncode == 0 and "1 passed" in offline.stdout, offline.stdout[-3000:]
+    nothing = env | {"HF_DATASETS_CACHE": str(tmp_path / "empty"), "TIKTOKEN_CACHE_DIR": str(tmp_path / "empty-tiktoken")}
+    skipped = subprocess.run(command, cwd=ROOT, env=nothing, capture_output=True, text=True, timeout=600)
+    assert skipped.returncode == 0 and "1 skipped" in skipped.stdout, skipped.stdout[-3000:]
+    assert "set HF_SPAM_TEST_DATA to a folder holding sms_spam/SMSSpamCollection and tiktoken_cache/" in skipped.stdout
+    strict = subprocess.run(command, cwd=ROOT, env=nothing | {"HF_SPAM_NO_SKIPS": "1"}, capture_output=True, text=True, timeout=600)
+    assert strict.returncode == 1 and "HF_SPAM_NO_SKIPS=1, but 1 tests were skipped" in strict.stdout, strict.stdout[-3000:]

@@ -3,6 +3,7 @@ Selenium), against what scripts/classify.py says for the same model; and the Spa
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -100,11 +101,14 @@ def test_a_person_types_a_message_in_a_real_browser(trained, demo_url, tmp_path)
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
+    browser, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and chromedriver):
+        pytest.skip("needs Chromium and its driver on PATH (Debian: apt install chromium chromium-driver, as .ci/run does)")
     options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
+    options.binary_location = browser
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1100,900"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    driver = webdriver.Chrome(options=options, service=Service(chromedriver))
     try:
         driver.get(demo_url)
         wait = WebDriverWait(driver, 60)
