@@ -46,8 +46,15 @@ LOCAL_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"
 # The SMS Spam Collection
 
 
-def download_sms_spam(url: str = SMS_SPAM_URL, cache_dir: str | None = None) -> Path:
-    """The UCI zip, downloaded once into the datasets cache (later calls make no network request)."""
+def sms_spam_url(url: str | None = None) -> str:
+    """``url``, else ``HF_SPAM_SMS_SPAM_URL`` (a mirror, or a test's loopback server), else UCI's."""
+    return url or os.environ.get("HF_SPAM_SMS_SPAM_URL") or SMS_SPAM_URL
+
+
+def download_sms_spam(url: str | None = None, cache_dir: str | None = None) -> Path:
+    """The UCI zip (from :func:`sms_spam_url`), downloaded once into the datasets cache (later calls make
+    no network request)."""
+    url = sms_spam_url(url)
     manager = DownloadManager(download_config=DownloadConfig(cache_dir=cache_dir, use_etag=False))
     try:
         return Path(manager.download(url))
@@ -135,15 +142,21 @@ def parse_sms_spam(text: str, name: str) -> pd.DataFrame:
     return frame
 
 
-def load_sms_spam_frame(data_file: str | os.PathLike | None = None, url: str = SMS_SPAM_URL, cache_dir: str | None = None) -> pd.DataFrame:
-    """The SMS Spam Collection as the book's DataFrame (``Label``, ``Text``), from a local file or UCI."""
-    downloaded = data_file is None
-    raw, name = read_sms_spam_bytes(download_sms_spam(url, cache_dir) if downloaded else data_file)
-    if downloaded and hashlib.sha256(raw).hexdigest() != SMS_SPAM_SHA256:
+def fetch_sms_spam(url: str | None = None, cache_dir: str | None = None) -> tuple[bytes, str]:
+    """The ``SMSSpamCollection`` bytes of the downloaded UCI zip (:func:`download_sms_spam`), checked
+    against their sha256, and a display name."""
+    raw, name = read_sms_spam_bytes(download_sms_spam(url, cache_dir))
+    if hashlib.sha256(raw).hexdigest() != SMS_SPAM_SHA256:
         raise DataError(
-            f"{name} (downloaded from {url}) has sha256 {hashlib.sha256(raw).hexdigest()}, expected {SMS_SPAM_SHA256}: "
+            f"{name} (downloaded from {sms_spam_url(url)}) has sha256 {hashlib.sha256(raw).hexdigest()}, expected {SMS_SPAM_SHA256}: "
             "the download is corrupt or the file changed. Delete it and retry, or pass data_file=."
         )
+    return raw, name
+
+
+def load_sms_spam_frame(data_file: str | os.PathLike | None = None, url: str | None = None, cache_dir: str | None = None) -> pd.DataFrame:
+    """The SMS Spam Collection as the book's DataFrame (``Label``, ``Text``), from a local file or UCI."""
+    raw, name = fetch_sms_spam(url, cache_dir) if data_file is None else read_sms_spam_bytes(data_file)
     return parse_sms_spam(check_sms_lines(raw, name), name)
 
 
@@ -155,7 +168,7 @@ def load_sms_spam(
     seed: int = 123,
     train_frac: float = 0.7,
     validation_frac: float = 0.1,
-    url: str = SMS_SPAM_URL,
+    url: str | None = None,
     cache_dir: str | None = None,
 ) -> DatasetDict:
     """Chapter 6's SMS data: balanced 747/747 (seed 123), split 70/10/20 -> 1,045 / 149 / 300 rows.

@@ -1,8 +1,8 @@
 """Chapter 6's bonus experiment table (rows 1-19) through hf_spam's Trainer path.
 
 python scripts/experiments.py --list
-python scripts/experiments.py 1 10 no_padding --data_file ../shared/data/sms_spam/SMSSpamCollection --output_dir runs/experiments
-python scripts/experiments.py all --reduced --weights random --data_file ../shared/data/sms_spam/SMSSpamCollection --output_dir runs/table
+python scripts/experiments.py 1 10 no_padding --data_file path/to/SMSSpamCollection --output_dir runs/experiments
+python scripts/experiments.py all --reduced --weights random --data_file path/to/SMSSpamCollection --output_dir runs/table
 
 Arguments this script does not know are passed to every row's scripts/train.py (e.g. --data_file,
 --num_train_epochs, --bf16). Writes experiments.md and experiments.json into --output_dir.

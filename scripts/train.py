@@ -1,7 +1,7 @@
 """Finetune the book's GPT as a text classifier (chapter 6) with Trainer.
 
     python scripts/train.py --output_dir runs/spam                       # the book's recipe
-    python scripts/train.py --data_file ../shared/data/sms_spam/SMSSpamCollection --weights random \\
+    python scripts/train.py --data_file path/to/SMSSpamCollection --weights random \\
         --config_overrides "n_layers=2,emb_dim=128,n_heads=2" --trainable_layers all --learning_rate 5e-4 --output_dir runs/tiny
     accelerate launch scripts/train.py ...                               # several GPUs, unchanged
 """

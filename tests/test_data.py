@@ -197,26 +197,28 @@ def test_a_clone_without_test_data_downloads_once_then_runs_offline(tmp_path, sm
     fetch the SMS zip and GPT-2's BPE files through the product's download code (here from a loopback server
     at the overridable URLs) into fresh caches; a second session runs offline from those caches; and with
     neither the data nor a network they are skipped with one message saying what to set."""
-    from hf_spam.tokenizer import GPT2_BPE_FILES, _read_bpe_file
+    from hf_spam.tokenizer import _read_bpe_file, gpt2_bpe_files
 
     archive = io.BytesIO()
     write_zip(archive, {"sms+spam+collection/SMSSpamCollection": sms_file.read_bytes()})
     FilesServer.files = {"/sms.zip": archive.getvalue()}
-    for url, sha256 in GPT2_BPE_FILES.values():
+    for url, sha256 in gpt2_bpe_files().values():
         FilesServer.files["/gpt2/" + url.rsplit("/", 1)[1]] = _read_bpe_file(url, sha256)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FilesServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_SPAM_TEST_DATA", "TIKTOKEN_CACHE_DIR", "HF_SPAM_NO_SKIPS")}
+    unset = ("HF_SPAM_TEST_DATA", "TIKTOKEN_CACHE_DIR", "HF_SPAM_NO_SKIPS", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")  # ours, not a user's
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env |= {"HF_DATASETS_CACHE": str(tmp_path / "datasets"), "TIKTOKEN_CACHE_DIR": str(tmp_path / "tiktoken")}
     env |= {"HF_SPAM_SMS_SPAM_URL": f"{base}/sms.zip", "HF_SPAM_GPT2_BPE_URL": f"{base}/gpt2/", "COLUMNS": "2000"}
     test = "tests/test_data.py::test_book_padding_matches_spam_dataset"
     command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test]
-
-    online = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    timeout = 300
+    online = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert online.returncode == 0 and "1 passed" in online.stdout, online.stdout[-3000:]
     assert len(list((tmp_path / "tiktoken").iterdir())) == 2 and any((tmp_path / "datasets").rglob("*"))
     server.shutdown()
+    server.server_close()  # connections are refused from now on, as with no network
     offline = subprocess.run(command, cwd=ROOT, env=env | {"HF_DATASETS_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
     assert offline.returncode == 0 and "1 passed" in offline.stdout, offline.stdout[-3000:]
     nothing = env | {"HF_DATASETS_CACHE": str(tmp_path / "empty"), "TIKTOKEN_CACHE_DIR": str(tmp_path / "empty-tiktoken")}

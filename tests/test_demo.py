@@ -156,7 +156,7 @@ def test_the_space_folder_is_ready_to_upload(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_multi_label_and_regression_models_answer_over_http_like_classify_py(tmp_path):
+def test_multi_label_and_regression_models_answer_over_http_like_classify_py(gpt2_bpe, tmp_path):
     """A multi-label model's app lists the classes above its --threshold beside every probability; a
     regression model's shows its values; both as the library's classify says."""
     import torch

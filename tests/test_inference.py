@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory) -> Path:
+def saved(gpt2_bpe, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("classifier")
     torch.manual_seed(0)
     save_with_tokenizer(GPTForSequenceClassification(tiny_config(id2label={0: "ham", 1: "spam"})), folder)

@@ -27,7 +27,7 @@ TINY_RUN = ["--weights", "random", "--config_overrides", "n_layers=1,emb_dim=32,
 
 
 @pytest.fixture(scope="module")
-def saved_classifier(tmp_path_factory):
+def saved_classifier(gpt2_bpe, tmp_path_factory):
     folder = tmp_path_factory.mktemp("classifier")
     torch.manual_seed(0)
     save_with_tokenizer(GPTForSequenceClassification(tiny_config(id2label={0: "ham", 1: "spam"})), folder)
@@ -68,7 +68,7 @@ def test_non_utf8_lines_in_a_text_file_are_replaced_and_reported(tmp_path, caplo
     assert "lines [2] are not valid UTF-8" in caplog.text
 
 
-def test_another_vocabulary_is_refused(tmp_path):
+def test_another_vocabulary_is_refused(gpt2_bpe, tmp_path):
     save_with_tokenizer(GPTForSequenceClassification(tiny_config()), tmp_path)
     words = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1}, unk_token="[UNK]"))
     words.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -78,7 +78,7 @@ def test_another_vocabulary_is_refused(tmp_path):
         load_classifier(tmp_path)
 
 
-def test_corrupt_or_mismatched_checkpoints_fail_loudly(tmp_path):
+def test_corrupt_or_mismatched_checkpoints_fail_loudly(gpt2_bpe, tmp_path):
     save_with_tokenizer(GPTForSequenceClassification(tiny_config()), tmp_path)
     with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
         GPTForSequenceClassification.from_pretrained(tmp_path, num_labels=3)

@@ -41,7 +41,7 @@ FRESH_PROCESS = textwrap.dedent(
 )
 
 
-def test_saved_classifier_loads_without_hf_spam(tmp_path):
+def test_saved_classifier_loads_without_hf_spam(gpt2_bpe, tmp_path):
     torch.manual_seed(0)
     model = GPTForSequenceClassification(tiny_config(id2label={0: "ham", 1: "spam"})).eval()
     save_with_tokenizer(model, tmp_path / "model")

@@ -1,6 +1,7 @@
 """The transformers tokenizer saved with models must give tiktoken's ids (the book's tokenizer)."""
 
 import pytest
+import tiktoken
 from transformers import AutoTokenizer
 
 from hf_spam import gpt2_tokenizer, tiktoken_gpt2
@@ -25,12 +26,13 @@ def test_tokenizer_ids_equal_tiktoken_on_every_sms_message(sms_file, tmp_path):
     encoding = tiktoken_gpt2()
     messages = [line.split("\t", 1)[1] for line in sms_file.read_text(encoding="utf-8").splitlines()] + ODD_TEXTS
     expected = [encoding.encode(m, allowed_special={"<|endoftext|>"}) for m in messages]
+    assert [tiktoken.get_encoding("gpt2").encode(m, allowed_special={"<|endoftext|>"}) for m in messages] == expected
     assert tokenizer(messages)["input_ids"] == expected
     assert reloaded(messages)["input_ids"] == expected
     assert len(messages) == 5574 + len(ODD_TEXTS)
 
 
-def test_tokenizer_pads_with_endoftext_and_knows_the_context_length():
+def test_tokenizer_pads_with_endoftext_and_knows_the_context_length(gpt2_bpe):
     tokenizer = gpt2_tokenizer(model_max_length=1024)
     assert tokenizer.pad_token_id == 50256 and tokenizer.eos_token_id == 50256
     batch = tokenizer(["a b c", "a"], padding=True)

@@ -264,7 +264,7 @@ def test_two_processes_train_on_different_data(tmp_path, sms_file):
     assert not list(out.glob("*rank*")), "the product writes no test files into the output folder"
 
 
-def test_classify_pipeline_and_forward_agree_for_every_pooling(tmp_path):
+def test_classify_pipeline_and_forward_agree_for_every_pooling(gpt2_bpe, tmp_path):
     """A saved model predicts the same through classify.py's path, a stock pipeline (no extra arguments)
     and a plain forward with the tokenizer's padding, also for the book's position -1 on padded input."""
     from transformers import AutoTokenizer, pipeline
@@ -300,7 +300,7 @@ def test_classify_pipeline_and_forward_agree_for_every_pooling(tmp_path):
         model(torch.zeros(1, 0, dtype=torch.long))
 
 
-def test_a_training_split_smaller_than_one_batch_is_an_error_before_training(tmp_path):
+def test_a_training_split_smaller_than_one_batch_is_an_error_before_training(gpt2_bpe, tmp_path):
     from hf_spam.errors import DataError
 
     rows = ["text,label"] + [f"message {i},{i % 2}" for i in range(7)]

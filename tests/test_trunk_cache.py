@@ -217,7 +217,7 @@ print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 @pytest.mark.slow
-def test_peak_memory_does_not_grow_with_the_cache(tmp_path):
+def test_peak_memory_does_not_grow_with_the_cache(gpt2_bpe, tmp_path):
     """The same run on 400 and on 1,600 texts (~300 tokens each): the cache grows by ~4x (hundreds of
     MB), the process's peak memory by far less than the cache does (it holds one batch, not the cache)."""
     measured = {}
