@@ -14,7 +14,8 @@ Model: GPT-2-small width (768, 12 heads), so each cached token costs what it cos
 (3 KiB in fp32), with ``--layers`` blocks (default 1) so the runs fit in minutes on 2 CPU cores; the
 classifier's head trains (``last_layer``), so every block is frozen and cached. Each training split
 of N reviews comes with validation and test splits of N/10 each. Every run is its own process;
-peak RSS is that process's (``wait4``), and the second run of each size reuses the first's cache.
+peak RSS is that process's own ``VmHWM``, which it writes as it exits (``wait4``'s ``ru_maxrss`` would
+start from this script's peak, inherited at fork), and the second run of each size reuses the first's cache.
 """
 
 from __future__ import annotations
@@ -66,15 +67,30 @@ def write_data(folder: Path, size: int, seed: int = 0) -> dict:
     return {"examples": size + 2 * (size // 10), "tokens": tokens}
 
 
+# runs a script (argv[1:]) and, as it exits, writes its VmHWM (kB) to the file named by HF_SPAM_BENCH_PEAK
+REPORT_PEAK = """
+import atexit, os, runpy, sys
+def report():
+    with open("/proc/self/status") as status, open(os.environ["HF_SPAM_BENCH_PEAK"], "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+atexit.register(report)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def timed_run(command: list[str], env: dict) -> dict:
-    """Wall seconds and peak RSS (MiB) of one process."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise RuntimeError(f"{command[:3]} failed:\n{stderr[-3000:]}")
-    return {"wall_s": time.perf_counter() - started, "peak_rss_mib": usage.ru_maxrss / 1024}
+    """Wall seconds and peak RSS (MiB, the process's own ``VmHWM``) of ``python script args`` in its own process."""
+    with tempfile.NamedTemporaryFile(suffix=".peak") as peak:
+        started = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-c", REPORT_PEAK, *command[1:]], cwd=ROOT, env={**env, "HF_SPAM_BENCH_PEAK": peak.name},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        wall = time.perf_counter() - started
+        if result.returncode:
+            raise RuntimeError(f"{command[:3]} failed:\n{result.stderr[-3000:]}")
+        return {"wall_s": wall, "peak_rss_mib": int(Path(peak.name).read_text()) / 1024}
 
 
 def checksum_seconds(cache: Path) -> float:
