@@ -1,7 +1,7 @@
 """The command line of ``scripts/train.py`` as three dataclasses for ``HfArgumentParser``.
 
 ``SpamTrainingArguments`` is ``TrainingArguments`` with chapter 6's recipe as defaults, plus what a
-practitioner expects from a finetuning script (keep the best epoch, bounded checkpoints). The README
+practitioner expects from a finetuning script (keep the best epoch, bounded checkpoints). docs/training.md
 lists the flags that reproduce the book exactly.
 """
 
@@ -250,7 +250,7 @@ class SpamTrainingArguments(TrainingArguments):
         default=True,
         metadata={
             "help": "Process-wide, like --tf32: glibc keeps freed memory for the next allocation instead of returning it to the "
-            "system (resident memory stays at its peak; the frozen-prefix cache builds ~10 %% faster on CPU). No effect off glibc."
+            "system (resident memory stays at its peak; the frozen-prefix cache builds faster on CPU, see BENCHMARKS.md). No effect off glibc."
         },
     )
 
@@ -290,11 +290,10 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 def reuse_freed_memory() -> bool:
     """Have glibc keep freed memory in the process for later allocations; ``False`` where the C library is not glibc.
 
-    Why: a transformer block allocates and frees activations of megabytes per operation (25 MB for a
-    2,048-token feed-forward). By default glibc maps allocations above a (dynamic) threshold afresh and
-    returns the top of its heap once more than twice that is free, so every batch faults the same memory in
-    again, page by page: about 10 % of the SMS prefix cache's time on 2 cores (27.5-28.3 s, 25.0 s with
-    this). Allocations up to 32 MiB (glibc's largest dynamic threshold) then come from the heap, and the heap
+    Why: a transformer block allocates and frees activations of megabytes per operation (a 2,048-token
+    feed-forward's are tens of megabytes). By default glibc maps allocations above a (dynamic) threshold afresh
+    and returns the top of its heap once more than twice that is free, so every batch faults the same memory
+    in again, page by page, a measurable part of the prefix cache's time (BENCHMARKS.md). Allocations up to 32 MiB (glibc's largest dynamic threshold) then come from the heap, and the heap
     is not trimmed: the resident memory stays at its peak, as a GPU's caching allocator keeps its memory.
     """
     if platform.libc_ver()[0] != "glibc":

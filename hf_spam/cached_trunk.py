@@ -288,8 +288,8 @@ def _world() -> tuple[int, int]:
 def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_batch_tokens: int):
     """Consecutive runs of ``order`` (sorted by length) of at most ``batch_size`` examples and
     ``max_batch_tokens`` padded tokens, so the prefix's activations stay bounded for long texts, and small:
-    at 2,048 tokens a block's activations stay in the CPU's caches between its operations (the SMS prefix
-    builds ~20 % faster on 2 cores than at 8,192)."""
+    at 2,048 tokens a block's activations stay in the CPU's caches between its operations, which builds the
+    SMS prefix faster than at 8,192 (BENCHMARKS.md)."""
     start = 0
     while start < len(order):
         end = start + 1

@@ -801,8 +801,8 @@ class TokenizedData:
 
 def _gpt2_ids(batch: dict) -> dict:
     """tiktoken's GPT-2 ids for a batch of texts. ``datasets`` fingerprints a map function by pickling it and
-    what it refers to: a closure over the ``Encoding`` pickled GPT-2's 50k-entry table once per split (0.7 s
-    of 0.8 s); this function finds the encoding through :func:`tiktoken_gpt2` when it runs."""
+    what it refers to: a closure over the ``Encoding`` pickled GPT-2's 50k-entry table once per split (most
+    of the tokenization's time); this function finds the encoding through :func:`tiktoken_gpt2` when it runs."""
     return {"input_ids": tiktoken_gpt2().encode_batch(batch["text"], allowed_special={END_OF_TEXT})}
 
 

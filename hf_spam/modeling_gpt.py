@@ -310,8 +310,8 @@ class GPTPreTrainedModel(PreTrainedModel):
         """``cls(config)`` holding the tensors of ``state_dict`` (loaded strictly, taken over, not copied);
         only a classifier's head may be missing, and starts fresh.
 
-        The model is built on the meta device: a random initialisation of every weight (1.4 s for GPT-2
-        small) would only be overwritten."""
+        The model is built on the meta device: a random initialisation of every weight (seconds for GPT-2
+        small on a CPU) would only be overwritten."""
         with torch.device("meta"):
             model = cls(config)
         fresh_ok = ("out_head.weight", "out_head.bias") if cls.checkpoint_head == "classifier" else ()

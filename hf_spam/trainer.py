@@ -51,7 +51,7 @@ class SpamTrainer(Trainer):
 
         Trainer (v5) takes it after every backward, only to log it: with ``max_grad_norm`` 0 (the book
         clips nothing) that is ``clip_grad_norm_(..., inf)``, a pass over every gradient and a multiply
-        by 1, 3.6 ms of a 15 ms step on the book recipe. Which steps log is known beforehand from
+        by 1, a quarter of a step of the book recipe on CPU (BENCHMARKS.md). Which steps log is known beforehand from
         ``logging_strategy``/``logging_steps``/``logging_first_step`` (as ``DefaultFlowCallback`` decides);
         a log that another callback requests on another step goes without ``grad_norm``, never with a stale one.
         """

@@ -130,7 +130,7 @@ def peak_rss_mib() -> float:
     """This process's peak resident memory, MiB.
 
     Not ``ru_maxrss``: Linux carries it over from the process that forked this one, so every worker would
-    report at least the orchestrator's memory (1.6 GiB once it has measured the machine). ``VmHWM`` is the
+    report at least the orchestrator's memory (over a GiB once it has measured the machine). ``VmHWM`` is the
     peak of this program's own address space.
     """
     try:
@@ -181,8 +181,8 @@ def _training_args(output_dir: str, quick: bool, seed: int, bf16: bool, **extra)
 
 class StepClock(TrainerCallback):
     """When each optimizer step ends. A quick run scales its steady step time, not its start-up: Trainer's
-    setup and the first step (~0.2 s) are paid once per run; scaled with the steps, they made hf_spam's
-    quick training loop a third longer than the full run's."""
+    setup and the first step are paid once per run; scaled with the steps, they made hf_spam's quick
+    training loop much longer than the full run's (BENCHMARKS.md, "The quick slice against the full run")."""
 
     def __init__(self) -> None:
         self.ends: list[float] = []
