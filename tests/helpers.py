@@ -1,10 +1,13 @@
 """Small builders shared by the tests."""
 
+from pathlib import Path
+
 import torch
-from transformers import GPT2Config
+from transformers import GPT2Config, HfArgumentParser
 
 from hf_spam import GPTConfig
-from tests import book_reference
+from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
+from tests.support import book_reference
 
 TINY = {"vocab_size": 50257, "context_length": 32, "emb_dim": 64, "n_heads": 4, "n_layers": 2}
 
@@ -43,3 +46,23 @@ def left_padded(rows: list[list[int]], pad: int = 50256) -> tuple[torch.Tensor, 
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
     return ids, mask
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# a tiny model for training runs: 1 block of width 64 from random weights, every layer trained
+TINY = [
+    "--weights",
+    "random",
+    "--config_overrides",
+    "n_layers=1,emb_dim=64,n_heads=2",
+    "--trainable_layers",
+    "all",
+    "--learning_rate",
+    "5e-4",
+]
+
+
+def parse(*argv: str):
+    """scripts/train.py's arguments, parsed as it parses them."""
+    return HfArgumentParser((ModelArguments, DataArguments, SpamTrainingArguments)).parse_args_into_dataclasses(args=list(argv))

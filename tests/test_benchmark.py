@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from hf_spam.data import load_sms_spam, tokenize
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,9 +18,7 @@ from hf_spam.cached_trunk import _stored_bytes, open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CacheError
 from hf_spam.model_setup import configure_trainable
-from tests.helpers import tiny_config
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +149,7 @@ TRAIN += ["--save_strategy", "no", "--eval_strategy", "no", "--load_best_model_a
 @pytest.mark.slow
 def test_training_records_its_keys_and_evicts_to_fit_a_size_limit(splits, tmp_path, sms_file, caplog):
     from hf_spam.training import run
-    from tests.test_training import parse
+    from tests.helpers import parse
 
     root = tmp_path / "cache"
     old = [build(root, splits["test"], seed=s, name="test") for s in (1, 2)]

@@ -15,7 +15,7 @@ from hf_spam.checkpoints import MANIFEST, file_digest, resolve_checkpoint
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CheckpointError
 from hf_spam.training import run
-from tests.test_training import parse
+from tests.helpers import parse
 
 # last block + head train (the cached path) on a 2-block model from random weights
 CACHED = ["--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2", "--initial_eval_batches", "0"]

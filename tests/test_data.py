@@ -8,16 +8,14 @@ import subprocess
 import sys
 import threading
 import zipfile
-from pathlib import Path
 
 import datasets
 import pytest
 
 from hf_spam.data import DataError, describe, load_sms_spam, load_text_classification, tokenize
 from hf_spam.tokenizer import tiktoken_gpt2
-from tests import book_reference
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+from tests.support import book_reference
 
 
 def test_sms_split_is_row_for_row_the_books(sms_file):

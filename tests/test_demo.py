@@ -7,16 +7,14 @@ import shutil
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
 
 from hf_spam.inference import classify, load_classifier
 from hf_spam.training import run
-from tests.test_training import parse
+from tests.helpers import ROOT, parse
 
-ROOT = Path(__file__).resolve().parents[1]
 SPAM = "WINNER!! As a valued network customer you have been selected to receive a prize reward! Call now"
 
 

@@ -7,8 +7,8 @@ import torch
 from hf_spam import GPTConfig, GPTForSequenceClassification
 from hf_spam.data import load_sms_spam
 from hf_spam.model_setup import book_init_
-from tests import book_reference
 from tests.helpers import right_padded, tiny_config
+from tests.support import book_reference
 
 
 def test_bonus_split_is_the_bonus_scripts_row_for_row(sms_file, tmp_path):
@@ -81,7 +81,7 @@ def test_accumulating_8_single_examples_equals_one_batch_of_8(sms_file, tmp_path
     from safetensors.torch import load_file
 
     from hf_spam.training import run
-    from tests.test_training import parse
+    from tests.helpers import parse
 
     common = ["--data_file", str(sms_file), "--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2"]
     common += ["--trainable_layers", "all", "--padding", "none", "--max_steps", "1", "--train_sampling_strategy", "sequential"]

@@ -5,14 +5,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
 
-from tests import hub_double
+from tests.helpers import ROOT
+from tests.support import hub_double
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_test_token_for_the_double"
 
 

@@ -12,9 +12,7 @@ import torch
 from hf_spam import GPTForSequenceClassification, save_with_tokenizer
 from hf_spam.errors import ModelNotFoundError
 from hf_spam.inference import load_classifier, split_lines
-from tests.helpers import tiny_config
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelF
 from transformers.utils import logging
 
 from hf_spam import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
-from tests import book_reference
 from tests.helpers import book_model_like, left_padded, right_padded, tiny_config
+from tests.support import book_reference
 
 ROWS = [[15496, 11, 995, 0, 314, 716], [40, 1101], [3666, 4171, 318, 257, 1332, 13, 632, 4477, 0, 198]]
 

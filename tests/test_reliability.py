@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,9 +19,8 @@ from hf_spam import GPTForSequenceClassification, save_with_tokenizer
 from hf_spam.checkpoints import resolve_checkpoint
 from hf_spam.data import DataError, describe, load_sms_spam, load_text_classification
 from hf_spam.inference import classify, load_classifier, read_text_file
-from tests.helpers import tiny_config
+from tests.helpers import ROOT, tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY_RUN = ["--weights", "random", "--config_overrides", "n_layers=1,emb_dim=32,n_heads=2", "--initial_eval_batches", "0"]
 
 
@@ -158,7 +156,7 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path, sms_file):
 
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(
-        [sys.executable, "tests/train_probe.py", "--probe_pause_after_save", "20", *common[2:], "--output_dir", str(interrupted)],
+        [sys.executable, "tests/support/train_probe.py", "--probe_pause_after_save", "20", *common[2:], "--output_dir", str(interrupted)],
         cwd=ROOT,
         env=env,
         stdin=subprocess.PIPE,

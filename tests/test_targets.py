@@ -16,7 +16,7 @@ from hf_spam.data import DataError, load_text_classification
 from hf_spam.inference import classify, load_classifier
 from hf_spam.trainer import load_metric
 from hf_spam.training import run
-from tests.test_training import ROOT, TINY, parse
+from tests.helpers import ROOT, TINY, parse
 
 
 def write_csv(path, header, rows):

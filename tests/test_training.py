@@ -6,7 +6,6 @@ import os
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,27 +15,11 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_
 from transformers import AutoModelForSequenceClassification, HfArgumentParser, TrainerCallback
 
 from hf_spam import GPTForSequenceClassification
-from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
+from hf_spam.arguments import ModelArguments, SpamTrainingArguments
 from hf_spam.model_setup import configure_trainable
 from hf_spam.trainer import SpamTrainer, load_metric
 from hf_spam.training import run
-from tests.helpers import tiny_config
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--weights",
-    "random",
-    "--config_overrides",
-    "n_layers=1,emb_dim=64,n_heads=2",
-    "--trainable_layers",
-    "all",
-    "--learning_rate",
-    "5e-4",
-]
-
-
-def parse(*argv: str):
-    return HfArgumentParser((ModelArguments, DataArguments, SpamTrainingArguments)).parse_args_into_dataclasses(args=list(argv))
+from tests.helpers import ROOT, TINY, parse, tiny_config
 
 
 def test_defaults_are_the_books_recipe():
@@ -250,7 +233,7 @@ def test_two_processes_train_on_different_data(tmp_path, sms_file):
         "torch.distributed.run",
         "--nproc_per_node",
         "2",
-        "tests/train_probe.py",
+        "tests/support/train_probe.py",
         "--probe_record",
         str(record),
     ]
@@ -406,7 +389,7 @@ def test_fsdp_asked_of_accelerate_on_cpu_is_said_to_run_as_ddp(tmp_path, sms_fil
     record.mkdir()
     fsdp = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP"]
     fsdp += ["--fsdp_transformer_layer_cls_to_wrap", "TransformerBlock", "--fsdp_state_dict_type", "FULL_STATE_DICT"]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", *fsdp, "tests/train_probe.py"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", *fsdp, "tests/support/train_probe.py"]
     command += ["--probe_sharding", str(record), "--data_file", str(sms_file), *TINY, "--max_steps", "2", "--initial_eval_batches", "0"]
     command += ["--output_dir", str(out)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -4,6 +4,7 @@ their column and class names everywhere, any encoding, numeric-looking texts kep
 import csv
 import json
 import logging
+import subprocess
 import sys
 
 import pytest
@@ -12,8 +13,7 @@ from transformers import TrainerCallback
 
 from hf_spam.data import DataError, load_sms_spam, load_text_classification
 from hf_spam.training import run
-from tests.docstring_corpus import write as write_docstrings
-from tests.test_training import parse
+from tests.helpers import ROOT, parse
 
 
 def write_csv(path, header, rows, encoding="utf-8"):
@@ -148,7 +148,10 @@ def test_the_sms_path_is_unchanged(sms_file):
 def test_three_classes_end_to_end_with_best_epoch_and_early_stopping(gpt2_bpe, tmp_path):
     """A real 3-class CSV (stdlib docstrings) with the user's column names and split files, through the
     training script's defaults: best epoch kept, early stopping, macro-averaged card, pipeline names."""
-    sizes = write_docstrings(tmp_path / "docs")
+    written = subprocess.run(
+        [sys.executable, "scripts/docstring_corpus.py", str(tmp_path / "docs")], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    sizes = json.loads(written.stdout)
     out = tmp_path / "out"
     argv = ["--train_file", str(tmp_path / "docs" / "train.csv"), "--validation_file", str(tmp_path / "docs" / "dev.csv")]
     argv += ["--test_file", str(tmp_path / "docs" / "test.csv"), "--text_column", "docstring", "--label_column", "topic"]

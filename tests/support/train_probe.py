@@ -6,7 +6,7 @@ A third probe slows the frozen prefix down (seconds per batch), so that two runs
 overlap while one builds the cache; a fourth records how the trained model's parameters are held
 (sharded DTensors under FSDP, whole tensors otherwise).
 
-python tests/train_probe.py [--probe_record DIR] [--probe_pause_after_save STEP] [--probe_slow_prefix SECONDS]
+python tests/support/train_probe.py [--probe_record DIR] [--probe_pause_after_save STEP] [--probe_slow_prefix SECONDS]
     [--probe_sharding DIR] <scripts/train.py arguments>
 """
 

@@ -1,0 +1,1 @@
+"""What the tests run against: the book's own code, a local Hub, and the training script with probes."""
