@@ -10,8 +10,8 @@ from dataclasses import asdict
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .configuration_gpt import GPT2_PRESETS, resolve_preset
+from .data.targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from .model_setup import is_preset
-from .targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 
 SPLITS = (("train", "train"), ("validation", "eval"), ("test", "test"))
 

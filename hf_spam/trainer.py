@@ -12,8 +12,8 @@ from huggingface_hub import ModelCard
 from transformers import EarlyStoppingCallback, EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
+from .data.targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from .modeling_gpt import GPTForSequenceClassification
-from .targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 
 METRICS = Path(__file__).parent / "metrics"
 

@@ -23,12 +23,12 @@ from .cached_trunk import cached_splits
 from .checkpoints import ChecksumManifest, load_checkpoint_weights, remove_checkpoints, resolve_checkpoint, trainable_names
 from .configuration_gpt import BOOK_PADDED_POOLINGS
 from .data import ClassificationData, cross_split_duplicates, describe, load_sms_spam, load_text_classification, parse_encodings, tokenize
+from .data.targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from .errors import DataError
 from .model_card import build_model_card
 from .model_setup import build_model, configure_trainable, count_parameters
 from .modeling_gpt import GPTForSequenceClassification
 from .plots import plot_history
-from .targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from .tokenizer import gpt2_tokenizer
 from .trainer import SpamTrainer, ValidationEarlyStopping, make_compute_metrics, metric_for, predictions_of
 

@@ -1,4 +1,4 @@
-"""Regression and multi-label data (``hf_spam.targets``), their metrics against scikit-learn and scipy, and
+"""Regression and multi-label data (``hf_spam.data.targets``), their metrics against scikit-learn and scipy, and
 training, saving and classifying such models end to end."""
 
 import csv

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datasets import Dataset, DatasetDict, Features, Value
 from datasets import Sequence as SequenceFeature
 
-from .errors import DataError
+from ..errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,10 @@ def regression_targets(raw: dict, text_column: str, label_columns: Sequence[str]
     data = DatasetDict()
     for name, part in raw.items():
         columns = [part.dataset[c] for c in label_columns]
-        targets = [[_number(v, part, i, c, "a number") for c, v in zip(label_columns, row, strict=True)] for i, row in enumerate(zip(*columns, strict=True))]
+        targets = [
+            [_number(v, part, i, c, "a number") for c, v in zip(label_columns, row, strict=True)]
+            for i, row in enumerate(zip(*columns, strict=True))
+        ]
         data[name] = Dataset.from_dict(
             {"text": part.dataset[text_column], "label": targets if several else [t[0] for t in targets]}, features=features
         )
@@ -74,7 +77,9 @@ def regression_targets(raw: dict, text_column: str, label_columns: Sequence[str]
         for position, column in enumerate(label_columns):
             values = {row[position] if several else row for row in data["train"]["label"]}
             if len(values) < 2:
-                raise DataError(f"{train.where}: column {column!r} has the value {values.pop()!r} in every training row; there is nothing to learn.")
+                raise DataError(
+                    f"{train.where}: column {column!r} has the value {values.pop()!r} in every training row; there is nothing to learn."
+                )
     return data, list(label_columns)
 
 
@@ -96,7 +101,10 @@ def multi_label_targets(
         names, vectors = _vectors_from_lists(raw, label_columns[0], label_names)
     features = Features({"text": Value("string"), "label": SequenceFeature(Value("float32"), length=len(names))})
     data = DatasetDict(
-        {name: Dataset.from_dict({"text": part.dataset[text_column], "label": vectors[name]}, features=features) for name, part in raw.items()}
+        {
+            name: Dataset.from_dict({"text": part.dataset[text_column], "label": vectors[name]}, features=features)
+            for name, part in raw.items()
+        }
     )
     if "train" in data:
         never = [names[k] for k in range(len(names)) if not any(row[k] for row in vectors["train"])]
@@ -142,7 +150,9 @@ def _vectors_from_lists(raw: dict, column: str, label_names: list[str] | None) -
             raise DataError(f"Column {column!r} has class id {count - 1} but --label_names names only {len(names)} classes: {names}.")
         lookup = {k: k for k in range(len(names))}
     else:
-        raise DataError(f"Column {column!r} mixes values {sorted(map(repr, values))[:6]}: use lists of class names, or of class ids 0, 1, 2, ...")
+        raise DataError(
+            f"Column {column!r} mixes values {sorted(map(repr, values))[:6]}: use lists of class names, or of class ids 0, 1, 2, ..."
+        )
     vectors = {}
     for name, part in raw.items():
         rows = []
