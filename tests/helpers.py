@@ -9,11 +9,11 @@ from hf_spam import GPTConfig
 from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
 from tests.support import book_reference
 
-TINY = {"vocab_size": 50257, "context_length": 32, "emb_dim": 64, "n_heads": 4, "n_layers": 2}
+TINY_CONFIG = {"vocab_size": 50257, "context_length": 32, "emb_dim": 64, "n_heads": 4, "n_layers": 2}
 
 
 def tiny_config(**overrides) -> GPTConfig:
-    return GPTConfig(**{**TINY, **overrides})
+    return GPTConfig(**{**TINY_CONFIG, **overrides})
 
 
 def tiny_gpt2_config(**overrides) -> GPT2Config:
