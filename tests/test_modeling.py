@@ -430,3 +430,28 @@ def test_beam_search_and_sampling_match_gpt2():
             torch.manual_seed(5)
             sampled.append(model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=True, top_k=50, pad_token_id=50256))
     assert torch.equal(*beams) and torch.equal(*sampled)
+
+
+@pytest.mark.parametrize("head", [GPTModel, GPTForCausalLM, GPTForSequenceClassification])
+def test_embeddings_resize_and_inputs_embeds_and_retained_gradients(head):
+    """Three of transformers' common model tests: ``inputs_embeds`` gives the ``input_ids`` output,
+    ``resize_token_embeddings`` keeps the LM head tied and trains, and gradients reach retained hidden states
+    and (eager) attention weights."""
+    torch.manual_seed(0)
+    model = head(tiny_config(vocab_size=1000)).eval()
+    ids = torch.randint(0, 1000, (2, 7))
+    key = "last_hidden_state" if head is GPTModel else "logits"
+    with torch.no_grad():
+        torch.testing.assert_close(model(inputs_embeds=model.get_input_embeddings()(ids))[key], model(input_ids=ids)[key])
+    model.resize_token_embeddings(1010)
+    assert model.config.vocab_size == 1010 and model.get_input_embeddings().weight.shape == (1010, 64)
+    if head is GPTForCausalLM:
+        assert model.out_head.weight is model.model.tok_emb.weight and model(ids).logits.shape == (2, 7, 1010)
+    model.set_attn_implementation("eager")
+    out = model.train()(input_ids=torch.tensor([[1005, 3, 7]]), output_hidden_states=True, output_attentions=True)
+    hidden, attention = out.hidden_states[0], out.attentions[0]
+    hidden.retain_grad()
+    attention.retain_grad()
+    out[key].flatten()[0].backward()
+    assert hidden.grad is not None and attention.grad is not None
+    assert model.get_input_embeddings().weight.grad[1005].abs().sum() > 0  # a new token's row trains
