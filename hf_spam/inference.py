@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import Pipeline, PreTrainedModel, pipeline
 
+from .data.targets import MULTI_LABEL, REGRESSION
 from .errors import ModelNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -65,9 +66,9 @@ def scores_of(logits: torch.Tensor, problem_type: str | None) -> torch.Tensor:
     """What a classifier's logits mean, as ``pipeline("text-classification")`` reads them: class
     probabilities (softmax), per-class probabilities of a multi-label model (sigmoid), or a regression
     model's values as they are."""
-    if problem_type == "regression":
+    if problem_type == REGRESSION:
         return logits.float()
-    if problem_type == "multi_label_classification":
+    if problem_type == MULTI_LABEL:
         return logits.float().sigmoid()
     return logits.float().softmax(-1)
 
@@ -114,9 +115,9 @@ def classify(classifier: Pipeline, texts: list[str], batch_size: int = 32, thres
     results = []
     for text, row in zip(texts, probs.tolist(), strict=True):
         scores = {id2label[i]: p for i, p in enumerate(row)}
-        if problem_type == "regression":
+        if problem_type == REGRESSION:
             results.append({"text": text, "values": scores})
-        elif problem_type == "multi_label_classification":
+        elif problem_type == MULTI_LABEL:
             chosen = sorted((name for name, p in scores.items() if p > threshold), key=scores.get, reverse=True)
             results.append({"text": text, "labels": chosen, "scores": scores})
         else:

@@ -139,17 +139,23 @@ def predictions_of(logits: np.ndarray, problem_type: str, threshold: float = 0.5
     return np.argmax(logits, axis=-1)
 
 
+def metric_results(
+    metric: evaluate.EvaluationModule, logits: np.ndarray, references: np.ndarray, problem_type: str, num_labels: int, threshold: float = 0.5
+) -> dict:
+    """Every figure ``metric`` (:func:`metric_for` the problem type) gives for these logits and labels."""
+    extra = {"num_labels": num_labels} if problem_type == SINGLE_LABEL else {}
+    if problem_type == MULTI_LABEL:
+        references = references.astype(np.int64)  # BCE's float targets, as the module's 0/1 vectors
+    return metric.compute(predictions=predictions_of(logits, problem_type, threshold), references=references, **extra)
+
+
 def make_compute_metrics(num_labels: int, problem_type: str = SINGLE_LABEL, threshold: float = 0.5):
     """``compute_metrics`` for Trainer: the scalar metrics (Trainer logs scalars; per-class lists stay out)."""
     metric = metric_for(problem_type, num_labels)
-    extra = {"num_labels": num_labels} if problem_type == SINGLE_LABEL else {}
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        references = prediction.label_ids
-        if problem_type == MULTI_LABEL:
-            references = references.astype(np.int64)
-        results = metric.compute(predictions=predictions_of(logits, problem_type, threshold), references=references, **extra)
+        results = metric_results(metric, logits, prediction.label_ids, problem_type, num_labels, threshold)
         return {k: v for k, v in results.items() if isinstance(v, float)}
 
     return compute_metrics

@@ -12,7 +12,6 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from datasets import Dataset
 from transformers import TrainerCallback
@@ -23,14 +22,14 @@ from .cached_trunk import cached_splits
 from .checkpoints import ChecksumManifest, load_checkpoint_weights, remove_checkpoints, resolve_checkpoint, trainable_names
 from .configuration_gpt import BOOK_PADDED_POOLINGS
 from .data import ClassificationData, cross_split_duplicates, describe, load_sms_spam, load_text_classification, parse_encodings, tokenize
-from .data.targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from .data.targets import REGRESSION, SINGLE_LABEL
 from .errors import DataError
 from .model_card import build_model_card
 from .model_setup import build_model, configure_trainable, count_parameters
 from .modeling_gpt import GPTForSequenceClassification
 from .plots import plot_history
 from .tokenizer import gpt2_tokenizer
-from .trainer import SpamTrainer, ValidationEarlyStopping, make_compute_metrics, metric_for, predictions_of
+from .trainer import SpamTrainer, ValidationEarlyStopping, make_compute_metrics, metric_for, metric_results
 
 logger = logging.getLogger(__name__)
 
@@ -274,10 +273,6 @@ def _final_metrics(trainer: SpamTrainer, splits, num_labels: int, problem_type: 
     results.update(trainer.evaluate(splits["validation"], metric_key_prefix="eval"))
     test = trainer.predict(splits["test"], metric_key_prefix="test")  # one pass: metrics and confusion matrix
     results.update(test.metrics)
-    predictions, references = predictions_of(test.predictions, problem_type, threshold), test.label_ids
-    extra = {"num_labels": num_labels} if problem_type == SINGLE_LABEL else {}
-    if problem_type == MULTI_LABEL:
-        references = references.astype(np.int64)
-    full = metric_for(problem_type, num_labels).compute(predictions=predictions, references=references, **extra)
+    full = metric_results(metric_for(problem_type, num_labels), test.predictions, test.label_ids, problem_type, num_labels, threshold)
     results.update({f"test_{k}": v for k, v in full.items() if not isinstance(v, float)})
     return results
