@@ -42,7 +42,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -525,7 +525,7 @@ def _build(
 
 def cached_splits(
     model: GPTForSequenceClassification,
-    data,
+    splits: Mapping[str, Dataset],
     batch_size: int = 32,
     cache_dir: str | os.PathLike | None = None,
     dtype: torch.dtype | None = None,
@@ -534,7 +534,7 @@ def cached_splits(
     provenance: dict | None = None,
     max_size: int | None = None,
 ) -> tuple[dict[str, CachedPrefix], Callable] | None:
-    """Every split of ``data`` (a ``TokenizedData``) as cached prefixes, with their collator; ``None``
+    """Every split of ``splits`` (token ids, as ``TokenizedData.splits``) as cached prefixes, with their collator; ``None``
     when nothing can be cached exactly (see :func:`frozen_depth`). ``dtype``, ``autocast`` and ``verify``
     as in :func:`open_prefix_cache`; ``provenance`` (``model``, ``data``) is recorded with each key for
     ``scripts/cache.py list``; ``max_size`` (bytes) evicts least recently used keys before a build, to fit."""
@@ -546,7 +546,7 @@ def cached_splits(
     model_key = model_fingerprint(model, depth, storage, autocast)
     cached = {
         name: _open(model, split, depth, cache_dir, storage, batch_size, autocast, model_key, verify, {**(provenance or {}), "split": name}, max_size)
-        for name, split in data.splits.items()
+        for name, split in splits.items()
     }
     logger.info(
         "Frozen embeddings + %d blocks ready for %d examples in %.1f s (cache: %s).",

@@ -22,6 +22,9 @@ POOLINGS = ("last_non_pad", "last", "first", "mean", "mean_all")
 END_OF_TEXT_ID = 50256
 # poolings that read the padded sequence as the book does: pads are ordinary tokens to the trunk
 BOOK_PADDED_POOLINGS = ("last", "mean_all")
+# transformers' problem types: the loss a classifier head trains with (cross-entropy, MSE, BCE)
+SINGLE_LABEL, REGRESSION, MULTI_LABEL = "single_label_classification", "regression", "multi_label_classification"
+PROBLEM_TYPES = (SINGLE_LABEL, REGRESSION, MULTI_LABEL)
 
 
 def resolve_preset(name: str) -> str:

@@ -22,3 +22,7 @@ class CheckpointError(HfSpamError, ValueError):
 
 class ModelNotFoundError(HfSpamError, OSError):
     """A model given by name is neither a local folder nor a loadable Hub id: the message says which was tried."""
+
+
+class OptionError(HfSpamError, ValueError):
+    """Options that cannot work together: the message names them and what to pass instead."""

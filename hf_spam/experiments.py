@@ -27,8 +27,9 @@ import torch
 from huggingface_hub import hf_hub_download
 from transformers import HfArgumentParser
 
-from .arguments import DataArguments, ModelArguments, SpamTrainingArguments
+from .arguments import DataArguments, ModelArguments
 from .configuration_gpt import GPT2_PRESETS, resolve_preset
+from .spam_config import SpamTrainingArguments
 
 logger = logging.getLogger(__name__)
 

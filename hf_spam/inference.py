@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from transformers import Pipeline, PreTrainedModel, pipeline
 
-from .data.targets import MULTI_LABEL, REGRESSION
+from .configuration_gpt import BOOK_PADDED_POOLINGS, MULTI_LABEL, REGRESSION
 from .errors import ModelNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def token_limit(config) -> int:
     model trained on fixed-length padding (the book's ``classify_review`` cuts there too; the model
     pads every input to it itself, see ``GPTConfig.padded_length``), else the context length."""
     padded_length = getattr(config, "padded_length", None)
-    if getattr(config, "pooling", None) in ("last", "mean_all") and padded_length:
+    if getattr(config, "pooling", None) in BOOK_PADDED_POOLINGS and padded_length:
         return padded_length
     return getattr(config, "context_length", None) or getattr(config, "n_positions", 1024)
 

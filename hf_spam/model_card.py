@@ -5,22 +5,45 @@ every split's metrics, how they are averaged, and a usage example taken from the
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import dataclass, field
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .configuration_gpt import GPT2_PRESETS, resolve_preset
-from .data.targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from .configuration_gpt import GPT2_PRESETS, MULTI_LABEL, REGRESSION, SINGLE_LABEL, resolve_preset
 from .model_setup import is_preset
 
 SPLITS = (("train", "train"), ("validation", "eval"), ("test", "test"))
 
 
-def base_model_id(model_args) -> str | None:
+@dataclass
+class RunRecord:
+    """What a finetuning run was, besides its figures: what the model card says, and what the frozen-prefix cache
+    records as its provenance. ``recipe`` holds the options that made the run, as the user gave them."""
+
+    model: str  # a book preset, a Hub id or a folder, as given
+    weights: str  # "pretrained" or "random"
+    dataset_name: str  # shown on the card: a Hub id or the files
+    dataset_id: str | None  # the Hub dataset, for the card's metadata
+    label_names: list[str]
+    problem_type: str
+    example_texts: list[str]  # real validation texts: the card's usage example and widget
+    recipe: dict
+    config_overrides: str | None = None
+    dropped_rows: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def base_model(self) -> str | None:
+        return base_model_id(self.model, self.weights)
+
+    @property
+    def provenance(self) -> dict[str, str]:
+        return {"model": self.model + (" (random weights)" if self.weights == "random" else ""), "data": self.dataset_name}
+
+
+def base_model_id(name: str, weights: str = "pretrained") -> str | None:
     """The Hub id the weights came from (a book preset's OpenAI checkpoint, or a Hub id); ``None`` for random or local weights."""
-    if model_args.weights == "random":
+    if weights == "random":
         return None
-    name = model_args.model_name_or_path
     if is_preset(name):
         return str(GPT2_PRESETS[resolve_preset(name)]["hub_id"])
     return None if "/" not in name or name.startswith((".", "/")) else name
@@ -39,23 +62,12 @@ TABLES = {
 }
 
 
-def build_model_card(
-    repo_id: str,
-    model_args,
-    data_args,
-    training_args,
-    results: dict,
-    label_names: list[str],
-    dataset_name: str,
-    dataset_id: str | None,
-    example_texts: list[str],
-    problem_type: str = SINGLE_LABEL,
-) -> ModelCard:
-    """``dataset_name`` is shown (a Hub id or file names); ``dataset_id`` goes into the metadata when the data is on the Hub.
-    ``example_texts`` (real texts of the validation split) become the usage example and the Hub widget's examples."""
-    base = base_model_id(model_args)
-    averaging = results.get("test_average", "binary" if len(label_names) == 2 else "macro")
+def build_model_card(repo_id: str, run: RunRecord, results: dict) -> ModelCard:
+    """The card of ``run`` with its ``results`` (``all_results.json``'s figures), for ``repo_id`` (a Hub id or the output folder)."""
+    base, problem_type = run.base_model, run.problem_type
+    averaging = results.get("test_average", "binary" if len(run.label_names) == 2 else "macro")
     headline = TABLES[problem_type][0][:2]
+    dataset_id = run.dataset_id
     card_data = ModelCardData(
         model_name=repo_id.split("/")[-1],
         base_model=base,
@@ -65,12 +77,12 @@ def build_model_card(
         license="mit" if base and base.startswith("openai-community/") else "apache-2.0",
         tags=["hf_spam", "gpt2", "text-classification", *([problem_type.replace("_", "-")] if problem_type != SINGLE_LABEL else [])],
         metrics=list(headline),
-        widget=[{"text": text} for text in example_texts],
+        widget=[{"text": text} for text in run.example_texts],
         eval_results=[
             EvalResult(
                 task_type="text-classification",
                 dataset_type=dataset_id or "csv",
-                dataset_name=dataset_name,
+                dataset_name=run.dataset_name,
                 dataset_split=split,
                 metric_type=metric,
                 metric_name=f"{split} {metric}" + (f" ({averaging})" if metric == "f1" else ""),
@@ -81,8 +93,7 @@ def build_model_card(
             if f"{prefix}_{metric}" in results
         ],
     )
-    body = _body(repo_id, model_args, data_args, training_args, results, label_names, dataset_name, base, averaging, example_texts[0], problem_type)
-    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n" + body)
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n" + _body(repo_id, run, results, averaging))
 
 
 def _format(metric: str, value: float) -> str:
@@ -115,31 +126,17 @@ def _results(results: dict, label_names: list[str], averaging: str, problem_type
     return text
 
 
-def _body(repo_id, model_args, data_args, training_args, results, label_names, dataset_name, base, averaging, example_text, problem_type) -> str:
-    recipe = asdict(model_args) | {k: v for k, v in asdict(data_args).items() if v is not None}
-    recipe |= {
-        k: getattr(training_args, k)
-        for k in (
-            "learning_rate",
-            "weight_decay",
-            "weight_decay_scope",
-            "num_train_epochs",
-            "per_device_train_batch_size",
-            "seed",
-            "load_best_model_at_end",
-            "metric_for_best_model",
-            "early_stopping_patience",
-        )
-    }
-    dropped = {k.removeprefix("dropped_rows_"): v for k, v in results.items() if k.startswith("dropped_rows_") and v}
-    weights = f"{model_args.weights} ({base or model_args.model_name_or_path}{', ' + model_args.config_overrides if model_args.config_overrides else ''})"
+def _body(repo_id: str, run: RunRecord, results: dict, averaging: str) -> str:
+    problem_type, label_names = run.problem_type, run.label_names
+    dropped = {name: count for name, count in run.dropped_rows.items() if count}
+    weights = f"{run.weights} ({run.base_model or run.model}{', ' + run.config_overrides if run.config_overrides else ''})"
     return f"""
 # GPT classifier finetuned with hf_spam
 
 The from-scratch GPT of *Build a Large Language Model (From Scratch)*, chapter 6, finetuned as a
 text classifier with `Trainer` ({problem_type.replace("_", " ")}). {"Targets" if problem_type == REGRESSION else "Labels"}: {", ".join(f"{i} = {name}" for i, name in enumerate(label_names))}.
 
-- **Dataset**: {dataset_name}
+- **Dataset**: {run.dataset_name}
 - **Weights**: {weights}
 {f"- **Rows dropped as invalid** (empty text or missing label): {dropped}" if dropped else ""}
 
@@ -152,7 +149,7 @@ text classifier with `Trainer` ({problem_type.replace("_", " ")}). {"Targets" if
 ```python
 from transformers import pipeline
 classify = pipeline("text-classification", model="{repo_id}", trust_remote_code=True)
-classify({json.dumps(example_text, ensure_ascii=False)}{", top_k=None" if problem_type != SINGLE_LABEL else ""})
+classify({json.dumps(run.example_texts[0], ensure_ascii=False)}{", top_k=None" if problem_type != SINGLE_LABEL else ""})
 ```
 {USE_NOTES[problem_type]}
 `trust_remote_code=True` runs the model code stored next to the weights (`modeling_gpt.py`,
@@ -162,6 +159,6 @@ classify({json.dumps(example_text, ensure_ascii=False)}{", top_k=None" if proble
 ## Recipe
 
 ```json
-{json.dumps(recipe, indent=2, default=str)}
+{json.dumps(run.recipe, indent=2, default=str)}
 ```
 """

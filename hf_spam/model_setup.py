@@ -7,44 +7,55 @@ import os
 import torch
 from transformers import AutoConfig, set_seed
 
-from .arguments import ModelArguments
 from .configuration_gpt import GPTConfig, resolve_preset
 from .modeling_gpt import GPTForSequenceClassification
 
+# what trains besides the new head (chapter 6 and its bonus table; lora: appendix E)
+TRAINABLE_LAYERS = ("last_layer", "last_block", "last_two_blocks", "all", "lora")
+# random weights: GPT-2's N(0, 0.02) initialisation, or the book's (PyTorch's defaults after torch.manual_seed(123))
+RANDOM_INITS = ("gpt2", "book")
 # appendix E puts LoRA on every Linear layer of the trunk; the new head is trained in full
 LORA_TARGETS = ["W_query", "W_key", "W_value", "out_proj", "layers.0", "layers.2"]
 
 
-def build_model(args: ModelArguments, id2label: dict[int, str], seed: int, problem_type: str | None = None) -> GPTForSequenceClassification:
-    """The classifier: OpenAI's weights (or a saved hf_spam model), or a fresh random one. ``id2label`` names
-    the classes (or the regression targets); ``problem_type`` chooses the loss (see ``GPTConfig``)."""
+def build_model(
+    name_or_path: str,
+    id2label: dict[int, str],
+    *,
+    seed: int,
+    weights: str = "pretrained",
+    problem_type: str | None = None,
+    pooling: str = "last_non_pad",
+    loss_ignore_index: int = -100,
+    config_overrides: str | None = None,
+    random_init: str = "gpt2",
+) -> GPTForSequenceClassification:
+    """The classifier: OpenAI's weights (or a saved hf_spam model) for ``weights="pretrained"``, or a fresh random
+    one (``random_init`` in :data:`RANDOM_INITS`). ``id2label`` names the classes (or the regression targets);
+    ``problem_type`` chooses the loss (see ``GPTConfig``); ``config_overrides`` is ``"drop_rate=0.1,..."``."""
     task = {
         "problem_type": problem_type,
         "num_labels": len(id2label),
         "id2label": id2label,
         "label2id": {v: k for k, v in id2label.items()},
-        "pooling": args.pooling,
-        "loss_ignore_index": args.loss_ignore_index,
+        "pooling": pooling,
+        "loss_ignore_index": loss_ignore_index,
     }
     set_seed(seed)
-    if args.weights == "random":
-        config = (
-            GPTConfig.from_preset(args.model_name_or_path, **task)
-            if is_preset(args.model_name_or_path)
-            else GPTConfig.from_pretrained(args.model_name_or_path, **task)
-        )
-        if args.config_overrides:
-            config.update_from_string(args.config_overrides)
+    if weights == "random":
+        config = GPTConfig.from_preset(name_or_path, **task) if is_preset(name_or_path) else GPTConfig.from_pretrained(name_or_path, **task)
+        if config_overrides:
+            config.update_from_string(config_overrides)
             config.validate_book_fields()
         model = GPTForSequenceClassification(config)
-        if args.random_init == "book":
+        if random_init == "book":
             book_init_(model)
         return model
-    if args.config_overrides:
-        task.update(_parse_overrides(args.config_overrides))
-    if os.path.isdir(args.model_name_or_path) and AutoConfig.from_pretrained(args.model_name_or_path).model_type == GPTConfig.model_type:
-        return GPTForSequenceClassification.from_pretrained(args.model_name_or_path, ignore_mismatched_sizes=True, **task)
-    return GPTForSequenceClassification.from_gpt2(args.model_name_or_path, **task)
+    if config_overrides:
+        task.update(_parse_overrides(config_overrides))
+    if os.path.isdir(name_or_path) and AutoConfig.from_pretrained(name_or_path).model_type == GPTConfig.model_type:
+        return GPTForSequenceClassification.from_pretrained(name_or_path, ignore_mismatched_sizes=True, **task)
+    return GPTForSequenceClassification.from_gpt2(name_or_path, **task)
 
 
 @torch.no_grad()
@@ -85,19 +96,21 @@ def _parse_overrides(overrides: str) -> dict:
     return {key: getattr(probe, key) for key in (item.split("=")[0].strip() for item in overrides.split(","))}
 
 
-def configure_trainable(model: GPTForSequenceClassification, args: ModelArguments):
-    """Freeze as chapter 6 does (the new head always trains); ``lora`` returns a PEFT model."""
-    if args.trainable_layers == "lora":
+def configure_trainable(model: GPTForSequenceClassification, trainable_layers: str, *, lora_rank: int = 16, lora_alpha: float = 16.0):
+    """Freeze as chapter 6 does (the new head always trains); ``lora`` returns a PEFT model (appendix E's rank and alpha)."""
+    if trainable_layers not in TRAINABLE_LAYERS:
+        raise ValueError(f"trainable_layers must be one of {TRAINABLE_LAYERS}, got {trainable_layers!r}.")
+    if trainable_layers == "lora":
         from peft import LoraConfig, get_peft_model
 
-        lora = LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, target_modules=LORA_TARGETS, modules_to_save=["out_head"])
+        lora = LoraConfig(r=lora_rank, lora_alpha=lora_alpha, target_modules=LORA_TARGETS, modules_to_save=["out_head"])
         return get_peft_model(model, lora)
     trainable = {
         "last_layer": [],
         "last_block": [model.model.trf_blocks[-1], model.model.final_norm],
         "last_two_blocks": [*model.model.trf_blocks[-2:], model.model.final_norm],
         "all": [model],
-    }[args.trainable_layers]
+    }[trainable_layers]
     for param in model.parameters():
         param.requires_grad = False
     for module in [*trainable, model.out_head]:

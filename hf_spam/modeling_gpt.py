@@ -23,7 +23,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import can_return_tuple
 
-from .configuration_gpt import BOOK_PADDED_POOLINGS, GPTConfig
+from .configuration_gpt import BOOK_PADDED_POOLINGS, MULTI_LABEL, REGRESSION, SINGLE_LABEL, GPTConfig
 from .pooled_position import block_at, book_padding, pool, pooled_position, real_tokens, trunk_mask
 
 
@@ -647,15 +647,15 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         labels = labels.to(logits.device)
         if config.problem_type is None:
             if self.num_labels == 1:
-                config.problem_type = "regression"
+                config.problem_type = REGRESSION
             elif labels.dtype in (torch.long, torch.int):
-                config.problem_type = "single_label_classification"
+                config.problem_type = SINGLE_LABEL
             else:
-                config.problem_type = "multi_label_classification"
+                config.problem_type = MULTI_LABEL
         logits = logits.float()
-        if config.problem_type == "regression":
+        if config.problem_type == REGRESSION:
             return F.mse_loss(logits.view(-1), labels.float().view(-1)) if self.num_labels == 1 else F.mse_loss(logits, labels.float())
-        if config.problem_type == "multi_label_classification":
+        if config.problem_type == MULTI_LABEL:
             return F.binary_cross_entropy_with_logits(logits, labels.float())
         reduction = "mean" if num_items_in_batch is None else "sum"
         loss = F.cross_entropy(logits, labels.view(-1), ignore_index=config.loss_ignore_index, reduction=reduction)

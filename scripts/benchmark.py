@@ -85,12 +85,11 @@ def recipe_flops(data_file: str) -> dict:
     ``train_memory_bytes``).
     """
     from hf_spam import GPTConfig
-    from hf_spam.arguments import ModelArguments
     from hf_spam.data import load_sms_spam, tokenize
     from hf_spam.model_setup import configure_trainable
 
     with torch.device("meta"):
-        model = configure_trainable(GPTForSequenceClassification(GPTConfig(num_labels=2)), ModelArguments(trainable_layers="last_block"))
+        model = configure_trainable(GPTForSequenceClassification(GPTConfig(num_labels=2)), "last_block")
     depth = model.config.n_layers - 1
 
     @functools.cache
@@ -163,7 +162,7 @@ def _slice(splits: dict, quick: bool) -> dict:
 
 
 def _training_args(output_dir: str, quick: bool, seed: int, bf16: bool, **extra):
-    from hf_spam.arguments import SpamTrainingArguments
+    from hf_spam.spam_config import SpamTrainingArguments
 
     steps = {"max_steps": QUICK["steps"]} if quick else {}
     return SpamTrainingArguments(
@@ -218,12 +217,15 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool, seed
     """
     from transformers import GPT2ForSequenceClassification
 
-    from hf_spam.arguments import ModelArguments
+    from hf_spam.allocator import reuse_freed_memory
     from hf_spam.cached_trunk import cached_splits
     from hf_spam.data import load_sms_spam, tokenize
+    from hf_spam.evaluation import make_compute_metrics
     from hf_spam.model_setup import configure_trainable
-    from hf_spam.trainer import SpamTrainer, make_compute_metrics
+    from hf_spam.spam_trainer import SpamTrainer
 
+    if not variant.startswith("transformers") or baseline_reuses_memory:
+        reuse_freed_memory()  # as scripts/train.py's main() does by default (--reuse_freed_memory)
     started = time.perf_counter()
     clock = StepClock()
     book = variant in ("hf_spam_book", "transformers_padded")
@@ -247,7 +249,6 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool, seed
             weight_decay_scope="transformers",
             train_sampling_strategy="random",
             cache_frozen_trunk=False,
-            reuse_freed_memory=baseline_reuses_memory,
         )
         # plain Trainer semantics (its weight-decay rule), but evaluation keeps the last partial batch as
         # for hf_spam: Trainer would apply dataloader_drop_last to evaluation and score 1,480 of 1,494
@@ -263,7 +264,7 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool, seed
     else:
         model = GPTForSequenceClassification.from_gpt2(checkpoint, num_labels=2, pooling="last" if book else "last_non_pad")
         _same_head(model.out_head.weight, model.out_head.bias, seed=seed)
-        model = configure_trainable(model, ModelArguments(trainable_layers="last_block"))
+        model = configure_trainable(model, "last_block")
         args = _training_args(output_dir, quick, seed, bf16)
         cache_started = time.perf_counter()
         # a fresh cache folder per run: each run pays for its prefix, as the baselines pay for their forward;
@@ -271,7 +272,7 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool, seed
         folder = Path(output_dir) / "trunk_cache"
         # even in --quick the whole cache is built and timed: its fixed costs (hashing the frozen weights) do not scale
         cached, collator = cached_splits(
-            model, data, args.per_device_eval_batch_size * 4, folder, autocast=torch.bfloat16 if bf16 else None
+            model, data.splits, args.per_device_eval_batch_size * 4, folder, autocast=torch.bfloat16 if bf16 else None
         )
         timings["cache"] = time.perf_counter() - cache_started
         examples_cached = sum(map(len, cached.values()))
@@ -382,11 +383,10 @@ def sweep(lengths: tuple[int, ...] = (32, 64, 120, 256), sizes: tuple[int, ...] 
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
     from hf_spam import GPTConfig
-    from hf_spam.arguments import ModelArguments
     from hf_spam.model_setup import configure_trainable
 
     torch.manual_seed(0)
-    ours = configure_trainable(GPTForSequenceClassification(GPTConfig()), ModelArguments(trainable_layers="last_block"))
+    ours = configure_trainable(GPTForSequenceClassification(GPTConfig()), "last_block")
     depth = ours.config.n_layers - 1
     theirs = GPT2ForSequenceClassification(GPT2Config(pad_token_id=50256))
     for name, param in theirs.named_parameters():

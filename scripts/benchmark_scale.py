@@ -112,7 +112,7 @@ def measure(size: int, layers: int, work: Path, env: dict, verification: bool = 
     cache = work / f"cache-{size}"
     command = [sys.executable, "scripts/train.py", "--dataset_name", str(data), "--weights", "random"]
     command += ["--config_overrides", f"n_layers={layers},emb_dim=768,n_heads=12", "--trainable_layers", "last_layer"]
-    command += ["--num_train_epochs", "1", "--save_strategy", "no", "--initial_eval_batches", "0", "--logging_strategy", "no"]
+    command += ["--num_train_epochs", "1", "--save_strategy", "no", "--load_best_model_at_end", "false", "--initial_eval_batches", "0", "--logging_strategy", "no"]
     command += ["--per_device_eval_batch_size", "16", "--disable_tqdm", "true", "--trunk_cache_dir", str(cache)]
     first = timed_run([*command, "--output_dir", str(work / f"out-{size}-1")], env)
     cache_bytes = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())

@@ -11,6 +11,7 @@ Arguments this script does not know are passed to every row's scripts/train.py (
 import argparse
 import logging
 
+from hf_spam.allocator import reuse_freed_memory
 from hf_spam.experiments import listing, run_experiments, select, to_markdown, write_table
 
 
@@ -31,6 +32,7 @@ def main() -> None:
         print(listing())
         return
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    reuse_freed_memory()  # every row trains in this process, with scripts/train.py's default allocator tuning
     table = run_experiments(select(args.rows), train_args, args.output_dir, reduced=args.reduced, weights=args.weights)
     write_table(table, args.output_dir)
     print(to_markdown(table))

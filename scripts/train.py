@@ -7,30 +7,35 @@
 """
 
 import logging
+import os
 import sys
 
 import transformers
 from transformers import HfArgumentParser
 
-from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
+from hf_spam.allocator import reuse_freed_memory
+from hf_spam.arguments import DataArguments, ModelArguments
 from hf_spam.errors import HfSpamError
+from hf_spam.spam_config import SpamTrainingArguments
 from hf_spam.training import run
 
 
 def main() -> None:
-    parser = HfArgumentParser((ModelArguments, DataArguments, SpamTrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith((".json", ".yaml", ".yml")):
-        model_args, data_args, training_args = (
-            parser.parse_yaml_file(sys.argv[1]) if not sys.argv[1].endswith(".json") else parser.parse_json_file(sys.argv[1])
-        )
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    level = logging.INFO if training_args.process_index == 0 else logging.WARNING
+    # the launcher's rank (torchrun, accelerate launch), known before the arguments: only the first process logs
+    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
     transformers.utils.logging.set_verbosity(level)
-    try:
+    parser = HfArgumentParser((ModelArguments, DataArguments, SpamTrainingArguments))
+    try:  # a bad option or file is reported by its message alone (it names the option or file and what to do)
+        if len(sys.argv) == 2 and sys.argv[1].endswith((".json", ".yaml", ".yml")):
+            parse = parser.parse_json_file if sys.argv[1].endswith(".json") else parser.parse_yaml_file
+            model_args, data_args, training_args = parse(sys.argv[1])
+        else:
+            model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+        if training_args.reuse_freed_memory:
+            reuse_freed_memory()  # process-wide: glibc keeps freed memory for the next batch (see hf_spam.allocator)
         run(model_args, data_args, training_args)
-    except HfSpamError as error:  # the message names the file or option and what to do: no traceback
+    except HfSpamError as error:
         logging.getLogger("hf_spam").error("%s", error)
         sys.exit(2)
 

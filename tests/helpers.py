@@ -6,7 +6,8 @@ import torch
 from transformers import GPT2Config, HfArgumentParser
 
 from hf_spam import GPTConfig
-from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
+from hf_spam.arguments import DataArguments, ModelArguments
+from hf_spam.spam_config import SpamTrainingArguments
 from tests.support import book_reference
 
 TINY_CONFIG = {"vocab_size": 50257, "context_length": 32, "emb_dim": 64, "n_heads": 4, "n_layers": 2}

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from hf_spam import GPTForSequenceClassification
-from hf_spam.arguments import ModelArguments
 from hf_spam.cache_store import list_caches, parse_age, parse_size, prune_caches
 from hf_spam.cached_trunk import _stored_bytes, open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
@@ -28,7 +27,7 @@ def splits(sms_file):
 
 def frozen(seed: int = 0):
     torch.manual_seed(seed)
-    return configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), ModelArguments())
+    return configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), "last_block")
 
 
 def build(root, split, seed=0, name="validation", depth=2):
@@ -67,14 +66,13 @@ def test_least_recently_used_first_and_a_reuse_counts_as_a_use(splits, tmp_path)
 HOLDER = """
 import sys, torch
 from hf_spam import GPTForSequenceClassification
-from hf_spam.arguments import ModelArguments
 from hf_spam.cached_trunk import _stored_bytes, open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.model_setup import configure_trainable
 from tests.helpers import tiny_config
 split = tokenize(load_sms_spam(sys.argv[1]), "dynamic", context_length=128).splits["validation"]
 torch.manual_seed(int(sys.argv[3]))
-model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), ModelArguments())
+model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), "last_block")
 cache = open_prefix_cache(model, split, 2, sys.argv[2])
 print(cache.folder.name, flush=True)
 sys.stdin.read()  # holds the cache until the test closes stdin

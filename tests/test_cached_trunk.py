@@ -15,7 +15,6 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from hf_spam import GPTForSequenceClassification, cached_trunk
-from hf_spam.arguments import ModelArguments
 from hf_spam.cached_trunk import CachedPrefix, collate_cached, frozen_depth, open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CacheError
@@ -37,7 +36,7 @@ def grads(model):
 def test_cached_top_gives_the_same_loss_and_gradients(sms_splits, pooling, padding, tmp_path):
     torch.manual_seed(0)
     model = configure_trainable(
-        GPTForSequenceClassification(tiny_config(n_layers=3, pooling=pooling, context_length=128)), ModelArguments()
+        GPTForSequenceClassification(tiny_config(n_layers=3, pooling=pooling, context_length=128)), "last_block"
     )
     depth = frozen_depth(model)
     assert depth == 2
@@ -62,10 +61,10 @@ def test_cached_top_gives_the_same_loss_and_gradients(sms_splits, pooling, paddi
 
 
 def test_nothing_is_cached_when_it_would_not_be_exact():
-    assert frozen_depth(configure_trainable(GPTForSequenceClassification(tiny_config()), ModelArguments(trainable_layers="all"))) == 0
-    assert frozen_depth(configure_trainable(GPTForSequenceClassification(tiny_config(drop_rate=0.1)), ModelArguments())) == 0
+    assert frozen_depth(configure_trainable(GPTForSequenceClassification(tiny_config()), "all")) == 0
+    assert frozen_depth(configure_trainable(GPTForSequenceClassification(tiny_config(drop_rate=0.1)), "last_block")) == 0
     assert (
-        frozen_depth(configure_trainable(GPTForSequenceClassification(tiny_config()), ModelArguments(trainable_layers="last_layer"))) == 2
+        frozen_depth(configure_trainable(GPTForSequenceClassification(tiny_config()), "last_layer")) == 2
     )
 
 
@@ -87,14 +86,14 @@ def test_saved_model_reproduces_the_accuracy_measured_on_the_cache(tmp_path, sms
 def test_total_flos_counts_the_top_the_cached_steps_run(sms_splits, tmp_path):
     """Trainer's ``total_flos`` (6 x tokens x parameters) counts, on the cached prefix, the parameters each step
     runs through (last block, final norm, head), not the frozen blocks it never touches; uncached, the whole model."""
-    from hf_spam.arguments import SpamTrainingArguments
     from hf_spam.cached_trunk import cached_splits
-    from hf_spam.trainer import SpamTrainer
+    from hf_spam.spam_config import SpamTrainingArguments
+    from hf_spam.spam_trainer import SpamTrainer
 
     torch.manual_seed(0)
-    model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), ModelArguments())
+    model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), "last_block")
     data = tokenize(sms_splits, "dynamic", context_length=128)
-    cached, collator = cached_splits(model, data, 8, tmp_path / "cache")
+    cached, collator = cached_splits(model, data.splits, 8, tmp_path / "cache")
     top = sum(p.numel() for m in (model.model.trf_blocks[2], model.model.final_norm, model.out_head) for p in m.parameters())
     outside_embeddings = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("model.tok_emb", "model.pos_emb")))
     assert top < outside_embeddings
@@ -103,7 +102,13 @@ def test_total_flos_counts_the_top_the_cached_steps_run(sms_splits, tmp_path):
         ("uncached", data.splits["train"], data.collator, outside_embeddings),
     ):
         args = SpamTrainingArguments(
-            output_dir=str(tmp_path / name), max_steps=3, eval_strategy="no", save_strategy="no", load_best_model_at_end=False, report_to=[]
+            output_dir=str(tmp_path / name),
+            max_steps=3,
+            eval_strategy="no",
+            save_strategy="no",
+            load_best_model_at_end=False,
+            report_to=[],
+            cache_frozen_trunk=False,  # the datasets are given as they are to train: cached prefixes, or token ids
         )
         trainer = SpamTrainer(model=model, args=args, train_dataset=train, data_collator=data_collator)
         trainer.train()
@@ -116,9 +121,9 @@ def test_gradient_norm_is_taken_on_logging_steps_only_and_is_the_true_norm(sms_s
     and the logged value is that step's norm (computed here independently, before the optimizer update)."""
     from transformers import TrainerCallback
 
-    from hf_spam.arguments import SpamTrainingArguments
     from hf_spam.cached_trunk import cached_splits
-    from hf_spam.trainer import SpamTrainer
+    from hf_spam.spam_config import SpamTrainingArguments
+    from hf_spam.spam_trainer import SpamTrainer
 
     norms = {}
 
@@ -128,8 +133,8 @@ def test_gradient_norm_is_taken_on_logging_steps_only_and_is_the_true_norm(sms_s
             norms[state.global_step + 1] = torch.linalg.vector_norm(torch.cat(grads)).item()
 
     torch.manual_seed(0)
-    model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), ModelArguments())
-    cached, collator = cached_splits(model, tokenize(sms_splits, "dynamic", context_length=128), 8, tmp_path / "cache")
+    model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), "last_block")
+    cached, collator = cached_splits(model, tokenize(sms_splits, "dynamic", context_length=128).splits, 8, tmp_path / "cache")
     args = SpamTrainingArguments(
         output_dir=str(tmp_path / "out"),
         max_steps=5,
@@ -158,7 +163,7 @@ def sms_tokens(sms_file):
 
 def frozen_model(seed=0):
     torch.manual_seed(seed)
-    return configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), ModelArguments())
+    return configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), "last_block")
 
 
 def test_reused_when_unchanged_and_rebuilt_when_anything_changes(sms_tokens, tmp_path, monkeypatch, caplog):
@@ -286,7 +291,7 @@ def test_two_processes_share_the_work_and_read_each_others_shards(tmp_path, sms_
     """torchrun with 2 CPU processes: each example's prefix is computed once in all, and the cache
     holds the same rows as a single process's."""
     common = ["--data_file", str(sms_file), "--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2"]
-    common += ["--max_steps", "3", "--initial_eval_batches", "0", "--save_strategy", "no"]
+    common += ["--max_steps", "3", "--initial_eval_batches", "0", "--save_strategy", "no", "--load_best_model_at_end", "false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "scripts/train.py", *common]
     result = subprocess.run(
@@ -326,7 +331,8 @@ def test_two_processes_share_the_work_and_read_each_others_shards(tmp_path, sms_
 MEMORY_PROBE = """
 import json, resource, sys
 import numpy as np
-from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
+from hf_spam.arguments import DataArguments, ModelArguments
+from hf_spam.spam_config import SpamTrainingArguments
 from transformers import HfArgumentParser
 from hf_spam.training import run
 rng = np.random.default_rng(0)
@@ -353,7 +359,7 @@ def test_peak_memory_does_not_grow_with_the_cache(gpt2_bpe, tmp_path):
         data.mkdir()
         argv = ["--dataset_name", str(data), "--weights", "random", "--config_overrides", "n_layers=2,emb_dim=256,n_heads=4"]
         argv += ["--trainable_layers", "last_layer", "--num_train_epochs", "1", "--initial_eval_batches", "0", "--save_strategy", "no"]
-        argv += ["--trunk_cache_dir", str(cache), "--output_dir", str(tmp_path / f"out{size}")]
+        argv += ["--load_best_model_at_end", "false", "--trunk_cache_dir", str(cache), "--output_dir", str(tmp_path / f"out{size}")]
         command = [sys.executable, "-c", MEMORY_PROBE, str(data), str(size), *argv]
         result = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "2"}, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -381,6 +387,8 @@ def test_training_on_the_disk_cache_ends_where_training_on_token_ids_ends(tmp_pa
         "0",
         "--save_strategy",
         "no",
+        "--load_best_model_at_end",
+        "false",
         "--trunk_cache_dir",
         str(tmp_path / "cache"),
     ]
@@ -443,7 +451,7 @@ def test_the_key_covers_every_field_of_the_config(sms_tokens, tmp_path):
     caches = {}
     for heads in (2, 4):
         torch.manual_seed(0)
-        model = configure_trainable(GPTForSequenceClassification(tiny_config(n_heads=heads, n_layers=3, context_length=128)), ModelArguments())
+        model = configure_trainable(GPTForSequenceClassification(tiny_config(n_heads=heads, n_layers=3, context_length=128)), "last_block")
         caches[heads] = open_prefix_cache(model, split, 2, tmp_path)
         with torch.no_grad():
             torch.testing.assert_close(caches[heads].hidden_states(4), prefix(model.model, torch.tensor([split[4]["input_ids"]]), None, 2)[0])
@@ -457,7 +465,6 @@ def test_the_key_covers_every_field_of_the_config(sms_tokens, tmp_path):
 CONCURRENT_PROBE = """
 import sys, time, torch
 from hf_spam import GPTForSequenceClassification
-from hf_spam.arguments import ModelArguments
 from hf_spam.cached_trunk import open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CacheError
@@ -468,7 +475,7 @@ import logging; logging.basicConfig(level=logging.INFO)
 sms, cache_dir, go = sys.argv[1:4]
 split = tokenize(load_sms_spam(sms), "dynamic", context_length=128).splits["train"]
 torch.manual_seed(0)
-model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), ModelArguments())
+model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), "last_block")
 original = cached_trunk.prefix
 def slow_prefix(*args):  # a long build, so that the two runs overlap for certain
     time.sleep(0.02)

@@ -362,13 +362,12 @@ def count_block_runs(model) -> list[int]:
 def test_gradient_checkpointing_recomputes_blocks_with_the_same_loss_and_gradients(trainable):
     """Every block, the one-position top block of the classifier included, is recomputed in the backward
     pass (its norm2 runs twice) and the loss and every gradient are those of the plain backward."""
-    from hf_spam.arguments import ModelArguments
     from hf_spam.model_setup import configure_trainable
 
     results = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        model = configure_trainable(trained_like(GPTForSequenceClassification(tiny_config(n_layers=3))), ModelArguments(trainable_layers=trainable))
+        model = configure_trainable(trained_like(GPTForSequenceClassification(tiny_config(n_layers=3))), trainable)
         model.train()
         if checkpointing:
             model.gradient_checkpointing_enable()

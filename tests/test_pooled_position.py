@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from hf_spam import GPTForSequenceClassification
-from hf_spam.arguments import ModelArguments
 from hf_spam.model_setup import configure_trainable
 from hf_spam.pooled_position import attention_at, block_at, pool, prefix, real_tokens, trunk_mask
 from tests.helpers import left_padded, right_padded, tiny_config
@@ -43,7 +42,7 @@ def test_one_position_top_block_equals_the_full_computation(pooling, padding, ca
     gradient, the key bias's (zero up to rounding: softmax ignores a constant) included, match the full blocks."""
     torch.manual_seed(0)
     config = tiny_config(n_layers=3, pooling=pooling, causal=causal, qkv_bias=qkv_bias)
-    model = configure_trainable(randomized(GPTForSequenceClassification(config)), ModelArguments())
+    model = configure_trainable(randomized(GPTForSequenceClassification(config)), "last_block")
     ids, mask = (right_padded if padding == "right" else left_padded)(ROWS)
     labels = torch.tensor([0, 1, 1])
 
@@ -80,7 +79,7 @@ def test_one_position_top_block_is_exact_for_regression_and_multi_label(problem_
     """The cached prefix and the one-position top block under MSE and BCE: the full computation's loss and gradients."""
     torch.manual_seed(0)
     config = tiny_config(n_layers=3, num_labels=num_labels, problem_type=problem_type)
-    model = configure_trainable(randomized(GPTForSequenceClassification(config)), ModelArguments())
+    model = configure_trainable(randomized(GPTForSequenceClassification(config)), "last_block")
     ids, mask = left_padded(ROWS)
     hidden = model.model(ids, mask).last_hidden_state
     logits = model.out_head(pool("last_non_pad", hidden, mask))
@@ -110,7 +109,7 @@ def test_one_position_top_block_keeps_lora_adapters_on_keys_and_values():
     zero, logits and every gradient, the top block's key and value adapters' included, match the full blocks."""
     torch.manual_seed(0)
     peft_model = configure_trainable(
-        GPTForSequenceClassification(tiny_config(n_layers=2)), ModelArguments(trainable_layers="lora", lora_rank=2)
+        GPTForSequenceClassification(tiny_config(n_layers=2)), "lora", lora_rank=2
     )
     model = peft_model.get_base_model()
     with torch.no_grad():

@@ -13,8 +13,8 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error
 
 from hf_spam.data import DataError, load_text_classification
+from hf_spam.evaluation import load_metric
 from hf_spam.inference import classify, load_classifier
-from hf_spam.trainer import load_metric
 from hf_spam.training import run
 from tests.helpers import ROOT, TINY, parse
 

@@ -15,9 +15,10 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_
 from transformers import AutoModelForSequenceClassification, HfArgumentParser, TrainerCallback
 
 from hf_spam import GPTForSequenceClassification
-from hf_spam.arguments import ModelArguments, SpamTrainingArguments
+from hf_spam.evaluation import load_metric
 from hf_spam.model_setup import configure_trainable
-from hf_spam.trainer import SpamTrainer, load_metric
+from hf_spam.spam_config import SpamTrainingArguments
+from hf_spam.spam_trainer import SpamTrainer
 from hf_spam.training import run
 from tests.helpers import ROOT, TINY, parse, tiny_config
 
@@ -38,9 +39,9 @@ def test_defaults_are_the_books_recipe():
 
 FREED_MEMORY_PROBE = """
 import resource, sys, torch
-from transformers import HfArgumentParser
-from hf_spam.arguments import SpamTrainingArguments
-HfArgumentParser(SpamTrainingArguments).parse_args_into_dataclasses(args=sys.argv[1:])
+from hf_spam.allocator import reuse_freed_memory
+if sys.argv[1] == "reuse":
+    assert reuse_freed_memory()
 def block():  # a block's activations: allocated, then freed together
     live = [torch.ones(25 << 18) for _ in range(4)]  # 4 x 25 MiB
     del live
@@ -53,25 +54,50 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="reuse_freed_memory acts on glibc's allocator only")
-def test_training_arguments_keep_freed_memory_for_reuse(tmp_path):
-    """By default (--reuse_freed_memory) freed activations stay in the process: the next batch does not fault
-    the same 100 MiB in again page by page, as it does with glibc's defaults (--no_reuse_freed_memory)."""
+def test_reuse_freed_memory_keeps_freed_memory_in_the_process():
+    """With ``reuse_freed_memory()`` (what scripts/train.py's main() does under its default --reuse_freed_memory)
+    freed activations stay in the process: the next batch does not fault the same 100 MiB in again page by page,
+    as it does with glibc's defaults."""
 
-    def faults_per_block(*flags: str) -> float:
-        command = [sys.executable, "-c", FREED_MEMORY_PROBE, "--output_dir", str(tmp_path), *flags]
+    def faults_per_block(mode: str) -> float:
+        command = [sys.executable, "-c", FREED_MEMORY_PROBE, mode]
         return float(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()[-1])
 
-    default, glibc_defaults = faults_per_block(), faults_per_block("--no_reuse_freed_memory")
+    default, glibc_defaults = faults_per_block("reuse"), faults_per_block("glibc")
     assert glibc_defaults > 2000  # 100 MiB is 25,600 pages; the kernel maps some in larger pieces
     assert default < glibc_defaults / 3, (default, glibc_defaults)
 
 
+def test_training_arguments_raise_on_contradictions_instead_of_changing_the_plan(tmp_path, caplog):
+    """Keeping the best epoch without a checkpoint of every evaluated epoch, or a best metric of no split, is an
+    error naming the options; --label_names names classes (DataArguments), never Trainer's label keys; the one
+    adjustment, use_cpu without an accelerator, is logged once."""
+    from hf_spam.errors import OptionError
+
+    with pytest.raises(OptionError, match="--load_best_model_at_end false"):
+        parse("--output_dir", str(tmp_path), "--save_strategy", "no")
+    with pytest.raises(OptionError, match="validation_accuracy"):
+        parse("--output_dir", str(tmp_path), "--metric_for_best_model", "accuracy")
+    model_args, data_args, args = parse(
+        "--output_dir", str(tmp_path), "--label_names", "ham", "spam", "--save_strategy", "no", "--load_best_model_at_end", "false"
+    )
+    assert data_args.label_names == ["ham", "spam"] and args.label_names is None
+    assert (args.save_strategy, args.load_best_model_at_end, args.metric_for_best_model) == ("no", False, "validation_accuracy")
+    if not torch.cuda.is_available():
+        from hf_spam import spam_config
+
+        spam_config._say_cpu_once.cache_clear()
+        with caplog.at_level(logging.INFO, logger="hf_spam.spam_config"):
+            assert parse("--output_dir", str(tmp_path))[2].use_cpu and parse("--output_dir", str(tmp_path))[2].use_cpu
+        assert sum("use_cpu=True" in record.getMessage() for record in caplog.records) == 1
+
+
 def test_weight_decay_reaches_the_same_parameters_as_the_books_adamw(tmp_path):
-    model = configure_trainable(GPTForSequenceClassification(tiny_config()), ModelArguments(trainable_layers="last_block"))
+    model = configure_trainable(GPTForSequenceClassification(tiny_config()), "last_block")
     decayed = {}
     for scope in ("book", "transformers"):
         (args,) = HfArgumentParser(SpamTrainingArguments).parse_args_into_dataclasses(
-            args=["--output_dir", str(tmp_path), "--weight_decay_scope", scope, "--eval_strategy", "no"]
+            args=["--output_dir", str(tmp_path), "--weight_decay_scope", scope, "--eval_strategy", "no", "--save_strategy", "no"]
         )
         optimizer = SpamTrainer(model=model, args=args).create_optimizer()
         names = {id(p): n for n, p in model.named_parameters()}
@@ -93,7 +119,7 @@ def test_weight_decay_reaches_the_same_parameters_as_the_books_adamw(tmp_path):
     ],
 )
 def test_trainable_layers_freeze_like_chapter_6(choice, prefixes):
-    model = configure_trainable(GPTForSequenceClassification(tiny_config()), ModelArguments(trainable_layers=choice))
+    model = configure_trainable(GPTForSequenceClassification(tiny_config()), choice)
     for name, param in model.named_parameters():
         assert param.requires_grad == name.startswith(prefixes), name
 
@@ -289,9 +315,18 @@ def test_a_training_split_smaller_than_one_batch_is_an_error_before_training(gpt
     rows = ["text,label"] + [f"message {i},{i % 2}" for i in range(7)]
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "other.csv").write_text("text,label\nhello,0\nworld,1\n")
-    argv = ["--train_file", str(tmp_path / "train.csv"), "--validation_file", str(tmp_path / "other.csv"), "--test_file", str(tmp_path / "other.csv")]
+    argv = [
+        "--train_file",
+        str(tmp_path / "train.csv"),
+        "--validation_file",
+        str(tmp_path / "other.csv"),
+        "--test_file",
+        str(tmp_path / "other.csv"),
+    ]
     argv += [*TINY, "--max_steps", "3"]
-    with pytest.raises(DataError, match=r"The training split \(user: train.csv\) has 7 rows; one batch needs 8 .*--dataloader_drop_last false"):
+    with pytest.raises(
+        DataError, match=r"The training split \(user: train.csv\) has 7 rows; one batch needs 8 .*--dataloader_drop_last false"
+    ):
         run(*parse(*argv, "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "out")))
     assert not (tmp_path / "out").exists(), "nothing trained, nothing saved"
 

@@ -3,6 +3,7 @@ text-classification data with its own splits and labels (``user_files``, read by
 multi-label targets in ``targets``), and GPT-2 tokenization with the book's padding choices (``tokenization``).
 """
 
+from ..configuration_gpt import MULTI_LABEL, PROBLEM_TYPES, REGRESSION, SINGLE_LABEL
 from ..errors import DataError
 from .reading import LOCAL_FORMATS, QUOTINGS, SPLIT_ALIASES, encoding_of, parse_encodings
 from .sms import (
@@ -20,7 +21,6 @@ from .sms import (
     sms_spam_url,
     split_like_the_book,
 )
-from .targets import MULTI_LABEL, PROBLEM_TYPES, REGRESSION, SINGLE_LABEL
 from .tokenization import PADDINGS, TokenizedData, cross_split_duplicates, describe, duplicate_report, tokenize
 from .user_files import INVALID_ROWS, ClassificationData, load_text_classification
 

@@ -143,6 +143,9 @@ def load_sms_spam_frame(data_file: str | os.PathLike | None = None, url: str | N
     raw, name = fetch_sms_spam(url, cache_dir) if data_file is None else read_sms_spam_bytes(data_file)
     return parse_sms_spam(check_sms_lines(raw, name), name)
 
+# the rows of chapter 6 (listings 6.2/6.3), or of its bonus experiments script (shuffled once more)
+SMS_SPLITS = ("chapter", "bonus")
+
 
 def load_sms_spam(
     data_file: str | os.PathLike | None = None,
@@ -164,8 +167,8 @@ def load_sms_spam(
     shuffles the balanced set once (``sample(frac=1, random_state=123)``) before the chapter's
     shuffle-and-cut, so its splits hold other messages than the chapter's.
     """
-    if split not in ("chapter", "bonus"):
-        raise ValueError(f"split must be 'chapter' or 'bonus', got {split!r}.")
+    if split not in SMS_SPLITS:
+        raise ValueError(f"split must be one of {SMS_SPLITS}, got {split!r}.")
     frame = load_sms_spam_frame(data_file, url, cache_dir)
     features = Features({"text": Value("string"), "label": ClassLabel(names=list(SMS_LABELS))})
     dataset = Dataset.from_dict({"text": frame["Text"].tolist(), "label": [SMS_LABELS.index(x) for x in frame["Label"]]}, features=features)

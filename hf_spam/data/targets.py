@@ -17,12 +17,11 @@ from collections.abc import Sequence
 from datasets import Dataset, DatasetDict, Features, Value
 from datasets import Sequence as SequenceFeature
 
+from ..configuration_gpt import MULTI_LABEL, PROBLEM_TYPES, SINGLE_LABEL
 from ..errors import DataError
 
 logger = logging.getLogger(__name__)
 
-SINGLE_LABEL, REGRESSION, MULTI_LABEL = "single_label_classification", "regression", "multi_label_classification"
-PROBLEM_TYPES = (SINGLE_LABEL, REGRESSION, MULTI_LABEL)
 
 
 def infer_problem_type(problem_type: str | None, raw: dict, label_columns: Sequence[str]) -> str:

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
+from ..configuration_gpt import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..errors import DataError
 from .reading import _RawSplit, _read_file, _read_splits
 from .sms import balance_classes, split_like_the_book
-from .targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL, infer_problem_type, multi_label_targets, regression_targets
+from .targets import infer_problem_type, multi_label_targets, regression_targets
 
 logger = logging.getLogger(__name__)
 

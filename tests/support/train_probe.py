@@ -20,8 +20,9 @@ from pathlib import Path
 from transformers import HfArgumentParser, TrainerCallback
 
 from hf_spam import cached_trunk
-from hf_spam.arguments import DataArguments, ModelArguments, SpamTrainingArguments
-from hf_spam.trainer import SpamTrainer
+from hf_spam.arguments import DataArguments, ModelArguments
+from hf_spam.spam_config import SpamTrainingArguments
+from hf_spam.spam_trainer import SpamTrainer
 from hf_spam.training import run
 
 
