@@ -46,18 +46,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 
 from . import cache_store as store
-from .errors import CacheError
+from .cache_keys import first_copies, model_fingerprint, tensor_bytes, token_lengths, tokens_fingerprint
+from .cache_management import make_room
+from .cached_prefix import STORAGE, CachedPrefix, collate_cached, pad_ids
 from .modeling_gpt import GPTForSequenceClassification
 from .pooled_position import prefix, trunk_mask
 
 logger = logging.getLogger(__name__)
-
-STORAGE = {torch.float32: ("float32", torch.float32), torch.bfloat16: ("bfloat16", torch.int16), torch.float16: ("float16", torch.float16)}
 
 
 def frozen_depth(model: GPTForSequenceClassification) -> int:
@@ -74,200 +73,6 @@ def frozen_depth(model: GPTForSequenceClassification) -> int:
             break
         depth += 1
     return depth
-
-
-# ---------------------------------------------------------------------------------------------
-# Keys
-
-# Config fields that only the classifier's head reads (never the embeddings or blocks a cache holds):
-# they stay out of the key, so relabelling or another pooling reuses the prefix. Every other field is in
-# the key, so a field added later can only cost a rebuild, never a stale read.
-HEAD_ONLY_FIELDS = frozenset(
-    {"id2label", "label2id", "num_labels", "problem_type", "pooling", "padded_length", "loss_ignore_index", "architectures"}
-)
-# Bookkeeping that transformers writes into a config and that computes nothing.
-BOOKKEEPING_FIELDS = frozenset({"transformers_version", "_name_or_path", "auto_map", "_commit_hash"})
-
-
-def _tensor_bytes(tensor: torch.Tensor) -> bytes:
-    tensor = tensor.detach().cpu().contiguous()
-    if tensor.dtype == torch.bfloat16:
-        tensor = tensor.view(torch.int16)
-    return tensor.numpy().tobytes()
-
-
-def prefix_config(model: GPTForSequenceClassification) -> dict:
-    """The model's whole config as a dict, less what only the head reads (``HEAD_ONLY_FIELDS``)."""
-    config = model.config.to_dict()
-    return {k: v for k, v in config.items() if k not in HEAD_ONLY_FIELDS | BOOKKEEPING_FIELDS}
-
-
-def model_fingerprint(model: GPTForSequenceClassification, depth: int, dtype: torch.dtype, autocast: torch.dtype | None = None) -> str:
-    """sha256 of everything the prefix's output depends on besides the tokens: the config (all of it
-    but the head's fields), the frozen tensors, the depth, the dtypes, whether the trunk reads the mask."""
-    digest = hashlib.sha256()
-    trunk = model.model
-    settings = {
-        "format": store.CACHE_FORMAT,
-        "depth": depth,
-        "config": prefix_config(model),
-        "reads_mask": trunk_mask(model.config.pooling, torch.ones(1, 1)) is not None,
-        "storage": STORAGE[dtype][0],
-        "compute": str(next(model.parameters()).dtype),
-        "autocast": str(autocast),
-    }
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    frozen = {"tok_emb": trunk.tok_emb, "pos_emb": trunk.pos_emb, **{f"trf_blocks.{i}": trunk.trf_blocks[i] for i in range(depth)}}
-    for owner, module in frozen.items():
-        for name, tensor in module.state_dict().items():
-            digest.update(f"{owner}.{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-            digest.update(_tensor_bytes(tensor))
-    return digest.hexdigest()
-
-
-def _lengths(dataset: Dataset) -> np.ndarray:
-    """Token count of every example, from the Arrow buffers (no Python lists of ids)."""
-    parts = [
-        pc.list_value_length(batch.column("input_ids")).to_numpy(zero_copy_only=False)
-        for batch in dataset.with_format("arrow", columns=["input_ids"]).iter(batch_size=65536)
-    ]
-    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
-
-
-def tokens_fingerprint(dataset: Dataset) -> str:
-    """sha256 of a split's token ids and attention masks (the Arrow buffers, batch by batch)."""
-    digest = hashlib.sha256()
-    columns = [c for c in ("input_ids", "attention_mask") if c in dataset.column_names]
-    for batch in dataset.with_format("arrow", columns=columns).iter(batch_size=4096):
-        for column in columns:
-            values = batch.column(column).combine_chunks()
-            digest.update(column.encode())
-            digest.update(pc.list_value_length(values).to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
-            digest.update(values.flatten().to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
-    return digest.hexdigest()
-
-
-def _first_copies(dataset: Dataset, examples: np.ndarray) -> np.ndarray:
-    """For each of ``examples``, the first of ``examples`` with the same token ids and mask (itself if none).
-
-    Identical inputs give identical prefix rows, so duplicates (~10 % of the SMS tokens are in repeated
-    messages) are computed and stored once and share their rows; compared by sha256 of their ids and mask.
-    """
-    columns = [c for c in ("input_ids", "attention_mask") if c in dataset.column_names]
-    table = dataset.select(examples).with_format("arrow", columns=columns)
-    first: dict[bytes, int] = {}
-    copies, position = np.empty(len(examples), dtype=np.int64), 0
-    for batch in table.iter(batch_size=4096):
-        arrays = [batch.column(c).combine_chunks() for c in columns]
-        offsets = [a.offsets.to_numpy() for a in arrays]
-        values = [a.values.to_numpy(zero_copy_only=False).astype(np.int64) for a in arrays]
-        for row in range(batch.num_rows):
-            digest = hashlib.sha256()
-            for offset, value in zip(offsets, values, strict=True):
-                digest.update(value[offset[row] : offset[row + 1]].tobytes())
-                digest.update(b"|")
-            copies[position] = first.setdefault(digest.digest(), int(examples[position]))
-            position += 1
-    return copies
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading
-
-
-class CachedPrefix(torch.utils.data.Dataset):
-    """One example per item: the prefix's hidden states for its tokens (read from the cache on disk),
-    plus its ids, mask and label (from the tokenized split).
-
-    Every read is checked against the row checksum written at build time (xxh3, a few microseconds per
-    example), so bytes damaged after the cache was opened raise a :class:`CacheError` instead of
-    reaching a gradient or a metric; ``verify=False`` skips the check (to measure what it costs)."""
-
-    def __init__(self, folder: Path, tokens: Dataset, depth: int, rows: np.ndarray | None = None, verify: bool = True) -> None:
-        self.folder, self.tokens, self.depth, self.verify = Path(folder), tokens, depth, verify
-        meta = store.read_meta(self.folder)
-        self.emb_dim, self.row_bytes = meta["emb_dim"], meta["row_bytes"]
-        self.storage = next(dtype for dtype, (name, _) in STORAGE.items() if name == meta["storage"])
-        index = store.load_index(self.folder, meta)
-        self.index, self.digests = index[:, :3].astype(np.int64), index[:, 3]  # per example: shard, first row, rows; checksum
-        self.files = [str(self.folder / shard["file"]) for shard in meta["shards"]]
-        self.rows = np.arange(len(self.index)) if rows is None else rows
-        self.bytes = sum(shard["bytes"] for shard in meta["shards"])
-        self.built = False  # whether this run built it (else it was reused)
-        self._fds: dict[tuple[int, int], int] = {}
-
-    def __getstate__(self) -> dict:
-        # DataLoader workers started by spawn get a copy: open descriptors stay with this process
-        return {**self.__dict__, "_fds": {}}
-
-    def release(self) -> None:
-        """Give up this process's hold on the cache (see :func:`hf_spam.cache_store.hold`), so that it may be pruned."""
-        store.release(self.folder.parent, self.folder.name)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def _fd(self, shard: int) -> int:
-        # opened lazily, per process: DataLoader workers get their own descriptors
-        key = (os.getpid(), shard)
-        if key not in self._fds:
-            self._fds[key] = os.open(self.files[shard], os.O_RDONLY)
-        return self._fds[key]
-
-    def hidden_states(self, example: int) -> torch.Tensor:
-        shard, first, rows = (int(x) for x in self.index[example])
-        raw = os.pread(self._fd(shard), rows * self.row_bytes, first * self.row_bytes)
-        if self.verify and store.row_digest(raw) != int(self.digests[example]):
-            raise CacheError(
-                f"{self.folder}: the cached rows of example {example} no longer match their checksum (the files were changed "
-                "after this run opened them). Run again: the next run checks the whole cache and rebuilds it."
-            )
-        hidden = torch.frombuffer(bytearray(raw), dtype=STORAGE[self.storage][1]).view(rows, self.emb_dim)
-        return hidden.view(self.storage) if self.storage == torch.bfloat16 else hidden
-
-    def __getitem__(self, index: int) -> dict:
-        example = int(self.rows[index])
-        row = self.tokens[example]
-        return {
-            "prefix_hidden_states": self.hidden_states(example),
-            "prefix_depth": self.depth,
-            "input_ids": row["input_ids"],  # also gives Trainer's length-grouped sampler its lengths
-            "attention_mask": row.get("attention_mask") or [1] * len(row["input_ids"]),
-            "labels": row["label"],
-        }
-
-    def select(self, indices) -> CachedPrefix:
-        view = CachedPrefix.__new__(CachedPrefix)
-        view.__dict__ = {**self.__dict__, "rows": self.rows[np.asarray(list(indices), dtype=np.int64)], "_fds": {}}
-        return view
-
-
-def pad_ids(features: list[dict], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad ``input_ids`` (with ``pad_token_id``) and ``attention_mask`` (with 0) to the longest example."""
-    width = max(len(f["input_ids"]) for f in features)
-    input_ids = torch.full((len(features), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros(len(features), width, dtype=torch.long)
-    for row, feature in enumerate(features):
-        length = len(feature["input_ids"])
-        input_ids[row, :length] = torch.tensor(feature["input_ids"])
-        attention_mask[row, :length] = torch.tensor(feature["attention_mask"])
-    return input_ids, attention_mask
-
-
-def collate_cached(features: list[dict], pad_token_id: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """A batch of cached examples, right-padded, in the model's ``dtype``; pad hidden states are zeros
-    (the attention mask hides them)."""
-    input_ids, attention_mask = pad_ids(features, pad_token_id)
-    hidden = torch.zeros(*input_ids.shape, features[0]["prefix_hidden_states"].shape[-1], dtype=dtype)
-    for row, feature in enumerate(features):
-        hidden[row, : len(feature["input_ids"])] = feature["prefix_hidden_states"]
-    return {
-        "prefix_hidden_states": hidden,
-        "prefix_depth": features[0]["prefix_depth"],
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "labels": torch.tensor([f["labels"] for f in features]),
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,9 +142,9 @@ def _compute_shard(
 ) -> dict:
     """Run embeddings + blocks ``[0, depth)`` over this process's share, in length-sorted batches, appending
     to its shard file; each example's rows get a checksum in the shard's index."""
-    lengths = _lengths(dataset)
+    lengths = token_lengths(dataset)
     mine = np.arange(len(dataset))[rank::world]
-    copies = _first_copies(dataset, mine)
+    copies = first_copies(dataset, mine)
     unique = mine[copies == mine]
     row_bytes = _row_bytes(model.config.emb_dim, storage)
     store.check_free_space(folder, int(lengths[unique].sum()) * row_bytes)  # before computing anything
@@ -363,14 +168,20 @@ def _compute_shard(
             hidden = hidden.to(storage).cpu()
             for offset, example in enumerate(rows):
                 length = int(lengths[example])
-                raw = _tensor_bytes(hidden[offset, :length])
+                raw = tensor_bytes(hidden[offset, :length])
                 out.write(raw)
                 first_row[example], digest[example] = written, store.row_digest(raw)
                 written += length
     # per example of this shard: (example, its first row, its rows, their checksum); duplicates point at their first copy's rows
     index = np.stack([mine.astype(np.uint64), first_row[copies], lengths[mine].astype(np.uint64), digest[copies]], axis=1)
     index_xxh3 = store.write_index(folder / f"{name}.index.npy", index)
-    return {"file": f"{name}.bin", "index": f"{name}.index.npy", "index_xxh3": index_xxh3, "bytes": written * row_bytes, "examples": len(mine)}
+    return {
+        "file": f"{name}.bin",
+        "index": f"{name}.index.npy",
+        "index_xxh3": index_xxh3,
+        "bytes": written * row_bytes,
+        "examples": len(mine),
+    }
 
 
 def _row_bytes(emb_dim: int, storage: torch.dtype) -> int:
@@ -381,8 +192,8 @@ def _row_bytes(emb_dim: int, storage: torch.dtype) -> int:
 def _stored_bytes(dataset: Dataset, emb_dim: int, storage: torch.dtype) -> int:
     """What the split's cache takes on disk: one row per token of each distinct example."""
     examples = np.arange(len(dataset))
-    distinct = examples[_first_copies(dataset, examples) == examples]
-    return int(_lengths(dataset)[distinct].sum()) * _row_bytes(emb_dim, storage)
+    distinct = examples[first_copies(dataset, examples) == examples]
+    return int(token_lengths(dataset)[distinct].sum()) * _row_bytes(emb_dim, storage)
 
 
 def _storage(model: GPTForSequenceClassification, dtype: torch.dtype | None, autocast: torch.dtype | None) -> torch.dtype:
@@ -448,7 +259,9 @@ def _open(
     rank, world = _world()
     waited = store.hold(root, key) if rank == 0 else False  # shared, to the end of the run: pruning skips what a run uses
     if _agree(store.problem(folder, key, verify) if rank == 0 else None) is None:
-        logger.info("Reusing the frozen-prefix cache %s%s (%d examples).", folder, ", built by another run meanwhile" * waited, len(dataset))
+        logger.info(
+            "Reusing the frozen-prefix cache %s%s (%d examples).", folder, ", built by another run meanwhile" * waited, len(dataset)
+        )
         return _opened(folder, dataset, depth, verify, built=False)
     if rank == 0:
         store.usable_root(root)
@@ -498,7 +311,7 @@ def _build(
         shutil.rmtree(partial, ignore_errors=True)  # this key's, abandoned: the lock is ours
         store.remove_abandoned_partials(root)
         if max_size is not None:
-            store.make_room(root, key, _stored_bytes(dataset, model.config.emb_dim, storage), max_size)
+            make_room(root, key, _stored_bytes(dataset, model.config.emb_dim, storage), max_size)
         partial.mkdir()
     _barrier()
     was_training = model.training
@@ -545,7 +358,19 @@ def cached_splits(
     storage = _storage(model, dtype, autocast)
     model_key = model_fingerprint(model, depth, storage, autocast)
     cached = {
-        name: _open(model, split, depth, cache_dir, storage, batch_size, autocast, model_key, verify, {**(provenance or {}), "split": name}, max_size)
+        name: _open(
+            model,
+            split,
+            depth,
+            cache_dir,
+            storage,
+            batch_size,
+            autocast,
+            model_key,
+            verify,
+            {**(provenance or {}), "split": name},
+            max_size,
+        )
         for name, split in splits.items()
     }
     logger.info(

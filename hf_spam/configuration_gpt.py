@@ -40,6 +40,15 @@ def resolve_preset(name: str) -> str:
     raise ValueError(f"Unknown GPT-2 preset {name!r}; choose one of {known} (or the book's names, e.g. 'gpt2-small (124M)').")
 
 
+def is_preset(name: str) -> bool:
+    """Whether ``name`` is one of the book's sizes (any name :func:`resolve_preset` accepts)."""
+    try:
+        resolve_preset(name)
+    except ValueError:
+        return False
+    return True
+
+
 class GPTConfig(PretrainedConfig):
     r"""The book's GPT hyper-parameters, under the book's names, plus what a classifier needs.
 

@@ -261,3 +261,37 @@ def to_gpt2_sequence_classifier(model) -> GPT2ForSequenceClassification:
     trunk["ln_f.bias"] = (trunk["ln_f.bias"].double() + delta).to(trunk["ln_f.bias"].dtype)
     state_dict = {f"transformer.{k}": v for k, v in trunk.items()} | {"score.weight": weight}
     return _load_exact(GPT2ForSequenceClassification(gpt2_config), state_dict)
+
+
+def model_from_state_dict(cls: type, config, state_dict: dict[str, torch.Tensor], source: str):
+    """``cls(config)`` holding the tensors of ``state_dict`` (loaded strictly, taken over, not copied);
+    only a classifier's head may be missing, and starts fresh.
+
+    The model is built on the meta device: a random initialisation of every weight (seconds for GPT-2
+    small on a CPU) would only be overwritten."""
+    with torch.device("meta"):
+        model = cls(config)
+    fresh_ok = ("out_head.weight", "out_head.bias") if cls.checkpoint_head == "classifier" else ()
+    expected = model.state_dict()
+    wrong_shape = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        for k, v in state_dict.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if wrong_shape:
+        more = f"\n  ... and {len(wrong_shape) - 8} more" if len(wrong_shape) > 8 else ""
+        raise ValueError(
+            f"{source} does not match the config's shapes (emb_dim, n_layers, vocab_size, context_length, num_labels):\n  "
+            + "\n  ".join(wrong_shape[:8])
+            + more
+        )
+    state_dict = {k: v.to(expected[k].dtype) if k in expected else v for k, v in state_dict.items()}
+    result = model.load_state_dict(state_dict, strict=False, assign=True)
+    missing = [k for k in result.missing_keys if k not in fresh_ok]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{source} does not fit {cls.__name__}: missing {missing}, unexpected {result.unexpected_keys}.")
+    if any(k in result.missing_keys for k in fresh_ok):
+        model.out_head.to_empty(device=next(iter(state_dict.values())).device)
+        model._init_weights(model.out_head)
+    model.tie_weights()
+    return model.eval()

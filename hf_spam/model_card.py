@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .configuration_gpt import GPT2_PRESETS, MULTI_LABEL, REGRESSION, SINGLE_LABEL, resolve_preset
-from .model_setup import is_preset
+from .configuration_gpt import GPT2_PRESETS, MULTI_LABEL, REGRESSION, SINGLE_LABEL, is_preset, resolve_preset
 
 SPLITS = (("train", "train"), ("validation", "eval"), ("test", "test"))
 
@@ -152,7 +151,7 @@ classify = pipeline("text-classification", model="{repo_id}", trust_remote_code=
 classify({json.dumps(run.example_texts[0], ensure_ascii=False)}{", top_k=None" if problem_type != SINGLE_LABEL else ""})
 ```
 {USE_NOTES[problem_type]}
-`trust_remote_code=True` runs the model code stored next to the weights (`modeling_gpt.py`,
+`trust_remote_code=True` runs the model code stored next to the weights (`modeling_gpt.py`, `gpt_blocks.py`,
 `pooled_position.py`, `configuration_gpt.py`, `convert_gpt2.py`). `model.to_gpt2()` turns the model into a stock
 `GPT2ForSequenceClassification` that needs no custom code.
 

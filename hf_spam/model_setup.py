@@ -7,7 +7,7 @@ import os
 import torch
 from transformers import AutoConfig, set_seed
 
-from .configuration_gpt import GPTConfig, resolve_preset
+from .configuration_gpt import GPTConfig, is_preset
 from .modeling_gpt import GPTForSequenceClassification
 
 # what trains besides the new head (chapter 6 and its bonus table; lora: appendix E)
@@ -79,14 +79,6 @@ def book_init_(model: GPTForSequenceClassification, seed: int = 123) -> None:
     torch.nn.Linear(model.config.emb_dim, model.config.vocab_size, bias=False)  # the book's LM head, replaced below: its draws still count
     torch.manual_seed(seed)
     model.out_head.reset_parameters()
-
-
-def is_preset(name: str) -> bool:
-    try:
-        resolve_preset(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _parse_overrides(overrides: str) -> dict:

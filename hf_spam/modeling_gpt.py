@@ -1,4 +1,5 @@
-"""The book's GPT (chapter 4) as transformers models: backbone, causal LM and sequence classifier.
+"""The book's GPT (chapter 4) as transformers models: backbone, causal LM and sequence classifier, built from
+the book's layers in ``gpt_blocks``.
 
 The module tree keeps the book's names so ``print(model)`` reads like the chapter. This file is
 copied next to every saved model (``trust_remote_code=True``): it imports only ``torch``,
@@ -18,210 +19,12 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutput
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import can_return_tuple
 
 from .configuration_gpt import BOOK_PADDED_POOLINGS, MULTI_LABEL, REGRESSION, SINGLE_LABEL, GPTConfig
-from .pooled_position import block_at, book_padding, pool, pooled_position, real_tokens, trunk_mask
-
-
-class LayerNorm(nn.Module):
-    """The book's LayerNorm (``scale``/``shift``, biased variance, eps 1e-5), computed by ``F.layer_norm``."""
-
-    def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.scale = nn.Parameter(torch.ones(emb_dim))
-        self.shift = nn.Parameter(torch.zeros(emb_dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
-
-
-class FeedForward(nn.Module):
-    """Linear -> GELU (tanh approximation, as GPT-2 and the book) -> Linear, 4x wide."""
-
-    def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(config.emb_dim, 4 * config.emb_dim),
-            nn.GELU(approximate="tanh"),
-            nn.Linear(4 * config.emb_dim, config.emb_dim),
-        )
-        self.layers[2].writes_residual = True  # GPT-2's scaled init (see GPTPreTrainedModel._init_weights)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
-
-
-def causal_mask(num_queries: int, num_keys: int, device: torch.device) -> torch.Tensor:
-    """(T_q, T_k) boolean mask, True where a query may look: the queries are the last ``num_queries`` of
-    the ``num_keys`` positions (the rest are in the KV cache), and each sees itself and what precedes it."""
-    queries = torch.arange(num_queries, device=device) + (num_keys - num_queries)
-    return torch.arange(num_keys, device=device) <= queries[:, None]
-
-
-class MultiHeadAttention(nn.Module):
-    """The book's multi-head attention, computed by the function ``config._attn_implementation`` names.
-
-    ``"eager"`` is the book's own computation (:func:`eager_attention`) and can return the attention
-    weights; ``"sdpa"`` (the default) gives the same result through transformers' function around
-    ``F.scaled_dot_product_attention``, which picks a fused kernel and returns no weights (it warns
-    when asked for them). Keys and values go into a transformers ``Cache`` when one is given, so
-    generation reads each token once.
-    """
-
-    def __init__(
-        self,
-        d_in: int,
-        d_out: int,
-        dropout: float,
-        num_heads: int,
-        qkv_bias: bool = False,
-        causal: bool = True,
-        layer_idx: int = 0,
-        config: GPTConfig | None = None,
-    ) -> None:
-        super().__init__()
-        if d_out % num_heads:
-            raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads}).")
-        self.d_out = d_out
-        self.num_heads = num_heads
-        self.head_dim = d_out // num_heads
-        self.causal = causal
-        self.layer_idx = layer_idx  # this layer's slot in the KV cache
-        self.config = config  # shared with the model: set_attn_implementation() switches every layer
-        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.out_proj = nn.Linear(d_out, d_out)
-        self.out_proj.writes_residual = True  # GPT-2's scaled init (see GPTPreTrainedModel._init_weights)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        attn_mask: torch.Tensor | None = None,
-        cache: Cache | None = None,
-        output_attentions: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
-        """(b, T, d_in) -> (b, T, d_out); with ``output_attentions`` also the (b, nh, T, T_k) weights
-        (``None`` under SDPA, which does not form them). ``attn_mask`` (b, 1, T, T_k) is True where a
-        query may look; ``None`` means the causal mask (or nothing when ``causal`` is off)."""
-        b, num_tokens, _ = x.shape
-        # (b, T, d_out) -> (b, nh, T, hd)
-        queries = self.W_query(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
-        keys = self.W_key(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
-        values = self.W_value(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
-        if cache is not None:
-            keys, values = cache.update(keys, values, self.layer_idx)
-        implementation = getattr(self.config, "_attn_implementation", None) or "sdpa"
-        # SDPA's own causal mask is right only when queries and keys are the same positions
-        if attn_mask is None and self.causal and num_tokens > 1 and (implementation == "eager" or keys.shape[2] != num_tokens):
-            attn_mask = causal_mask(num_tokens, keys.shape[2], x.device)
-        attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention)
-        context, weights = attention(
-            self,
-            queries,
-            keys,
-            values,
-            attn_mask,
-            dropout=self.dropout.p if self.training else 0.0,
-            scaling=1 / math.sqrt(self.head_dim),
-            is_causal=self.causal,
-            output_attentions=output_attentions,
-        )
-        # (b, T, nh, hd) -> (b, T, d_out)
-        out = self.out_proj(context.reshape(b, num_tokens, self.d_out))
-        return (out, weights) if output_attentions else out
-
-
-def eager_attention(
-    module: MultiHeadAttention,
-    queries: torch.Tensor,
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    attn_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The book's attention: scores, ``masked_fill(-inf)`` where ``attn_mask`` is False, softmax of the
-    scaled scores, dropout on the weights; ``attn_implementation="eager"``. Returns the context
-    (b, T, nh, hd) and the weights (b, nh, T, T_k), as transformers' attention functions do."""
-    scores = queries @ keys.transpose(2, 3)
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
-    weights = torch.softmax(scores * scaling, dim=-1)
-    weights = F.dropout(weights, p=dropout, training=module.training)
-    return (weights @ values).transpose(1, 2), weights
-
-
-class TransformerBlock(GradientCheckpointingLayer):
-    """Pre-LayerNorm block: x + drop(att(norm1(x))), then x + drop(ff(norm2(x))).
-
-    A ``GradientCheckpointingLayer``: with ``gradient_checkpointing_enable()`` its activations are
-    recomputed in the backward pass instead of kept, the one-position top block included."""
-
-    def __init__(self, config: GPTConfig, layer_idx: int = 0) -> None:
-        super().__init__()
-        self.att = MultiHeadAttention(
-            d_in=config.emb_dim,
-            d_out=config.emb_dim,
-            dropout=config.drop_rate,
-            num_heads=config.n_heads,
-            qkv_bias=config.qkv_bias,
-            causal=config.causal,
-            layer_idx=layer_idx,
-            config=config,
-        )
-        self.ff = FeedForward(config)
-        self.norm1 = LayerNorm(config.emb_dim)
-        self.norm2 = LayerNorm(config.emb_dim)
-        self.drop_resid = nn.Dropout(config.drop_rate)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        attn_mask: torch.Tensor | None = None,
-        cache: Cache | None = None,
-        output_attentions: bool = False,
-        index: torch.Tensor | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
-        """(b, T, emb_dim); with ``index`` (b,) only the output at those positions, (b, 1, emb_dim)
-        (``pooled_position.block_at``); with ``output_attentions`` also the attention weights."""
-        if index is not None:
-            return block_at(self, x, index, attn_mask)
-        attended = self.att(self.norm1(x), attn_mask, cache, output_attentions)
-        weights = None
-        if output_attentions:
-            attended, weights = attended
-        x = x + self.drop_resid(attended)
-        x = x + self.drop_resid(self.ff(self.norm2(x)))
-        return (x, weights) if output_attentions else x
-
-
-def padding_attention_mask(attention_mask: torch.Tensor, causal: bool, num_queries: int | None = None) -> torch.Tensor:
-    """The (b, 1, T_q, T_k) boolean mask for ``attention_mask`` (b, T_k): pad keys are masked (with the
-    causal mask when ``causal``); the queries are the last ``num_queries`` positions (all by default,
-    fewer when the rest are in the KV cache). The diagonal stays visible so a pad query never gets an
-    all-masked (NaN) row.
-
-    Built the same way for any padding, so the forward never asks the device what the padding looks
-    like (no host synchronisation). Callers that need no mask (the book's pads-as-tokens reading,
-    ``pooling="last"``) pass no ``attention_mask`` and get SDPA's causal kernel.
-    """
-    keep = attention_mask.bool()
-    num_keys = keep.shape[1]
-    num_queries = num_keys if num_queries is None else num_queries
-    queries = torch.arange(num_queries, device=keep.device) + (num_keys - num_queries)
-    itself = torch.arange(num_keys, device=keep.device) == queries[:, None]
-    mask = keep[:, None, None, :].expand(-1, 1, num_queries, -1)
-    if causal:
-        mask = mask & causal_mask(num_queries, num_keys, keep.device)
-    return mask | itself
+from .gpt_blocks import LayerNorm, TransformerBlock, padding_attention_mask
+from .pooled_position import book_padding, pool, pooled_position, real_tokens, trunk_mask
 
 
 class GPTPreTrainedModel(PreTrainedModel):
@@ -278,10 +81,10 @@ class GPTPreTrainedModel(PreTrainedModel):
         ``id2label``, ``pooling``, ``drop_rate``. A classifier's ``out_head`` starts fresh unless the
         checkpoint is a ``GPT2ForSequenceClassification`` (e.g. one written by :meth:`to_gpt2`).
         """
-        from .convert_gpt2 import load_gpt2_checkpoint
+        from .convert_gpt2 import load_gpt2_checkpoint, model_from_state_dict
 
         config, state_dict = load_gpt2_checkpoint(name_or_path, cls.config_class, config_kwargs, cls.checkpoint_head)
-        return cls._from_converted(config, state_dict, source=str(name_or_path))
+        return model_from_state_dict(cls, config, state_dict, source=str(name_or_path))
 
     @classmethod
     def from_book_state_dict(
@@ -293,7 +96,7 @@ class GPTPreTrainedModel(PreTrainedModel):
         ``config`` the sizes are read off the tensors; ``n_heads`` comes from GPT-2's table for that
         width unless given in ``config_kwargs``.
         """
-        from .convert_gpt2 import book_state_dict_to_hf, config_from_book_state_dict
+        from .convert_gpt2 import book_state_dict_to_hf, config_from_book_state_dict, model_from_state_dict
 
         if isinstance(state_dict_or_path, Mapping):
             book_sd, source = dict(state_dict_or_path), "the given state dict"
@@ -303,41 +106,7 @@ class GPTPreTrainedModel(PreTrainedModel):
         if config is None:
             config = config_from_book_state_dict(book_sd, cls.config_class, config_kwargs, cls.checkpoint_head)
         converted = book_state_dict_to_hf(book_sd, cls.checkpoint_head, config.vocab_size)
-        return cls._from_converted(config, {k: v.clone() for k, v in converted.items()}, source)  # never the caller's tensors
-
-    @classmethod
-    def _from_converted(cls, config: GPTConfig, state_dict: dict[str, torch.Tensor], source: str):
-        """``cls(config)`` holding the tensors of ``state_dict`` (loaded strictly, taken over, not copied);
-        only a classifier's head may be missing, and starts fresh.
-
-        The model is built on the meta device: a random initialisation of every weight (seconds for GPT-2
-        small on a CPU) would only be overwritten."""
-        with torch.device("meta"):
-            model = cls(config)
-        fresh_ok = ("out_head.weight", "out_head.bias") if cls.checkpoint_head == "classifier" else ()
-        expected = model.state_dict()
-        wrong_shape = [
-            f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-            for k, v in state_dict.items()
-            if k in expected and v.shape != expected[k].shape
-        ]
-        if wrong_shape:
-            more = f"\n  ... and {len(wrong_shape) - 8} more" if len(wrong_shape) > 8 else ""
-            raise ValueError(
-                f"{source} does not match the config's shapes (emb_dim, n_layers, vocab_size, context_length, num_labels):\n  "
-                + "\n  ".join(wrong_shape[:8])
-                + more
-            )
-        state_dict = {k: v.to(expected[k].dtype) if k in expected else v for k, v in state_dict.items()}
-        result = model.load_state_dict(state_dict, strict=False, assign=True)
-        missing = [k for k in result.missing_keys if k not in fresh_ok]
-        if missing or result.unexpected_keys:
-            raise ValueError(f"{source} does not fit {cls.__name__}: missing {missing}, unexpected {result.unexpected_keys}.")
-        if any(k in result.missing_keys for k in fresh_ok):
-            model.out_head.to_empty(device=next(iter(state_dict.values())).device)
-            model._init_weights(model.out_head)
-        model.tie_weights()
-        return model.eval()
+        return model_from_state_dict(cls, config, {k: v.clone() for k, v in converted.items()}, source)  # never the caller's tensors
 
 
 class GPTModel(GPTPreTrainedModel):

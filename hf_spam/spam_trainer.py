@@ -19,7 +19,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, TrainOutput
 
-from .cache_store import format_size, parse_size
+from .cache_management import format_size, parse_size
 from .cached_trunk import cached_splits
 from .callbacks import ValidationEarlyStopping
 from .checkpoints import ChecksumManifest, remove_checkpoints

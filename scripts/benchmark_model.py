@@ -32,12 +32,7 @@ import time
 import torch
 
 from hf_spam import GPTConfig, GPTForCausalLM, GPTForSequenceClassification
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (``VmHWM``), MiB."""
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+from hf_spam.benchmark.machine import peak_rss_mib
 
 
 def best_time(function, repeats: int) -> tuple[float, torch.Tensor]:

@@ -13,7 +13,8 @@ import json
 import logging
 import sys
 
-from hf_spam.cache_store import default_cache_dir, format_size, format_time, list_caches, parse_age, parse_size, prune_caches
+from hf_spam.cache_management import format_size, format_time, list_caches, parse_age, parse_size, prune_caches
+from hf_spam.cache_store import default_cache_dir
 from hf_spam.errors import HfSpamError
 
 COLUMNS = ("key", "size", "examples", "model", "depth", "data", "split", "dtype", "created", "last used", "status")

@@ -1,26 +1,18 @@
 """The benchmark's arithmetic: the recipe's FLOP count against the transformer's closed-form FLOPs, and how
 a quick slice is scaled to the work unit and turned into ratios and a fraction of the physical limit."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from hf_spam.benchmark.recipe import recipe_flops
+from hf_spam.benchmark.report import extrapolate, summarize
 from hf_spam.data import load_sms_spam, tokenize
-from tests.helpers import ROOT
 
 
-@pytest.fixture(scope="module")
-def bench_script():
-    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_recipe_flops_are_the_closed_form_count(bench_script, sms_file):
+def test_recipe_flops_are_the_closed_form_count(sms_file):
     """GPT-2 small, d = 768, h = 12 heads: a block at length T does 24 T d^2 in its six matrix products plus 4 T^2 d in
     attention. The pooled top forms no keys or values: its six products plus the query through W_key and the context
     through W_value run for one position (24 d^2, with the 2-class head's 4 d), and that query meets the T positions
@@ -39,7 +31,7 @@ def test_recipe_flops_are_the_closed_form_count(bench_script, sms_file):
     def trained(t: int) -> int:
         return 3 * (24 * d * d + 4 * d) + 2 * 4 * h * d * t
 
-    counted = bench_script.recipe_flops(str(sms_file))
+    counted = recipe_flops(str(sms_file))
     assert counted["tokens"] == sum(every)
     assert counted["prefix"] == sum(11 * (24 * t * d * d + 4 * t * t * d) for t in distinct)
     assert counted["evaluate"] == sum(top(t) for t in every)
@@ -62,8 +54,8 @@ def quick_run(variant: str, cache: float) -> dict:
     }
 
 
-def test_quick_runs_scale_to_the_work_unit_and_give_the_issue_figures(bench_script):
-    ours = bench_script.extrapolate(quick_run("hf_spam", cache=30.0))
+def test_quick_runs_scale_to_the_work_unit_and_give_the_issue_figures():
+    ours = extrapolate(quick_run("hf_spam", cache=30.0))
     # the 20 steps as measured plus 630 at the steady step time, evaluation x 1494/160, the whole cache as measured
     assert (
         ours["train"] == pytest.approx(1.0 + 630 * 0.04) and ours["evaluate"] == pytest.approx(0.5 * 1494 / 160) and ours["cache"] == 30.0
@@ -78,9 +70,9 @@ def test_quick_runs_scale_to_the_work_unit_and_give_the_issue_figures(bench_scri
     inference |= {name: [{"messages_per_second": 20.0, "peak_rss_mib": 1.0}] for name in ("pipeline", "pipeline_batched")}
     limits = {"fp32": 300e9, "bf16": 2000e9, "bandwidth": 25e9}
     recipe = {"prefix": 6e12, "train": 2e12, "evaluate": 1e12, "tokens": 1}
-    results = bench_script.summarize(runs, inference, limits, recipe, quick=True)
+    results = summarize(runs, inference, limits, recipe, quick=True)
 
-    walls = {name: bench_script.extrapolate(measured[0])["wall"] for name, measured in runs.items()}
+    walls = {name: extrapolate(measured[0])["wall"] for name, measured in runs.items()}
     assert results["train_speedup_vs_transformers"] == pytest.approx(walls["transformers"] / walls["hf_spam"])
     assert results["recipe_fraction_of_limit"] == pytest.approx(9e12 / 300e9 / walls["hf_spam"])
     assert results["bf16_recipe_fraction_of_limit"] == pytest.approx(9e12 / 2000e9 / walls["hf_spam_bf16"])
@@ -95,8 +87,7 @@ def test_a_workers_peak_memory_is_its_own_not_its_parents():
     """Workers are forked from the orchestrator, which holds ~1.6 GiB by then; a worker's peak must not include it."""
     held = bytearray(1 << 30)
     held[:: 1 << 12] = b"\x01" * (len(held) >> 12)  # touch every page: 1 GiB resident in this process
-    code = f"import importlib.util as u; s = u.spec_from_file_location('b', {str(ROOT / 'scripts' / 'benchmark.py')!r}); "
-    code += "m = u.module_from_spec(s); s.loader.exec_module(m); print(m.peak_rss_mib())"
+    code = "from hf_spam.benchmark.machine import peak_rss_mib; print(peak_rss_mib())"
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert 20 < child < 1024, child
     del held

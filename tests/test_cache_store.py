@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hf_spam import GPTForSequenceClassification
-from hf_spam.cache_store import list_caches, parse_age, parse_size, prune_caches
+from hf_spam.cache_management import list_caches, parse_age, parse_size, prune_caches
 from hf_spam.cached_trunk import _stored_bytes, open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CacheError

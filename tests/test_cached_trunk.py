@@ -15,7 +15,8 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from hf_spam import GPTForSequenceClassification, cached_trunk
-from hf_spam.cached_trunk import CachedPrefix, collate_cached, frozen_depth, open_prefix_cache
+from hf_spam.cached_prefix import CachedPrefix, collate_cached
+from hf_spam.cached_trunk import frozen_depth, open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CacheError
 from hf_spam.model_setup import configure_trainable

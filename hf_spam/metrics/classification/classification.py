@@ -1,7 +1,7 @@
 """Accuracy, precision, recall, F1 and the confusion matrix as one local ``evaluate`` module.
 
 Shipped inside hf_spam because ``evaluate.load("accuracy")`` needs the Hub. Load it with
-``hf_spam.trainer.load_metric()`` (``evaluate.load`` on this folder). Precision/recall/F1 are for
+``hf_spam.evaluation.load_metric()`` (``evaluate.load`` on this folder). Precision/recall/F1 are for
 the positive class (id 1, e.g. spam) with two classes and macro-averaged (the unweighted mean over
 classes) with more; ``average`` says which, and the ``*_per_class`` lists give every class's value.
 """

@@ -1,7 +1,7 @@
 """Multi-label F1 (micro and macro), exact match and per-class figures as one local ``evaluate`` module.
 
 Shipped inside hf_spam because ``evaluate.load("f1", "multilabel")`` needs the Hub. Load it with
-``hf_spam.trainer.load_metric("multi_label")``. Predictions and references are 0/1 vectors over the
+``hf_spam.evaluation.load_metric("multi_label")``. Predictions and references are 0/1 vectors over the
 classes. Micro-averaged F1 pools every (row, class) decision; macro-averaged F1 is the unweighted mean
 of the classes' F1; exact match is the share of rows whose whole set of classes is right.
 """

@@ -1,7 +1,7 @@
 """Mean squared error, mean absolute error, Pearson's and Spearman's correlation as one local ``evaluate`` module.
 
 Shipped inside hf_spam because ``evaluate.load("mse")`` and friends need the Hub. Load it with
-``hf_spam.trainer.load_metric("regression")``. With several targets per row every figure is the mean
+``hf_spam.evaluation.load_metric("regression")``. With several targets per row every figure is the mean
 over the targets, and the ``*_per_target`` lists give each target's value.
 """
 

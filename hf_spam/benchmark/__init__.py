@@ -1,0 +1,82 @@
+"""The benchmark of ``scripts/benchmark.py --data_file path/to/SMSSpamCollection --quick --json bench.json``.
+
+Side-by-side timing of the book recipe: hf_spam's default path, hf_spam in book-exact mode, and
+transformers' ``GPT2ForSequenceClassification`` + ``Trainer`` with per-batch padding (``DataCollatorWithPadding``,
+the reference of the ratios) and padded to 120 as the book; ``*_bf16`` variants run the same with ``--bf16``
+(Trainer's autocast; hf_spam's prefix cache too); plus inference on the test messages against
+``pipeline`` with ``batch_size=32`` (and 1).
+
+All start from one GPT-2-small checkpoint with random weights (pretrained weights cannot be
+downloaded here; speed does not depend on their values). Each variant runs in its own process, so
+peak memory is its own, and the rounds alternate variants so machine noise does not decide a ratio.
+
+The work unit: last block + final LayerNorm + head trainable, AdamW lr 5e-5 / weight decay 0.1,
+constant rate, batch 8, 5 epochs over the 1,045 training messages (650 steps, the last partial batch
+dropped), then accuracy on train, validation and test (1,494 messages). ``--quick`` times a fixed
+slice (20 steps on 160 messages, 160 evaluated) and scales each phase linearly to the work unit: steps
+by 650/20, evaluation by messages; hf_spam's prefix cache is built for all 1,494 messages and timed as is.
+``--json`` holds every figure, the ratios and the recipe's FLOP limit (see ``recipe_flops``).
+
+Modules: ``recipe`` (the work unit and its FLOPs), ``machine`` (the machine's limits, a process's peak
+memory), ``runs`` (one timed run, in a worker process), ``report`` (scaling, medians, ratios, the
+table), ``sweep`` (cost against message length and data size); :func:`orchestrate` runs them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .machine import machine_limits
+from .recipe import recipe_flops
+from .report import summarize
+from .runs import INFERENCE, VARIANTS, build_checkpoint
+
+
+def orchestrate(
+    data_file: str,
+    *,
+    quick: bool = False,
+    rounds: int | None = None,
+    variants: Sequence[str] = VARIANTS,
+    seed: int = 123,
+    baseline_reuses_freed_memory: bool = False,
+) -> dict:
+    """Every variant's runs (``transformers``, the reference, always), alternating over ``rounds`` (default: 2
+    quick, 1 full), then inference, each run in a worker process of its own; the figures of :func:`summarize`."""
+    rounds = rounds or (2 if quick else 1)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    recipe = recipe_flops(data_file)  # first: a failure here must not cost the timed runs
+    before = machine_limits()
+    with tempfile.TemporaryDirectory() as folder:
+        build_checkpoint(Path(folder), seed)
+        common = [folder, data_file, str(seed), str(quick), str(baseline_reuses_freed_memory)]
+        runs = {v: [] for v in VARIANTS if v in variants or v == "transformers"}
+        for _ in range(rounds):
+            for variant in runs:
+                runs[variant].append(_worker(variant, common, env))
+        inference = {v: [] for v in INFERENCE}
+        for _ in range(max(rounds, 2)):
+            for variant in inference:
+                inference[variant].append(_worker(f"infer_{variant}", common, env))
+    after = machine_limits()
+    # the machine's speed drifts: the higher peak gives the lower fraction
+    limits = {name: max(before[name], after[name]) for name in before}
+    results = summarize(runs, inference, limits, recipe, quick)
+    results["seed"] = seed
+    results["baseline_reuses_freed_memory"] = baseline_reuses_freed_memory
+    return results
+
+
+def _worker(variant: str, common: list[str], env: dict) -> dict:
+    """One run in a fresh process (``python -m hf_spam.benchmark.worker``): its peak memory is its own."""
+    command = [sys.executable, "-m", "hf_spam.benchmark.worker", variant, *common]
+    out = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if out.returncode:
+        raise RuntimeError(f"benchmark worker {variant} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
