@@ -462,3 +462,48 @@ def test_gradient_checkpointing_flag_trains_the_same_model(tmp_path, sms_file):
     weights = [load_file(tmp_path / flag / "model.safetensors") for flag in ("false", "true")]
     for name, tensor in weights[0].items():
         torch.testing.assert_close(weights[1][name], tensor, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_spam_trainer_used_alone_prepares_the_cache_and_reports_what_the_model_predicts(sms_file, tmp_path):
+    """docs/training.md's library example: SpamTrainer given token ids trains on the cached prefix, evaluates the
+    validation and training splits, and its final test figures are those of the trained model itself, run on the
+    token ids without any cache (an independent reading of the same weights)."""
+    from hf_spam.cached_prefix import CachedPrefix
+    from hf_spam.data import load_sms_spam, tokenize
+    from hf_spam.model_setup import build_model
+
+    data = tokenize(load_sms_spam(sms_file), "dynamic", context_length=32)
+    model = build_model(
+        "gpt2-small",
+        {0: "ham", 1: "spam"},
+        seed=123,
+        weights="random",
+        config_overrides="n_layers=2,emb_dim=64,n_heads=2,context_length=32",
+    )
+    model = configure_trainable(model, "last_block")
+    args = SpamTrainingArguments(
+        output_dir=str(tmp_path / "lib"), max_steps=20, learning_rate=1e-3, trunk_cache_dir=str(tmp_path / "cache"), report_to=[]
+    )
+    trainer = SpamTrainer(model, args, data.collator, data.splits["train"], data.splits["validation"], test_dataset=data.splits["test"])
+    assert isinstance(trainer.train_dataset, CachedPrefix) and set(trainer.eval_dataset) == {"validation", "train"}
+    initial = trainer.evaluate_initial()
+    assert {"initial_train_accuracy", "initial_eval_accuracy", "initial_test_accuracy"} <= set(initial)
+    final = trainer.evaluate_final(trainer.train())
+    trainer.save_run()
+
+    test = data.splits["test"]
+    model.eval()
+    with torch.no_grad():
+        predicted = [
+            model(
+                **{k: v for k, v in data.collator([test[i] for i in range(start, min(start + 16, len(test)))]).items() if k != "labels"}
+            ).logits.argmax(-1)
+            for start in range(0, len(test), 16)
+        ]
+    labels = np.array(test["label"])
+    assert final["test_accuracy"] == pytest.approx(float((torch.cat(predicted).numpy() == labels).mean()))
+    assert final["test_confusion_matrix"] == confusion_matrix(labels, torch.cat(predicted).numpy()).tolist()
+    saved = json.loads((tmp_path / "lib" / "all_results.json").read_text())
+    assert saved["test_accuracy"] == final["test_accuracy"] and saved["trunk_cache_train_built"] is True
+    assert (tmp_path / "lib" / "model.safetensors").is_file() and (tmp_path / "lib" / "accuracy.png").is_file()
