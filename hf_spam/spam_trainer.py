@@ -63,6 +63,8 @@ class SpamTrainer(Trainer):
         compute_metrics=None,
         **kwargs,
     ) -> None:
+        if isinstance(eval_dataset, dict):
+            raise TypeError("SpamTrainer names its evaluation sets itself (validation, and the training split): pass eval_dataset as one dataset.")
         self.run = run
         self.run_metrics: dict = {f"dropped_rows_{name}": count for name, count in run.dropped_rows.items()} if run else {}
         self._top_parameters: dict[int, int] = {}
