@@ -146,10 +146,11 @@ class SpamTrainingArguments(TrainingArguments):
                 f"--metric_for_best_model {metric}: name the split it is measured on, e.g. validation_{metric.removeprefix('eval_')} "
                 "(SpamTrainer evaluates the validation and the training split)."
             )
-        if self.load_best_model_at_end and str(self.save_strategy) not in (str(self.eval_strategy), "best"):
+        save, evaluate = (getattr(strategy, "value", strategy) for strategy in (self.save_strategy, self.eval_strategy))  # str or enum
+        if self.load_best_model_at_end and save not in (evaluate, "best"):
             raise OptionError(
                 f"--load_best_model_at_end (true by default here) keeps the best evaluated epoch, so it needs --save_strategy equal to "
-                f"--eval_strategy (got {self.save_strategy} and {self.eval_strategy}). To keep the last model, as the book does, "
+                f"--eval_strategy (got {save} and {evaluate}). To keep the last model, as the book does, "
                 "add --load_best_model_at_end false."
             )
 
