@@ -38,8 +38,9 @@ def test_defaults_are_the_books_recipe():
 
 
 FREED_MEMORY_PROBE = """
-import resource, sys, torch
+import ctypes, resource, sys, torch
 from hf_spam.allocator import reuse_freed_memory
+ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: every fault is one 4 KiB page, whatever the kernel's THP setting
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory()
 def block():  # a block's activations: allocated, then freed together
@@ -64,8 +65,10 @@ def test_reuse_freed_memory_keeps_freed_memory_in_the_process():
         return float(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()[-1])
 
     default, glibc_defaults = faults_per_block("reuse"), faults_per_block("glibc")
-    assert glibc_defaults > 2000  # 100 MiB is 25,600 pages; the kernel maps some in larger pieces
-    assert default < glibc_defaults / 3, (default, glibc_defaults)
+    # a block touches 100 MiB, 25,600 pages: kept memory faults at most an eighth of them in again. How many glibc's
+    # defaults fault depends on where its dynamic thresholds and the heap's layout stand (BENCHMARKS.md); that the
+    # probe sees those faults at all shows it counts them.
+    assert default < 25_600 / 8 and glibc_defaults > 1_000, (default, glibc_defaults)
 
 
 def test_training_arguments_raise_on_contradictions_instead_of_changing_the_plan(tmp_path, caplog):
