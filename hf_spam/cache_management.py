@@ -22,8 +22,6 @@ from .errors import CacheError
 logger = logging.getLogger(__name__)
 
 
-
-
 @dataclass
 class CacheEntry:
     """One key (or an unfinished ``.partial`` build) in a cache root, as :func:`list_caches` found it."""
@@ -176,7 +174,11 @@ def make_room(root: Path, key: str, needed: int, max_size: int) -> None:
             total -= entry.bytes
             logger.warning(
                 "Evicted the frozen-prefix cache %s (%s, last used %s) to keep %s under --trunk_cache_max_size %s.",
-                entry.folder, format_size(entry.bytes), format_time(entry.last_used), root, format_size(max_size),
+                entry.folder,
+                format_size(entry.bytes),
+                format_time(entry.last_used),
+                root,
+                format_size(max_size),
             )
     if total + needed > max_size:
         raise CacheError(
@@ -194,7 +196,9 @@ def parse_size(text: str, option: str = "--max-size") -> int:
     """``20GB``, ``500MB``, ``1.5GiB``, ``1000`` (bytes) -> bytes; anything else an error naming ``option``."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
     if not match or match.group(2).lower() not in UNITS:
-        raise CacheError(f"{option} {text!r}: give a size such as 20GB, 500MB or 1.5GiB (units: {', '.join(u.upper() for u in UNITS if u)}).")
+        raise CacheError(
+            f"{option} {text!r}: give a size such as 20GB, 500MB or 1.5GiB (units: {', '.join(u.upper() for u in UNITS if u)})."
+        )
     return int(float(match.group(1)) * UNITS[match.group(2).lower()])
 
 

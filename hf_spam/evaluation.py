@@ -39,7 +39,12 @@ def predictions_of(logits: np.ndarray, problem_type: str, threshold: float = 0.5
 
 
 def metric_results(
-    metric: evaluate.EvaluationModule, logits: np.ndarray, references: np.ndarray, problem_type: str, num_labels: int, threshold: float = 0.5
+    metric: evaluate.EvaluationModule,
+    logits: np.ndarray,
+    references: np.ndarray,
+    problem_type: str,
+    num_labels: int,
+    threshold: float = 0.5,
 ) -> dict:
     """Every figure ``metric`` (:func:`metric_for` the problem type) gives for these logits and labels."""
     extra = {"num_labels": num_labels} if problem_type == SINGLE_LABEL else {}

@@ -35,7 +35,9 @@ class SpamTrainingArguments(TrainingArguments):
     label_names: list[str] | None = field(
         default=None,
         init=False,
-        metadata={"help": "Not an option here: the input key holding the labels is always 'labels' (--label_names names classes, see DataArguments)."},
+        metadata={
+            "help": "Not an option here: the input key holding the labels is always 'labels' (--label_names names classes, see DataArguments)."
+        },
     )
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (book: 5e-5)."})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (book: 0.1)."})
@@ -167,7 +169,7 @@ def _has_accelerator() -> bool:
 
 
 def choose_best_metric(args: SpamTrainingArguments, problem_type: str) -> None:
-    """"Best" for regression and multi-label: the default (validation accuracy) has no meaning for numbers and
+    """ "Best" for regression and multi-label: the default (validation accuracy) has no meaning for numbers and
     counts every class decision for sets, so the lowest validation MSE, or the highest validation micro-F1,
     is chosen instead, with a log line. A metric the problem type does not report is an error."""
     if args.metric_for_best_model is None or problem_type == SINGLE_LABEL:
@@ -177,8 +179,11 @@ def choose_best_metric(args: SpamTrainingArguments, problem_type: str) -> None:
         logger.info("Best model: %s (%s is the default of single-label classification).", metric, args.metric_for_best_model)
         args.metric_for_best_model, args.greater_is_better = metric, greater
         return
-    available = ("loss", "mse", "mae", "pearson", "spearman") if problem_type == REGRESSION else (
-        "loss", "f1_micro", "f1_macro", "exact_match", "accuracy", "precision_micro", "recall_micro")
+    available = (
+        ("loss", "mse", "mae", "pearson", "spearman")
+        if problem_type == REGRESSION
+        else ("loss", "f1_micro", "f1_macro", "exact_match", "accuracy", "precision_micro", "recall_micro")
+    )
     name = args.metric_for_best_model.removeprefix("eval_").split("_", 1)[1]
     if name not in available:
         raise OptionError(f"--metric_for_best_model {args.metric_for_best_model}: {problem_type} reports {', '.join(available)}.")

@@ -64,7 +64,9 @@ class SpamTrainer(Trainer):
         **kwargs,
     ) -> None:
         if isinstance(eval_dataset, dict):
-            raise TypeError("SpamTrainer names its evaluation sets itself (validation, and the training split): pass eval_dataset as one dataset.")
+            raise TypeError(
+                "SpamTrainer names its evaluation sets itself (validation, and the training split): pass eval_dataset as one dataset."
+            )
         self.run = run
         self.run_metrics: dict = {f"dropped_rows_{name}": count for name, count in run.dropped_rows.items()} if run else {}
         self._top_parameters: dict[int, int] = {}
@@ -111,7 +113,11 @@ class SpamTrainer(Trainer):
             return None
         for name, cache in cached[0].items():
             logger.info(
-                "Frozen-prefix cache for %s: %s, %s (%s).", name, cache.folder, "built by this run" if cache.built else "reused", format_size(cache.bytes)
+                "Frozen-prefix cache for %s: %s, %s (%s).",
+                name,
+                cache.folder,
+                "built by this run" if cache.built else "reused",
+                format_size(cache.bytes),
             )
             self.run_metrics |= {
                 f"trunk_cache_{name}_key": cache.folder.name,
@@ -164,7 +170,9 @@ class SpamTrainer(Trainer):
         metric = metric_for(problem_type, config.num_labels)
         full = metric_results(metric, test.predictions, test.label_ids, problem_type, config.num_labels, self.args.threshold)
         results.update({f"test_{k}": v for k, v in full.items() if not isinstance(v, float)})
-        self.log_metrics("final", {k: v for k, v in results.items() if k.split("_", 1)[0] in ("train", "eval", "test") and k.endswith(SHOWN)})
+        self.log_metrics(
+            "final", {k: v for k, v in results.items() if k.split("_", 1)[0] in ("train", "eval", "test") and k.endswith(SHOWN)}
+        )
         self.run_metrics |= results
         return results
 
@@ -245,7 +253,6 @@ class SpamTrainer(Trainer):
         with _eval_keeps_last_batch(self.args):
             return super().get_test_dataloader(test_dataset)
 
-
     def create_model_card(self, **kwargs) -> None:
         """hf_spam's card (``README.md``: the dataset, the recipe, every split's figures) where the run is described;
         Trainer's generic card knows nothing of them."""
@@ -273,5 +280,3 @@ def _eval_keeps_last_batch(args: TrainingArguments):
         yield
     finally:
         args.dataloader_drop_last = saved
-
-

@@ -128,13 +128,17 @@ def load_data(args: DataArguments, seed: int) -> ClassificationData:
             seed=seed,
         )
     if args.problem_type not in (None, SINGLE_LABEL) or args.label_column != ["label"]:
-        raise DataError("--problem_type and --label_column describe your own data (--train_file, a folder or --dataset_name); the SMS data is ham/spam.")
+        raise DataError(
+            "--problem_type and --label_column describe your own data (--train_file, a folder or --dataset_name); the SMS data is ham/spam."
+        )
     splits = load_sms_spam(args.data_file, split=args.split)
     source = SMS_SOURCE if args.split == "chapter" else SMS_SOURCE.replace("as in chapter 6", "as in chapter 6's bonus experiments")
     return ClassificationData(splits, source, {name: f"the book's balanced 70/10/20 split ({args.split})" for name in splits})
 
 
-def describe_run(model_args: ModelArguments, data_args: DataArguments, training_args: SpamTrainingArguments, data: ClassificationData) -> RunRecord:
+def describe_run(
+    model_args: ModelArguments, data_args: DataArguments, training_args: SpamTrainingArguments, data: ClassificationData
+) -> RunRecord:
     """The run as its model card tells it: the weights, the data, the classes and every option given."""
     on_hub = data_args.dataset_name and not Path(data_args.dataset_name).exists()
     recipe = asdict(model_args) | {k: v for k, v in asdict(data_args).items() if v is not None}

@@ -33,7 +33,9 @@ def main() -> None:
     if args.checkpointing:
         figures["checkpointing"] = rows = measure_checkpointing(args.presets, args.tokens)
         for row in rows:
-            print(f"{row['preset']} checkpointing={row['checkpointing']}: peak {row['peak_mib']:.0f} MiB (weights {row['weights_peak_mib']:.0f}), step {row['step_s']:.1f} s")
+            print(
+                f"{row['preset']} checkpointing={row['checkpointing']}: peak {row['peak_mib']:.0f} MiB (weights {row['weights_peak_mib']:.0f}), step {row['step_s']:.1f} s"
+            )
     if args.json:
         with open(args.json, "w") as out:
             json.dump(figures, out, indent=2)

@@ -77,7 +77,14 @@ def training_step_peak(preset: str, checkpointing: bool, batch: int = 8, tokens:
     before = peak_rss_mib()
     start = time.perf_counter()
     model(ids, labels=torch.zeros(batch, dtype=torch.long)).loss.backward()
-    return {"preset": preset, "tokens": tokens, "checkpointing": checkpointing, "step_s": time.perf_counter() - start, "weights_peak_mib": before, "peak_mib": peak_rss_mib()}
+    return {
+        "preset": preset,
+        "tokens": tokens,
+        "checkpointing": checkpointing,
+        "step_s": time.perf_counter() - start,
+        "weights_peak_mib": before,
+        "peak_mib": peak_rss_mib(),
+    }
 
 
 def measure_checkpointing(presets: list[str], tokens: int) -> list[dict]:
