@@ -1,5 +1,7 @@
 """Small builders shared by the tests."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -67,3 +69,20 @@ TINY = [
 def parse(*argv: str):
     """scripts/train.py's arguments, parsed as it parses them."""
     return HfArgumentParser((ModelArguments, DataArguments, SpamTrainingArguments)).parse_args_into_dataclasses(args=list(argv))
+
+
+def run_script(
+    script: str, *argv: str, env: dict | None = None, input: str | bytes | None = None, timeout: float = 900, check: bool = False
+):
+    """``python scripts/<script> argv...`` from the repository, as a user runs it: its output captured (as text,
+    unless ``input`` is bytes), its exit status kept (``check`` raises on a failure)."""
+    return subprocess.run(
+        [sys.executable, f"scripts/{script}", *argv],
+        cwd=ROOT,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=not isinstance(input, bytes),
+        timeout=timeout,
+        check=check,
+    )

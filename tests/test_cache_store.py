@@ -17,7 +17,7 @@ from hf_spam.cached_trunk import _stored_bytes, open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CacheError
 from hf_spam.model_setup import configure_trainable
-from tests.helpers import ROOT, tiny_config
+from tests.helpers import ROOT, run_script, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_bad_input_names_the_option(tmp_path):
 
 @pytest.mark.slow
 def test_cache_script_names_the_option_without_a_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "scripts/cache.py", "prune", "--max-size", "20XB", "--trunk_cache_dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    result = run_script("cache.py", "prune", "--max-size", "20XB", "--trunk_cache_dir", str(tmp_path))
     assert result.returncode == 2 and "Traceback" not in result.stderr and "--max-size '20XB'" in result.stderr
 
 

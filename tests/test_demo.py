@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 
 from hf_spam.inference import classify, load_classifier
 from hf_spam.training import run
-from tests.helpers import ROOT, parse
+from tests.helpers import ROOT, parse, run_script
 
 SPAM = "WINNER!! As a valued network customer you have been selected to receive a prize reward! Call now"
 
@@ -129,13 +129,7 @@ def test_a_person_types_a_message_in_a_real_browser(trained, demo_url, tmp_path)
 def test_the_space_folder_is_ready_to_upload(trained, tmp_path):
     card = ModelCard.load(trained / "README.md")
     assert [w["text"] for w in card.data.to_dict()["widget"]], "the model card carries example texts for the demo"
-    result = subprocess.run(
-        [sys.executable, "scripts/demo.py", "reader/spam-tiny", "--space_dir", str(tmp_path / "space")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_script("demo.py", "reader/spam-tiny", "--space_dir", str(tmp_path / "space"), timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     space = tmp_path / "space"
     assert sorted(p.name for p in space.iterdir()) == ["README.md", "app.py", "requirements.txt"]

@@ -9,7 +9,7 @@ import sys
 import pytest
 from huggingface_hub import ModelCard
 
-from tests.helpers import ROOT
+from tests.helpers import run_script
 from tests.support import hub_double
 
 TOKEN = "hf_test_token_for_the_double"
@@ -52,11 +52,11 @@ print(json.dumps({"anonymous": anonymous, "class": type(model).__name__, "scores
 def test_push_then_load_by_repo_id_without_hf_spam(tmp_path, sms_file, hub):
     env, state = hub
     out = tmp_path / "out"
-    command = [sys.executable, "scripts/train.py", "--data_file", str(sms_file), "--weights", "random"]
-    command += ["--config_overrides", "n_layers=1,emb_dim=64,n_heads=2", "--num_train_epochs", "1", "--initial_eval_batches", "0"]
-    command += ["--push_to_hub", "--hub_model_id", "reader/spam-tiny", "--hub_token", TOKEN, "--hub_private_repo", "true"]
-    command += ["--hub_strategy", "checkpoint", "--output_dir", str(out)]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    argv = ["--data_file", str(sms_file), "--weights", "random"]
+    argv += ["--config_overrides", "n_layers=1,emb_dim=64,n_heads=2", "--num_train_epochs", "1", "--initial_eval_batches", "0"]
+    argv += ["--push_to_hub", "--hub_model_id", "reader/spam-tiny", "--hub_token", TOKEN, "--hub_private_repo", "true"]
+    argv += ["--hub_strategy", "checkpoint", "--output_dir", str(out)]
+    result = run_script("train.py", *argv, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert f"Pushed to {env['HF_ENDPOINT']}/reader/spam-tiny" in result.stderr
 

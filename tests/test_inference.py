@@ -3,7 +3,6 @@ whichever way it comes in, and a missing model or an empty input is a sentence, 
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 from hf_spam import GPTForSequenceClassification, save_with_tokenizer
 from hf_spam.errors import ModelNotFoundError
 from hf_spam.inference import load_classifier, split_lines
-from tests.helpers import ROOT, tiny_config
+from tests.helpers import run_script, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,7 @@ def saved(gpt2_bpe, tmp_path_factory) -> Path:
 
 
 def classify_script(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "scripts/classify.py", *argv], cwd=ROOT, input=stdin, capture_output=True, timeout=300)
+    return run_script("classify.py", *argv, input=stdin, timeout=300)
 
 
 RAW = "page one\x0cpage two\nnext\u0085line\r\nsame\u2028message\n".encode()

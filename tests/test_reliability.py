@@ -19,7 +19,7 @@ from hf_spam import GPTForSequenceClassification, save_with_tokenizer
 from hf_spam.checkpoints import resolve_checkpoint
 from hf_spam.data import DataError, describe, load_sms_spam, load_text_classification
 from hf_spam.inference import classify, load_classifier, read_text_file
-from tests.helpers import ROOT, tiny_config
+from tests.helpers import ROOT, run_script, tiny_config
 
 TINY_RUN = ["--weights", "random", "--config_overrides", "n_layers=1,emb_dim=32,n_heads=2", "--initial_eval_batches", "0"]
 
@@ -146,17 +146,15 @@ def test_half_written_checkpoints_are_skipped(tmp_path, caplog):
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path, sms_file):
     """SIGKILL after a checkpoint, resume with --resume_from_checkpoint last: bitwise the uninterrupted run."""
-    common = [sys.executable, "scripts/train.py", "--data_file", str(sms_file), *TINY_RUN, "--max_steps", "60"]
+    common = ["--data_file", str(sms_file), *TINY_RUN, "--max_steps", "60"]
     common += ["--save_strategy", "steps", "--save_steps", "20", "--load_best_model_at_end", "false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    reference = subprocess.run(
-        [*common, "--output_dir", str(tmp_path / "whole")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
+    reference = run_script("train.py", *common, "--output_dir", str(tmp_path / "whole"), env=env, timeout=600)
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(
-        [sys.executable, "tests/support/train_probe.py", "--probe_pause_after_save", "20", *common[2:], "--output_dir", str(interrupted)],
+        [sys.executable, "tests/support/train_probe.py", "--probe_pause_after_save", "20", *common, "--output_dir", str(interrupted)],
         cwd=ROOT,
         env=env,
         stdin=subprocess.PIPE,
@@ -169,14 +167,7 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path, sms_file):
     process.wait()
     assert (interrupted / "checkpoint-20" / "trainer_state.json").is_file()
     assert not (interrupted / "all_results.json").exists(), "the run must have been killed before finishing"
-    resumed = subprocess.run(
-        [*common, "--output_dir", str(interrupted), "--resume_from_checkpoint", "last"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    resumed = run_script("train.py", *common, "--output_dir", str(interrupted), "--resume_from_checkpoint", "last", env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from" in resumed.stderr
 

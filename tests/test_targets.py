@@ -3,8 +3,6 @@ training, saving and classifying such models end to end."""
 
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from hf_spam.data import DataError, load_text_classification
 from hf_spam.evaluation import load_metric
 from hf_spam.inference import classify, load_classifier
 from hf_spam.training import run
-from tests.helpers import ROOT, TINY, parse
+from tests.helpers import TINY, parse, run_script
 
 
 def write_csv(path, header, rows):
@@ -154,8 +152,6 @@ def test_multi_label_run_with_the_cache_and_threshold_everywhere(tmp_path, sms_f
     for answer, row in zip(answers, probabilities[:4], strict=True):
         assert answer["scores"] == pytest.approx(dict(zip(("spam", "long", "digits"), row.tolist(), strict=True)), abs=1e-5)
         assert set(answer["labels"]) == {name for name, p in answer["scores"].items() if p > 0.3}
-    printed = subprocess.run(
-        [sys.executable, "scripts/classify.py", str(tmp_path / "out"), "--threshold", "0.3", texts[0]], cwd=ROOT, capture_output=True, text=True
-    )
+    printed = run_script("classify.py", str(tmp_path / "out"), "--threshold", "0.3", texts[0])
     assert printed.returncode == 0, printed.stderr[-2000:]
     assert printed.stdout.split("\t")[0] == (",".join(answers[0]["labels"]) or "-")

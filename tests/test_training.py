@@ -20,7 +20,7 @@ from hf_spam.model_setup import configure_trainable
 from hf_spam.spam_config import SpamTrainingArguments
 from hf_spam.spam_trainer import SpamTrainer
 from hf_spam.training import run
-from tests.helpers import ROOT, TINY, parse, tiny_config
+from tests.helpers import ROOT, TINY, parse, run_script, tiny_config
 
 
 def test_defaults_are_the_books_recipe():
@@ -146,8 +146,8 @@ def test_readme_command_trains_a_spam_classifier_from_scratch(tmp_path, sms_file
     """The README's offline run: 2-layer GPT from random weights, all layers, lr 5e-4; the README shows
     95.67 % test accuracy (measured 2026-11-23); far above chance (50 %) is what a working recipe guarantees."""
     out = tmp_path / "out"
-    command = [sys.executable, "scripts/train.py", "--data_file", str(sms_file), "--weights", "random"]
-    command += [
+    argv = ["--data_file", str(sms_file), "--weights", "random"]
+    argv += [
         "--config_overrides",
         "n_layers=2,emb_dim=128,n_heads=2",
         "--trainable_layers",
@@ -157,7 +157,7 @@ def test_readme_command_trains_a_spam_classifier_from_scratch(tmp_path, sms_file
         "--output_dir",
         str(out),
     ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = run_script("train.py", *argv)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "all_results.json").read_text())
     assert metrics["test_accuracy"] >= 0.9, metrics

@@ -4,7 +4,6 @@ their column and class names everywhere, any encoding, numeric-looking texts kep
 import csv
 import json
 import logging
-import subprocess
 import sys
 
 import pytest
@@ -13,7 +12,7 @@ from transformers import TrainerCallback
 
 from hf_spam.data import DataError, load_sms_spam, load_text_classification
 from hf_spam.training import run
-from tests.helpers import ROOT, parse
+from tests.helpers import parse, run_script
 
 
 def write_csv(path, header, rows, encoding="utf-8"):
@@ -148,9 +147,7 @@ def test_the_sms_path_is_unchanged(sms_file):
 def test_three_classes_end_to_end_with_best_epoch_and_early_stopping(gpt2_bpe, tmp_path):
     """A real 3-class CSV (stdlib docstrings) with the user's column names and split files, through the
     training script's defaults: best epoch kept, early stopping, macro-averaged card, pipeline names."""
-    written = subprocess.run(
-        [sys.executable, "scripts/docstring_corpus.py", str(tmp_path / "docs")], cwd=ROOT, capture_output=True, text=True, check=True
-    )
+    written = run_script("docstring_corpus.py", str(tmp_path / "docs"), check=True)
     sizes = json.loads(written.stdout)
     out = tmp_path / "out"
     argv = ["--train_file", str(tmp_path / "docs" / "train.csv"), "--validation_file", str(tmp_path / "docs" / "dev.csv")]
