@@ -20,6 +20,8 @@ by 650/20, evaluation by messages; hf_spam's prefix cache is built for all 1,494
 Modules: ``recipe`` (the work unit and its FLOPs), ``machine`` (the machine's limits, a process's peak
 memory), ``runs`` (one timed run, in a worker process), ``report`` (scaling, medians, ratios, the
 table), ``sweep`` (cost against message length and data size); :func:`orchestrate` runs them all.
+``model`` holds ``scripts/benchmark_model.py``'s measurements of the model itself (``generate()`` with and
+without the KV cache, a training step's peak memory with and without checkpointing).
 """
 
 from __future__ import annotations
