@@ -51,8 +51,9 @@ from datasets import Dataset
 
 from . import cache_store as store
 from .cache_keys import first_copies, model_fingerprint, tensor_bytes, token_lengths, tokens_fingerprint
-from .cache_management import make_room
+from .cache_management import format_size, make_room
 from .cached_prefix import STORAGE, CachedPrefix, collate_cached, pad_ids
+from .errors import CacheError
 from .modeling_gpt import GPTForSequenceClassification
 from .pooled_position import prefix, trunk_mask
 
@@ -336,6 +337,19 @@ def _build(
         model.train(was_training)
 
 
+def check_fits(splits: Mapping[str, Dataset], emb_dim: int, storage: torch.dtype, max_size: int, cache_dir) -> None:
+    """Every split's cache is in the folder at once while a run trains: splits that cannot fit together under
+    ``max_size`` are an error before any of them is computed."""
+    needed = {name: _stored_bytes(split, emb_dim, storage) for name, split in splits.items()}
+    if sum(needed.values()) > max_size:
+        shown = ", ".join(f"{name} {format_size(size)}" for name, size in needed.items())
+        raise CacheError(
+            f"The frozen-prefix caches of this run need {format_size(sum(needed.values()))} together ({shown}) in "
+            f"{cache_dir or store.default_cache_dir()}, more than --trunk_cache_max_size {format_size(max_size)}. Raise the limit, "
+            "or pass --cache_frozen_trunk false."
+        )
+
+
 def cached_splits(
     model: GPTForSequenceClassification,
     splits: Mapping[str, Dataset],
@@ -356,6 +370,8 @@ def cached_splits(
         return None
     started = time.perf_counter()
     storage = _storage(model, dtype, autocast)
+    if max_size is not None:
+        check_fits(splits, model.config.emb_dim, storage, max_size, cache_dir)
     model_key = model_fingerprint(model, depth, storage, autocast)
     cached = {
         name: _open(

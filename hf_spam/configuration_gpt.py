@@ -77,6 +77,12 @@ class GPTConfig(PretrainedConfig):
             every message to the longest training message): that length. The classifier then pads
             (or cuts) every input to it before reading position -1, so ``pipeline``, ``classify.py``
             and a plain forward see exactly what training saw. ``None``: inputs are used as given.
+        truncation_length: how many tokens of each text training read (``--context_length``,
+            ``--max_length``, or the book's longest training text), when fewer than
+            ``context_length``. The classifier keeps each input's first that many real tokens, so a
+            longer text is read as training read it, whoever tokenized it. ``None``: up to the context.
+        threshold: a multi-label classifier predicts every class whose probability is above it (the
+            ``--threshold`` the run was evaluated with); ``classify.py``, the demo and the card read it here.
         tie_word_embeddings: share ``out_head`` with ``tok_emb`` in the causal LM, as GPT-2 does.
         initializer_range: std of the normal init of fresh weights (GPT-2: 0.02).
         use_cache: whether the causal LM returns a KV cache (``generate()`` decodes with it).
@@ -111,6 +117,8 @@ class GPTConfig(PretrainedConfig):
         causal: bool = True,
         pooling: str = "last_non_pad",
         padded_length: int | None = None,
+        truncation_length: int | None = None,
+        threshold: float = 0.5,
         loss_ignore_index: int = -100,
         tie_word_embeddings: bool = True,
         initializer_range: float = 0.02,
@@ -130,6 +138,8 @@ class GPTConfig(PretrainedConfig):
         self.causal = causal
         self.pooling = pooling
         self.padded_length = padded_length
+        self.truncation_length = truncation_length
+        self.threshold = threshold
         self.loss_ignore_index = loss_ignore_index
         self.tie_word_embeddings = tie_word_embeddings
         self.initializer_range = initializer_range
@@ -153,8 +163,12 @@ class GPTConfig(PretrainedConfig):
             raise ValueError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate!r}.")
         if self.pooling not in POOLINGS:
             raise ValueError(f"GPTConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}.")
-        if self.padded_length is not None and not (isinstance(self.padded_length, int) and 0 < self.padded_length <= self.context_length):
-            raise ValueError(f"GPTConfig.padded_length must be in [1, context_length={self.context_length}], got {self.padded_length!r}.")
+        for name in ("padded_length", "truncation_length"):
+            length = getattr(self, name)
+            if length is not None and not (isinstance(length, int) and 0 < length <= self.context_length):
+                raise ValueError(f"GPTConfig.{name} must be in [1, context_length={self.context_length}], got {length!r}.")
+        if not (isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold < 1.0):
+            raise ValueError(f"GPTConfig.threshold must be a probability in [0, 1), got {self.threshold!r}.")
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             ids = getattr(self, name)
             for token_id in ids if isinstance(ids, list) else [ids]:

@@ -30,12 +30,18 @@ def load(model: str) -> Pipeline:
 
 
 def token_limit(classifier: Pipeline) -> int:
-    """Tokens the model reads: the training pad length of a book-padded model, else its context (as ``classify.py``)."""
+    """Tokens the model reads: the training pad length of a book-padded model, else the length training cut texts
+    to, else its context (as ``classify.py``)."""
     config = classifier.model.config
     padded_length = getattr(config, "padded_length", None)
     if getattr(config, "pooling", None) in ("last", "mean_all") and padded_length:
         return padded_length
-    return getattr(config, "context_length", None) or getattr(config, "n_positions", 1024)
+    return getattr(config, "truncation_length", None) or getattr(config, "context_length", None) or getattr(config, "n_positions", 1024)
+
+
+def model_threshold(classifier: Pipeline, threshold: float | None) -> float:
+    """``threshold`` if given, else the one the model was trained and evaluated with (its config's), else 0.5."""
+    return getattr(classifier.model.config, "threshold", 0.5) if threshold is None else threshold
 
 
 def examples(model: str) -> list[str]:
@@ -48,7 +54,7 @@ def examples(model: str) -> list[str]:
     return [t for t in texts if t] or FALLBACK_EXAMPLES
 
 
-def classify(classifier: Pipeline, text: str, threshold: float = 0.5) -> dict[str, float] | tuple[dict[str, float], str]:
+def classify(classifier: Pipeline, text: str, threshold: float | None = None) -> dict[str, float] | tuple[dict[str, float], str]:
     """``{label: probability}`` for every class (a regression model's ``{target: value}``); a multi-label
     model's also with the classes whose probability is above ``threshold``. An empty text is refused, a
     long one is cut with a warning."""
@@ -61,11 +67,13 @@ def classify(classifier: Pipeline, text: str, threshold: float = 0.5) -> dict[st
     scores = {entry["label"]: float(entry["score"]) for entry in classifier([text], truncation=True, max_length=limit)[0]}
     if classifier.model.config.problem_type != "multi_label_classification":
         return scores
+    threshold = model_threshold(classifier, threshold)
     chosen = [label for label, score in sorted(scores.items(), key=lambda item: -item[1]) if score > threshold]
     return scores, ", ".join(chosen) or f"none above {threshold}"
 
 
-def build(classifier: Pipeline, example_texts: list[str], title: str = "GPT text classifier", threshold: float = 0.5) -> gr.Blocks:
+def build(classifier: Pipeline, example_texts: list[str], title: str = "GPT text classifier", threshold: float | None = None) -> gr.Blocks:
+    threshold = model_threshold(classifier, threshold)
     labels = list(classifier.model.config.id2label.values())
     problem_type = classifier.model.config.problem_type
     with gr.Blocks(title=title) as demo:
@@ -86,7 +94,7 @@ def build(classifier: Pipeline, example_texts: list[str], title: str = "GPT text
     return demo
 
 
-def launch(model: str, port: int | None = None, host: str = "127.0.0.1", threshold: float = 0.5) -> None:
+def launch(model: str, port: int | None = None, host: str = "127.0.0.1", threshold: float | None = None) -> None:
     classifier = load(model)
     title = f"{Path(model).name or model}: GPT text classifier"
     build(classifier, examples(model), title, threshold).launch(server_name=host, server_port=port)

@@ -24,5 +24,13 @@ class ModelNotFoundError(HfSpamError, OSError):
     """A model given by name is neither a local folder nor a loadable Hub id: the message says which was tried."""
 
 
+class UnusableModelError(HfSpamError, OSError):
+    """A model folder that exists but cannot be used as saved (damaged or edited files, another vocabulary)."""
+
+
+class TrainingError(HfSpamError):
+    """Training produced something that must not be saved (NaN weights): the message says what to change."""
+
+
 class OptionError(HfSpamError, ValueError):
     """Options that cannot work together: the message names them and what to pass instead."""

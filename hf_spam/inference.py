@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 import torch
-from transformers import Pipeline, PreTrainedModel, pipeline
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, Pipeline, PreTrainedModel, pipeline
 
 from .configuration_gpt import BOOK_PADDED_POOLINGS, MULTI_LABEL, REGRESSION
-from .errors import ModelNotFoundError
+from .errors import DataError, ModelNotFoundError, OptionError, UnusableModelError
 
 logger = logging.getLogger(__name__)
 
@@ -19,13 +19,13 @@ logger = logging.getLogger(__name__)
 def load_classifier(model_name_or_path: str | os.PathLike, device: str | int | None = None) -> Pipeline:
     """A text-classification pipeline over an hf_spam (remote-code) or stock GPT-2 classifier.
 
-    Refuses a folder whose tokenizer does not produce the model's ids (another vocabulary would give
-    valid-looking but meaningless ids).
+    Refuses a folder whose files are not as saved (see ``model_checksums``) and one whose tokenizer does not
+    produce the model's ids (another vocabulary would give valid-looking but meaningless ids).
     """
     classifier = _pipeline(str(model_name_or_path), device)
     vocab_size = classifier.model.config.vocab_size
     if len(classifier.tokenizer) != vocab_size or classifier.tokenizer.convert_tokens_to_ids("<|endoftext|>") != vocab_size - 1:
-        raise ValueError(
+        raise UnusableModelError(
             f"{model_name_or_path}: the tokenizer ({type(classifier.tokenizer).__name__}, {len(classifier.tokenizer)} tokens) is not GPT-2's "
             f"{vocab_size}-token BPE the model was trained with; save the model with hf_spam.save_with_tokenizer()."
         )
@@ -41,25 +41,30 @@ def _pipeline(name: str, device: str | int | None) -> Pipeline:
         raise ModelNotFoundError(
             f"{name}: no such folder. Give the folder scripts/train.py wrote (its --output_dir), or a Hub model id of the form user/name."
         )
-    try:
-        return pipeline("text-classification", model=name, trust_remote_code=True, top_k=None, device=device)
+    if Path(name).exists() and not Path(name).is_dir():
+        raise ModelNotFoundError(f"{name} is a file; give the folder scripts/train.py wrote (its --output_dir), or a Hub id.")
+    try:  # loaded here rather than by pipeline(), which turns a load's error into a ValueError holding every traceback
+        model = AutoModelForSequenceClassification.from_pretrained(name, trust_remote_code=True)
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=True)
     except OSError as error:
-        if Path(name).exists():
-            raise
+        if Path(name).exists():  # the folder's own files: damaged, edited, or not a model's
+            raise UnusableModelError(" ".join(str(error).split())) from error
         raise ModelNotFoundError(
             f"{name}: no such folder here, and no Hub model of that id could be loaded ({str(error).splitlines()[0]}). "
             "Give the folder scripts/train.py wrote, or the id of a model on the Hub (user/name; offline, one in the local Hub cache)."
         ) from error
+    return pipeline("text-classification", model=model, tokenizer=tokenizer, top_k=None, device=device)
 
 
 def token_limit(config) -> int:
-    """How many tokens of a text the model reads: the training pad length for a ``pooling="last"``
-    model trained on fixed-length padding (the book's ``classify_review`` cuts there too; the model
-    pads every input to it itself, see ``GPTConfig.padded_length``), else the context length."""
+    """How many tokens of a text the model reads, as training read them: the training pad length for a
+    ``pooling="last"`` model trained on fixed-length padding (the book's ``classify_review`` cuts there too),
+    else the length training cut texts to, else the context length. The model itself cuts (and pads) its
+    input the same way (``GPTForSequenceClassification.as_trained``)."""
     padded_length = getattr(config, "padded_length", None)
     if getattr(config, "pooling", None) in BOOK_PADDED_POOLINGS and padded_length:
         return padded_length
-    return getattr(config, "context_length", None) or getattr(config, "n_positions", 1024)
+    return getattr(config, "truncation_length", None) or getattr(config, "context_length", None) or getattr(config, "n_positions", 1024)
 
 
 def scores_of(logits: torch.Tensor, problem_type: str | None) -> torch.Tensor:
@@ -96,11 +101,15 @@ def predict_proba(model: PreTrainedModel, tokenizer, texts: list[str], batch_siz
     return probs
 
 
-def classify(classifier: Pipeline, texts: list[str], batch_size: int = 32, threshold: float = 0.5) -> list[dict]:
+def classify(classifier: Pipeline, texts: list[str], batch_size: int = 32, threshold: float | None = None) -> list[dict]:
     """One result per text, by the model's ``problem_type``:
     ``{"text", "label", "score", "scores"}`` for classes (``scores``: every class's probability);
     ``{"text", "labels", "scores"}`` for multi-label (``labels``: every class whose probability is above
-    ``threshold``, most probable first); ``{"text", "values"}`` for regression (one per target)."""
+    ``threshold``, most probable first; default: the model's, the ``--threshold`` its run was evaluated
+    with); ``{"text", "values"}`` for regression (one per target)."""
+    check_batch_size(batch_size)
+    if threshold is None:
+        threshold = getattr(classifier.model.config, "threshold", 0.5)
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"Text {index} is {type(text).__name__}, not str; pass strings (empty strings are fine).")
@@ -126,6 +135,11 @@ def classify(classifier: Pipeline, texts: list[str], batch_size: int = 32, thres
     return results
 
 
+def check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise OptionError(f"--batch_size {batch_size}: give a positive number of texts per batch (default 8).")
+
+
 def summary(result: dict) -> str:
     """One result as a line's first columns: the label and its probability, the labels above the threshold
     (``-`` for none), or the values."""
@@ -138,7 +152,11 @@ def summary(result: dict) -> str:
 
 def read_text_file(path: str | os.PathLike) -> list[str]:
     """One text per line of a file (see :func:`split_lines`)."""
-    return split_lines(Path(path).read_bytes(), str(path))
+    path = Path(path)
+    if not path.is_file():
+        state = "is a folder" if path.is_dir() else "does not exist"
+        raise DataError(f"--file {path} {state}: give a UTF-8 text file with one text per line.")
+    return split_lines(path.read_bytes(), str(path))
 
 
 def split_lines(raw: bytes, name: str) -> list[str]:

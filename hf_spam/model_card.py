@@ -29,6 +29,7 @@ class RunRecord:
     recipe: dict
     config_overrides: str | None = None
     dropped_rows: dict[str, int] = field(default_factory=dict)
+    data_fingerprint: str | None = None  # checkpoints.data_fingerprint of the splits: resuming checks it
 
     @property
     def base_model(self) -> str | None:
@@ -36,7 +37,8 @@ class RunRecord:
 
     @property
     def provenance(self) -> dict[str, str]:
-        return {"model": self.model + (" (random weights)" if self.weights == "random" else ""), "data": self.dataset_name}
+        model = self.model + (f" with {self.config_overrides}" if self.config_overrides else "")
+        return {"model": model + (" (random weights)" if self.weights == "random" else ""), "data": self.dataset_name}
 
 
 def base_model_id(name: str, weights: str = "pretrained") -> str | None:
@@ -152,7 +154,8 @@ classify({json.dumps(run.example_texts[0], ensure_ascii=False)}{", top_k=None" i
 ```
 {USE_NOTES[problem_type]}
 `trust_remote_code=True` runs the model code stored next to the weights (`modeling_gpt.py`, `gpt_blocks.py`,
-`pooled_position.py`, `configuration_gpt.py`, `convert_gpt2.py`). `model.to_gpt2()` turns the model into a stock
+`pooled_position.py`, `configuration_gpt.py`, `convert_gpt2.py`, `model_checksums.py`); loading checks the weights and
+`config.json` against `model_checksums.json`. `model.to_gpt2()` turns the model into a stock
 `GPT2ForSequenceClassification` that needs no custom code.
 
 ## Recipe

@@ -20,11 +20,12 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutput
-from transformers.utils import can_return_tuple
+from transformers.utils import cached_file, can_return_tuple
 
 from .configuration_gpt import BOOK_PADDED_POOLINGS, MULTI_LABEL, REGRESSION, SINGLE_LABEL, GPTConfig
 from .gpt_blocks import LayerNorm, TransformerBlock, padding_attention_mask
-from .pooled_position import book_padding, pool, pooled_position, real_tokens, trunk_mask
+from .model_checksums import CHECKSUMS_NAME, ModelFilesError, checksum_problem, write_checksums
+from .pooled_position import book_padding, first_tokens, pool, pooled_position, real_tokens, trunk_mask
 
 
 class GPTPreTrainedModel(PreTrainedModel):
@@ -61,14 +62,46 @@ class GPTPreTrainedModel(PreTrainedModel):
             init.zeros_(module.shift)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """transformers' loader, with a damaged weights file named in the error."""
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, verify_checksums: bool = True, **kwargs):
+        """transformers' loader, with what a trained folder needs checked rather than warned about: its files are
+        the ones saved (``model_checksums.json``, unless ``verify_checksums=False``; a folder saved without it
+        loads unchecked), a damaged weights file is named in the error, and a folder saved from this very class
+        loads whole (a missing or unexpected weight means its ``config.json`` and weights disagree). Each is a
+        :class:`ModelFilesError` naming the folder and the file."""
+        wants_info = kwargs.pop("output_loading_info", False)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         except SafetensorError as error:
-            raise OSError(
+            raise ModelFilesError(
                 f"{pretrained_model_name_or_path}: model.safetensors is truncated or corrupt ({error}); re-download or re-save the model."
             ) from error
+        if verify_checksums and pretrained_model_name_or_path is not None:
+            problem = saved_files_problem(str(pretrained_model_name_or_path), kwargs)
+            if problem:
+                raise ModelFilesError(
+                    f"{pretrained_model_name_or_path}: {problem}. Restore the folder from where it was saved (or re-download it); "
+                    f"if config.json was edited on purpose, delete {CHECKSUMS_NAME} to load the folder unchecked."
+                )
+        if cls.__name__ in (model.config.architectures or []):
+            missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+            if missing or unexpected:
+                raise ModelFilesError(
+                    f"{pretrained_model_name_or_path}: config.json does not describe the saved weights (weights missing: "
+                    f"{missing[:4]}{' ...' if len(missing) > 4 else ''}; weights not in the model: {unexpected[:4]}"
+                    f"{' ...' if len(unexpected) > 4 else ''}). config.json was edited or comes from another model: restore it."
+                )
+        return (model, info) if wants_info else model
+
+    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs) -> None:
+        """transformers' save, then ``model_checksums.json`` over the weights and config just written."""
+        super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            write_checksums(save_directory)
+
+    def _upload_modified_files(self, working_dir, *args, **kwargs):
+        """``save_pretrained(push_to_hub=True)`` uploads before returning: the checksums go up with the files."""
+        write_checksums(working_dir)
+        return super()._upload_modified_files(working_dir, *args, **kwargs)
 
     #: which head a converted checkpoint must provide: None (backbone), "lm" or "classifier"
     checkpoint_head: str | None = None
@@ -391,9 +424,8 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         """
         config = self.config
         output_attentions, output_hidden_states = self.model.output_flags(output_attentions, output_hidden_states)
-        book_padded = config.pooling in BOOK_PADDED_POOLINGS and config.padded_length
-        if book_padded and prefix_hidden_states is None and input_ids is not None and input_ids.shape[1]:  # empty: check_inputs says so
-            input_ids, attention_mask = book_padding(input_ids, attention_mask, config.pad_token_id, config.padded_length), None
+        if prefix_hidden_states is None and input_ids is not None and input_ids.shape[1]:  # empty: check_inputs says so
+            input_ids, attention_mask = self.as_trained(input_ids, attention_mask)
         mask = trunk_mask(config.pooling, attention_mask)
         if prefix_hidden_states is None:
             (hidden, attn_mask), depth = self.model.embed(input_ids, mask, inputs_embeds), 0
@@ -407,6 +439,17 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         logits = self.out_head(pooled)  # (b, num_labels)
         loss = None if labels is None else self.classification_loss(logits, labels, num_items_in_batch)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+    def as_trained(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The input cut (and, for a book-padded model, padded) as training read its texts, so that ``pipeline``,
+        ``classify.py`` and a plain forward give what the run measured: ``padded_length`` for the book's
+        fixed padding, else each text's first ``truncation_length`` tokens."""
+        config = self.config
+        if config.pooling in BOOK_PADDED_POOLINGS and config.padded_length:
+            return book_padding(input_ids, attention_mask, config.pad_token_id, config.padded_length), None
+        if config.truncation_length and input_ids.shape[1] > config.truncation_length:
+            return first_tokens(input_ids, attention_mask, config.truncation_length)
+        return input_ids, attention_mask
 
     def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
         """The loss of ``config.problem_type``, inferred (and recorded in the config) as transformers does
@@ -435,3 +478,29 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         from .convert_gpt2 import to_gpt2_sequence_classifier
 
         return to_gpt2_sequence_classifier(self)
+
+
+# how from_pretrained was asked to reach the Hub, for the checksummed files (a local folder needs none of it)
+HUB_OPTIONS = ("cache_dir", "revision", "subfolder", "token", "local_files_only", "proxies")
+
+
+def saved_files_problem(name_or_path: str, load_options: dict) -> str | None:
+    """Why the loaded folder's (or Hub snapshot's) files differ from its ``model_checksums.json`` (``None``: they
+    match, or there is none). Run after loading, so the files are already local and in the page cache."""
+    if os.path.isdir(name_or_path):
+        folder = os.path.join(name_or_path, load_options.get("subfolder") or "")
+
+        def locate(name: str) -> str | None:
+            path = os.path.join(folder, name)
+            return path if os.path.isfile(path) else None
+
+    else:
+        hub = {key: load_options[key] for key in HUB_OPTIONS if key in load_options}
+
+        def locate(name: str) -> str | None:
+            return cached_file(
+                name_or_path, name, _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False, **hub
+            )
+
+    manifest = locate(CHECKSUMS_NAME)
+    return None if manifest is None else checksum_problem(manifest, locate)

@@ -57,17 +57,35 @@ def trunk_mask(pooling: str, attention_mask: torch.Tensor | None) -> torch.Tenso
     return None if pooling in BOOK_PADDED_POOLINGS else attention_mask
 
 
+def _real_first(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(b, T) gather order that puts each row's real tokens first, in their order, then its pads; and the
+    real-token mask in that order."""
+    real = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
+    order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)
+    return order, real.gather(1, order)
+
+
 def book_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pad_token_id: int, width: int) -> torch.Tensor:
     """The input as a ``pooling="last"`` model was trained on it: real tokens first, then pads up to
     exactly ``width`` (``config.padded_length``; longer texts keep their first ``width`` tokens, as the
     book's ``classify_review``). Position -1 is then the same pad token as in training, whatever padding
     the caller used (``pipeline``'s per-batch padding, left padding, none)."""
-    real = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
-    order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)  # real tokens first, in their order
-    ids = input_ids.gather(1, order).masked_fill(~real.gather(1, order), pad_token_id)
+    order, real = _real_first(input_ids, attention_mask)
+    ids = input_ids.gather(1, order).masked_fill(~real, pad_token_id)
     if ids.shape[1] < width:
         return F.pad(ids, (0, width - ids.shape[1]), value=pad_token_id)
     return ids[:, :width]
+
+
+def first_tokens(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, width: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each text's first ``width`` real tokens, as training cut it (``config.truncation_length``), padded on the
+    right: with padding on either side, and whoever tokenized the text, the model reads what training read."""
+    if attention_mask is None:
+        return input_ids[:, :width], None
+    order, real = _real_first(input_ids, attention_mask)
+    return input_ids.gather(1, order)[:, :width], real[:, :width].to(attention_mask.dtype)
 
 
 def prefix(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, depth: int) -> torch.Tensor:

@@ -69,6 +69,13 @@ class SpamTrainingArguments(TrainingArguments):
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after this many evaluations without improvement (transformers' EarlyStoppingCallback)."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Write into a non-empty --output_dir (as run_classification.py): its model files are replaced; checkpoints "
+            "another run wrote there are kept, never rotated away (default: such a folder is refused)."
+        },
+    )
     keep_checkpoints: bool = field(
         default=False, metadata={"help": "Keep the checkpoint-* folders after a successful run (default: removed, the final model stays)."}
     )
@@ -132,6 +139,8 @@ class SpamTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         self._check_best_model()
+        if not 0.0 <= self.threshold < 1.0:
+            raise OptionError(f"--threshold {self.threshold}: give a probability in [0, 1) above which a class is predicted.")
         # accelerate treats a multi-process CPU launch (torchrun, accelerate launch) as distributed only
         # with use_cpu=True; without it every process silently trains alone on all the data as rank 0.
         if not self.use_cpu and not _has_accelerator():

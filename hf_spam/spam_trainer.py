@@ -22,13 +22,15 @@ from transformers.trainer_utils import IntervalStrategy, TrainOutput
 from .cache_management import format_size, parse_size
 from .cached_trunk import cached_splits
 from .callbacks import ValidationEarlyStopping
-from .checkpoints import ChecksumManifest, remove_checkpoints
-from .configuration_gpt import SINGLE_LABEL
+from .checkpoints import move_aside, remove_checkpoints, rotate_checkpoints, run_identity, write_manifest
+from .configuration_gpt import MULTI_LABEL, SINGLE_LABEL
+from .errors import TrainingError
 from .evaluation import make_compute_metrics, metric_for, metric_results
 from .model_card import RunRecord, build_model_card
 from .modeling_gpt import GPTForSequenceClassification
 from .plots import plot_history
 from .spam_config import SpamTrainingArguments
+from .tokenizer import gpt2_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,9 @@ class SpamTrainer(Trainer):
     the training split (metrics ``eval_validation_*``, ``eval_train_*``). ``test_dataset`` is measured by
     :meth:`evaluate_initial` and :meth:`evaluate_final`. ``run`` describes the run for the model card that
     :meth:`save_run` and ``push_to_hub`` write; without it, Trainer's own card.
+
+    Each checkpoint gets a manifest of its files and of the run (``checkpoints.run_identity``), and only this
+    run's checkpoints are rotated away or removed: another run's in the same ``--output_dir`` stay.
     """
 
     def __init__(
@@ -80,15 +85,18 @@ class SpamTrainer(Trainer):
         if splits["validation"] is not None:
             train_eval = _first_batches(splits["train"], args.train_eval_batches, args.per_device_eval_batch_size)
             eval_dataset = {"validation": splits["validation"], "train": train_eval}
-        callbacks = [ChecksumManifest(), *(callbacks or [])]
+        callbacks = list(callbacks or [])
         if args.early_stopping_patience:
             callbacks.append(ValidationEarlyStopping(args.early_stopping_patience))
         if compute_metrics is None and eval_dataset is not None:
             config = model.config
             compute_metrics = make_compute_metrics(config.num_labels, config.problem_type or SINGLE_LABEL, args.threshold)
+        if getattr(model.config, "problem_type", None) == MULTI_LABEL:
+            model.config.threshold = args.threshold  # the saved model predicts as this run was evaluated
         super().__init__(
             model, args, data_collator, splits["train"], eval_dataset, callbacks=callbacks, compute_metrics=compute_metrics, **kwargs
         )
+        self.identity = run_identity(self.model, args, run.data_fingerprint if run else None)
         self._warn_if_fsdp_ignored()
 
     def _cache_frozen_prefix(self, model: torch.nn.Module, args: SpamTrainingArguments, splits: dict) -> tuple[dict, object] | None:
@@ -176,12 +184,47 @@ class SpamTrainer(Trainer):
         self.run_metrics |= results
         return results
 
+    def train(self, *args, **kwargs) -> TrainOutput:
+        """Trainer's ``train()``, with ``save_total_limit`` applied here to this run's checkpoints only: Trainer's
+        rotation (after each save, and at the end with a limit of 1) deletes every ``checkpoint-*`` in the folder."""
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        self._checkpoint_limit = limit
+        try:
+            output = super().train(*args, **kwargs)
+        finally:
+            self.args.save_total_limit = limit
+        best = self.state.best_model_checkpoint
+        if self.args.should_save and best is not None and limit == 1:  # Trainer keeps only the best at the end
+            remove_checkpoints(Path(self.args.output_dir), self.identity, keep=best)
+        return output
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial) -> None:
+        """Trainer's checkpoint, then its manifest (once every process has written its files), then the rotation.
+        Another run's checkpoint of the same step is moved aside first, not written over."""
+        folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save and folder.exists():
+            move_aside(folder, self.identity)
+        _barrier()
+        super()._save_checkpoint(model, trial)
+        _barrier()  # every process's rng_state_<rank>.pth is written
+        if self.args.should_save and folder.is_dir():
+            write_manifest(folder, self.identity)
+            rotate_checkpoints(folder.parent, self.identity, getattr(self, "_checkpoint_limit", self.args.save_total_limit), self.state.best_model_checkpoint)
+
     def save_run(self) -> None:
         """What a finished run leaves: a LoRA model merged into a plain classifier, ``all_results.json``
         (:attr:`run_metrics`), the plots, the model card, and the model (saved, or pushed with Trainer's
         ``push_to_hub``); the ``checkpoint-*`` folders are removed unless ``--keep_checkpoints``."""
         if hasattr(self.model, "merge_and_unload"):  # a PEFT model: the saved and pushed model is a plain classifier
             self.model = self.model.merge_and_unload()
+        broken = [name for name, parameter in self.model.named_parameters() if not torch.isfinite(parameter).all()]
+        if broken:
+            raise TrainingError(
+                f"The trained model has NaN or infinite weights ({', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}); "
+                f"nothing was saved to {self.args.output_dir}. Lower --learning_rate, or resume from another checkpoint."
+            )
+        if self.processing_class is None:  # every saved folder works with classify.py, pipeline and the demo
+            self.processing_class = gpt2_tokenizer(self.model.config.truncation_length or self.model.config.context_length)
         output_dir = Path(self.args.output_dir)
         if self.is_world_process_zero():
             output_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +242,7 @@ class SpamTrainer(Trainer):
         else:
             self.save_model()  # weights, config, model code, tokenizer
         if self.is_world_process_zero() and not self.args.keep_checkpoints:
-            remove_checkpoints(output_dir)
+            remove_checkpoints(output_dir, self.identity)
 
     def floating_point_ops(self, inputs: dict) -> int:
         """Trainer's estimate, 6 x tokens x parameters, over the parameters the step runs through.
@@ -261,6 +304,11 @@ class SpamTrainer(Trainer):
         if self.is_world_process_zero():
             card = build_model_card(self.args.hub_model_id or self.args.output_dir, self.run, self.run_metrics)
             card.save(Path(self.args.output_dir) / "README.md")
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def _token_ids(dataset) -> bool:

@@ -16,10 +16,20 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from .arguments import DataArguments, ModelArguments
-from .checkpoints import load_checkpoint_weights, resolve_checkpoint, trainable_names
-from .configuration_gpt import BOOK_PADDED_POOLINGS, SINGLE_LABEL
-from .data import ClassificationData, cross_split_duplicates, describe, load_sms_spam, load_text_classification, parse_encodings, tokenize
+from .checkpoints import check_output_dir, data_fingerprint, load_checkpoint_weights, resolve_checkpoint, run_identity
+from .configuration_gpt import BOOK_PADDED_POOLINGS, SINGLE_LABEL, GPTConfig
+from .data import (
+    ClassificationData,
+    TokenizedData,
+    cross_split_duplicates,
+    describe,
+    load_sms_spam,
+    load_text_classification,
+    parse_encodings,
+    tokenize,
+)
 from .errors import DataError
+from .inference import token_limit
 from .model_card import RunRecord
 from .model_setup import build_model, configure_trainable, count_parameters
 from .modeling_gpt import GPTForSequenceClassification
@@ -58,6 +68,8 @@ def run(
     """Prepare the data, finetune, evaluate on all splits, save model + tokenizer + code + card + plots; returns
     ``all_results.json``'s figures. ``callbacks`` are added to Trainer's; ``trainer_class`` lets a caller observe
     training (a subclass)."""
+    output_dir = Path(training_args.output_dir)
+    check_output_dir(output_dir, overwrite=training_args.overwrite_output_dir, resuming=training_args.resume_from_checkpoint is not None)
     data = load_data(data_args, training_args.seed)
     choose_best_metric(training_args, data.problem_type)
     model = build_model(
@@ -73,19 +85,19 @@ def run(
     )
     context_length = min(data_args.context_length or model.config.context_length, model.config.context_length)
     tokenized = tokenize(data.splits, data_args.padding, max_length=data_args.max_length, context_length=context_length)
-    if model.config.pooling in BOOK_PADDED_POOLINGS and tokenized.max_length is not None:
-        model.config.padded_length = tokenized.max_length  # position -1 is a pad: inference must pad the same way
+    record_inference_options(model.config, tokenized)
     if training_args.process_index == 0:
-        logger.info("Data:\n%s\n%s", data.summary(), describe(data.splits, tokenized, training_args.per_device_train_batch_size))
+        logger.info("Data:\n%s\n%s", data.summary(), describe(data.splits, tokenized, training_args.per_device_train_batch_size, data.label_names))
         warn_cross_split_duplicates(data.splits)
     check_one_batch(len(data.splits["train"]), training_args, data.origin.get("train", "the training data"))
 
     model = configure_trainable(model, model_args.trainable_layers, lora_rank=model_args.lora_rank, lora_alpha=model_args.lora_alpha)
     trainable, total = count_parameters(model)
     logger.info("Trainable parameters: %s of %s (%s)", f"{trainable:,}", f"{total:,}", model_args.trainable_layers)
+    run_record = describe_run(model_args, data_args, training_args, data)
     # before anything is computed from the weights: the frozen-prefix cache must come from the checkpoint's
-    output_dir = Path(training_args.output_dir)
-    resume = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir, not training_args.save_only_model, trainable_names(model))
+    identity = run_identity(model, training_args, run_record.data_fingerprint)
+    resume = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir, not training_args.save_only_model, identity)
     if resume and isinstance(model, GPTForSequenceClassification):
         load_checkpoint_weights(model, resume)
 
@@ -96,14 +108,25 @@ def run(
         tokenized.splits["train"],
         tokenized.splits["validation"],
         test_dataset=tokenized.splits["test"],
-        processing_class=gpt2_tokenizer(model.config.context_length),
-        run=describe_run(model_args, data_args, training_args, data),
+        processing_class=gpt2_tokenizer(token_limit(model.config)),
+        run=run_record,
         callbacks=callbacks,
     )
     trainer.evaluate_initial()
     trainer.evaluate_final(trainer.train(resume_from_checkpoint=resume))
     trainer.save_run()
     return trainer.run_metrics
+
+
+def record_inference_options(config: GPTConfig, tokenized: TokenizedData) -> None:
+    """How the run's texts were read, into the saved config: the book's pad length (position -1 is a pad) and the
+    length texts were cut to. ``classify.py``, ``pipeline`` and the demo read them there, and the model itself cuts
+    and pads its input so (a multi-label model's threshold is recorded by ``SpamTrainer``)."""
+    if config.pooling in BOOK_PADDED_POOLINGS and tokenized.max_length is not None:
+        config.padded_length = tokenized.max_length
+    if tokenized.truncation_length < config.context_length:
+        config.truncation_length = tokenized.truncation_length
+    config.validate_book_fields()
 
 
 def load_data(args: DataArguments, seed: int) -> ClassificationData:
@@ -154,6 +177,7 @@ def describe_run(
         recipe=recipe,
         config_overrides=model_args.config_overrides,
         dropped_rows={name: len(rows) for name, rows in data.dropped.items()},
+        data_fingerprint=data_fingerprint(data.splits),
     )
 
 

@@ -11,8 +11,10 @@ import json
 import logging
 import sys
 
+from transformers.utils.logging import disable_progress_bar
+
 from hf_spam.errors import DataError, HfSpamError
-from hf_spam.inference import classify, load_classifier, read_text_file, split_lines, summary
+from hf_spam.inference import check_batch_size, classify, load_classifier, read_text_file, split_lines, summary
 
 
 def read_texts(args: argparse.Namespace) -> list[str]:
@@ -32,10 +34,17 @@ def main() -> None:
     parser.add_argument("--jsonl", action="store_true", help="print one JSON object per text")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
-    parser.add_argument("--threshold", type=float, default=0.5, help="multi-label models: show every class whose probability is above this")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="multi-label models: show every class whose probability is above this (default: the --threshold the model was trained with)",
+    )
     args = parser.parse_intermixed_args()
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    disable_progress_bar()  # stderr holds warnings and errors only
     try:
+        check_batch_size(args.batch_size)
         texts = read_texts(args)
         results = classify(load_classifier(args.model, args.device), texts, args.batch_size, args.threshold)
     except HfSpamError as error:  # the message names the input and what to do: no traceback

@@ -17,7 +17,12 @@ def main() -> None:
     parser.add_argument("model", help="folder written by scripts/train.py, or a Hub id")
     parser.add_argument("--port", type=int, default=None, help="port to serve on (default: Gradio's, 7860)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 to share on your network)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="multi-label models: list every class whose probability is above this")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="multi-label models: list every class whose probability is above this (default: the model's, from training)",
+    )
     parser.add_argument("--space_dir", help="write a Hugging Face Space folder for this Hub model id and exit")
     args = parser.parse_args()
     if args.space_dir:

@@ -155,11 +155,16 @@ def test_training_records_its_keys_and_evicts_to_fit_a_size_limit(splits, tmp_pa
         cache.release()
         age(cache, hours * 3600)
     argv = [*TRAIN, "--data_file", str(sms_file), "--trunk_cache_dir", str(root)]
-    with pytest.raises(CacheError, match=r"needs .* more than --trunk_cache_max_size 1.0 kB allows"):
+    with pytest.raises(CacheError, match=r"need .* together .* more than --trunk_cache_max_size 1.0 kB"):
         run(*parse(*argv, "--trunk_cache_max_size", "1kB", "--output_dir", str(tmp_path / "none")))
     assert sorted(e.key for e in list_caches(root)) == sorted(c.folder.name for c in old), "nothing computed, nothing evicted"
+    sizes = {name: _stored_bytes(splits[name], 64, torch.float32) for name in ("train", "validation", "test")}  # the run's three keys
+    needed = sum(sizes.values())
+    # the training split alone would fit, the three together cannot: refused before the first is computed
+    with pytest.raises(CacheError, match=r"need .* together \(train .*, validation .*, test .*\)"):
+        run(*parse(*argv, "--trunk_cache_max_size", f"{sizes['train'] + 1}B", "--output_dir", str(tmp_path / "none2")))
+    assert sorted(e.key for e in list_caches(root)) == sorted(c.folder.name for c in old), "nothing computed, nothing evicted"
 
-    needed = sum(_stored_bytes(splits[name], 64, torch.float32) for name in ("train", "validation", "test"))  # the run's three keys
     budget = sum(c.bytes for c in old) + needed - old[0].bytes // 2  # they fit once the least recently used old key has gone
     with caplog.at_level(logging.INFO):
         results = run(*parse(*argv, "--trunk_cache_max_size", f"{budget}B", "--output_dir", str(tmp_path / "first")))

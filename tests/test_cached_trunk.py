@@ -278,9 +278,9 @@ def test_bf16_switch_reaches_the_cache(tmp_path, sms_file):
 
     common = ["--data_file", str(sms_file), "--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2"]
     common += ["--max_steps", "2", "--initial_eval_batches", "0", "--save_strategy", "no", "--load_best_model_at_end", "false"]
-    common += ["--eval_strategy", "no", "--output_dir", str(tmp_path / "out")]
-    run(*parse(*common, "--bf16", "true", "--trunk_cache_dir", str(tmp_path / "bf16")))
-    run(*parse(*common, "--trunk_cache_dir", str(tmp_path / "fp32")))
+    common += ["--eval_strategy", "no"]
+    run(*parse(*common, "--bf16", "true", "--trunk_cache_dir", str(tmp_path / "bf16"), "--output_dir", str(tmp_path / "out_bf16")))
+    run(*parse(*common, "--trunk_cache_dir", str(tmp_path / "fp32"), "--output_dir", str(tmp_path / "out_fp32")))
     metas = {kind: [json.loads(m.read_text()) for m in (tmp_path / kind).glob("*/meta.json")] for kind in ("bf16", "fp32")}
     assert len(metas["bf16"]) == len(metas["fp32"]) == 3  # train, validation, test
     assert {m["storage"] for m in metas["bf16"]} == {"bfloat16"} and {m["storage"] for m in metas["fp32"]} == {"float32"}

@@ -1,5 +1,6 @@
 """Checkpoints are complete models, whether Trainer trained on the cached prefix or on token ids."""
 
+import csv
 import json
 import logging
 import shutil
@@ -9,13 +10,13 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, pipeline
+from transformers import AutoModelForSequenceClassification, TrainerCallback, pipeline
 
 from hf_spam.checkpoints import MANIFEST, file_digest, resolve_checkpoint
 from hf_spam.data import load_sms_spam, tokenize
-from hf_spam.errors import CheckpointError
+from hf_spam.errors import CheckpointError, TrainingError
 from hf_spam.training import run
-from tests.helpers import parse
+from tests.helpers import parse, run_script
 
 # last block + head train (the cached path) on a 2-block model from random weights
 CACHED = ["--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2", "--initial_eval_batches", "0"]
@@ -32,7 +33,7 @@ def test_every_checkpoint_is_a_model_that_loads_without_hf_spam(tmp_path, sms_fi
     script = f"""
 import json, sys
 sys.modules["hf_spam"] = None  # loading must not need hf_spam
-from transformers import AutoModelForSequenceClassification, pipeline
+from transformers import AutoModelForSequenceClassification, TrainerCallback, pipeline
 out = {{}}
 for folder in {[str(f) for f in folders]!r}:
     model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
@@ -139,11 +140,11 @@ def test_last_skips_a_checkpoint_whose_files_were_damaged(checkpointed, tmp_path
 def test_a_checkpoint_of_other_trainable_layers_is_a_clear_error(checkpointed, tmp_path, sms_file):
     out = fresh_copy(checkpointed, tmp_path)
     argv = [*CACHED, "--data_file", str(sms_file), *STEPS, "--trainable_layers", "all", "--resume_from_checkpoint", "last"]
-    with pytest.raises(CheckpointError, match=r"checkpoint-4: it trained 20 parameter tensors, this run trains 38 .*Resume with the --trainable_layers"):
+    with pytest.raises(CheckpointError, match=r"checkpoint-4: it trained 20 parameter tensors, this run trains 38 .*Resume with the options"):
         run(*parse(*argv, "--output_dir", str(out)))
-    (out / "checkpoint-4" / MANIFEST).unlink()  # without a manifest the optimizer state tells
+    (out / "checkpoint-4" / MANIFEST).unlink()  # without a manifest (named: `last` skips it) the optimizer state tells
     with pytest.raises(CheckpointError, match=r"its optimizer holds 20 parameter tensors, this run trains 38"):
-        run(*parse(*argv, "--output_dir", str(out)))
+        run(*parse(*argv, "--resume_from_checkpoint", str(out / "checkpoint-4"), "--output_dir", str(out)))
 
 
 @pytest.mark.slow
@@ -153,7 +154,8 @@ def test_resuming_with_the_cache_trains_on_the_checkpoints_weights(checkpointed,
     are those of the saved model, recomputed here from the saved folder."""
     out = fresh_copy(checkpointed, tmp_path)
     argv = [*CACHED, "--data_file", str(sms_file), *STEPS, "--max_steps", "40", "--seed", "7", "--keep_checkpoints", "false"]
-    results = run(*parse(*argv, "--resume_from_checkpoint", "last", "--trunk_cache_dir", str(tmp_path / "cache"), "--output_dir", str(out)))
+    resume = str(out / "checkpoint-4")  # named: `last` takes only this run's (this seed's) checkpoints
+    results = run(*parse(*argv, "--resume_from_checkpoint", resume, "--trunk_cache_dir", str(tmp_path / "cache"), "--output_dir", str(out)))
     model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).eval()
     splits = tokenize(load_sms_spam(sms_file), "longest_train", context_length=model.config.context_length).splits
     for split, key in (("test", "test_accuracy"), ("validation", "eval_accuracy"), ("train", "train_accuracy")):
@@ -163,3 +165,116 @@ def test_resuming_with_the_cache_trains_on_the_checkpoints_weights(checkpointed,
         accuracy = (predicted == torch.tensor(splits[split]["label"])).double().mean().item()
         assert accuracy == pytest.approx(results[key], abs=1e-9), split
     assert json.loads((out / "all_results.json").read_text())["test_accuracy"] == results["test_accuracy"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Output folders are not shared by accident, and a checkpoint knows which run it belongs to
+
+
+def csv_data(folder, sms_file, classes=("ham", "spam")):
+    """The SMS training and validation rows as the user's CSV files, with class names (a third class: every 7th row)."""
+    splits = load_sms_spam(sms_file)
+    folder.mkdir()
+    for name in ("train", "validation"):
+        rows = [(t, classes[2] if len(classes) > 2 and i % 7 == 0 else classes[label]) for i, (t, label) in enumerate(zip(splits[name]["text"], splits[name]["label"], strict=True))]
+        with open(folder / f"{name}.csv", "w", newline="") as handle:
+            csv.writer(handle).writerows([("text", "label"), *rows])
+    return ["--train_file", str(folder / "train.csv"), "--validation_file", str(folder / "validation.csv")]
+
+
+def digests(folder):
+    return {p.name: file_digest(p) for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_run_refuses_another_runs_output_dir_and_never_deletes_its_checkpoints(checkpointed, tmp_path, sms_file, caplog):
+    out = fresh_copy(checkpointed, tmp_path)
+    before = {name: digests(out / name) for name in ("checkpoint-2", "checkpoint-4")}
+    other = [*CACHED, "--data_file", str(sms_file), *STEPS, "--seed", "7"]
+    refused = run_script("train.py", *other, "--output_dir", str(out), timeout=600)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert f"--output_dir {out} is not empty (README.md" in refused.stderr and "--overwrite_output_dir true" in refused.stderr
+
+    # written into anyway: its checkpoints at other steps rotate among themselves, the first run's stay as they were
+    steps = ["--save_steps", "3", "--max_steps", "6", "--save_total_limit", "1", "--keep_checkpoints", "false"]
+    with caplog.at_level(logging.INFO):
+        run(*parse(*other, *steps, "--overwrite_output_dir", "true", "--output_dir", str(out)))
+    assert f"Removed {out / 'checkpoint-3'} (--save_total_limit 1)" in caplog.text
+    assert f"Removed {out / 'checkpoint-6'} (pass --keep_checkpoints" in caplog.text
+    assert f"Kept checkpoint-4, checkpoint-2 in {out}: not written by this run" in caplog.text
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert {name: digests(out / name) for name in before} == before
+
+
+@pytest.mark.slow
+def test_last_resumes_only_this_runs_checkpoints(checkpointed, tmp_path, sms_file, caplog):
+    """A second run (another seed) in the first one's folder, started with --resume_from_checkpoint last (as after
+    being killed before its first save): it skips the first run's checkpoints, trains from the start, and moves the
+    first run's checkpoint of a step it saves itself aside instead of writing into it."""
+    out = fresh_copy(checkpointed, tmp_path)
+    before = digests(out / "checkpoint-2")
+    with caplog.at_level(logging.INFO):
+        run(*parse(*CACHED, "--data_file", str(sms_file), *STEPS, "--seed", "7", "--resume_from_checkpoint", "last", "--output_dir", str(out)))
+    assert f"Skipping {out / 'checkpoint-4'}: written by another run (seed 123 there, 7 here)" in caplog.text
+    assert "Resuming from" not in caplog.text and f"No intact checkpoint of this run in {out}" in caplog.text
+    assert f"Moved {out / 'checkpoint-2'} to checkpoint-2.another-run" in caplog.text
+    assert digests(out / "checkpoint-2.another-run") == before
+    own = json.loads((out / "checkpoint-2" / MANIFEST).read_text())
+    assert own["recipe"]["seed"] == 7 and own["data"] and own["id2label"] == {"0": "ham", "1": "spam"}
+
+
+@pytest.mark.slow
+def test_resuming_with_other_classes_or_data_is_one_error_naming_both(tmp_path, sms_file):
+    data = csv_data(tmp_path / "data", sms_file)
+    out = tmp_path / "run"
+    run(*parse(*CACHED, *data, *STEPS, "--output_dir", str(out)))
+    swapped = [*CACHED, *data, *STEPS, "--label_names", "spam", "ham", "--output_dir", str(out)]
+    for resume in ("last", str(out / "checkpoint-4")):
+        with pytest.raises(CheckpointError, match=r"checkpoint-4: its classes .* are \['ham', 'spam'\], this run's \['spam', 'ham'\]"):
+            run(*parse(*swapped, "--resume_from_checkpoint", resume))
+    three = csv_data(tmp_path / "three", sms_file, classes=("ham", "spam", "other"))
+    result = run_script("train.py", *CACHED, *three, *STEPS, "--resume_from_checkpoint", "last", "--output_dir", str(out), timeout=600)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "size mismatch" not in result.stderr, result.stderr[-2000:]
+    assert "its classes (--label_names, or the labels in the data) are ['ham', 'spam'], this run's ['ham', 'other', 'spam']" in result.stderr
+    assert "its data (the texts and labels of its splits) differ from this run's" in result.stderr
+
+
+@pytest.mark.slow
+def test_unverifiable_or_absent_checkpoints_are_refused_with_the_reason(checkpointed, tmp_path, sms_file, caplog):
+    out = fresh_copy(checkpointed, tmp_path)
+    folder = out / "checkpoint-4"
+    with pytest.raises(CheckpointError, match=f"Cannot resume from {tmp_path / 'nowhere'}: no such folder"):
+        resolve_checkpoint(str(tmp_path / "nowhere"), out)
+    # an optimizer.pt the manifest does not list (copied in from elsewhere) is not trusted
+    manifest = json.loads((folder / MANIFEST).read_text())
+    del manifest["files"]["optimizer.pt"]
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=f"optimizer.pt is not in {MANIFEST}"):
+        resolve_checkpoint(str(folder), out)
+    # without a manifest: `last` skips it; named, an optimizer state of NaNs (what damaged bytes gave) is refused
+    (folder / MANIFEST).unlink()
+    state = torch.load(folder / "optimizer.pt", weights_only=True)
+    next(iter(state["state"].values()))["exp_avg"].fill_(float("nan"))
+    torch.save(state, folder / "optimizer.pt")
+    with caplog.at_level(logging.WARNING):
+        assert resolve_checkpoint("last", out) == str(out / "checkpoint-2")
+    assert f"Skipping {folder}: no {MANIFEST}, so its files cannot be checked" in caplog.text
+    with pytest.raises(CheckpointError, match=f"Cannot resume from {folder}: optimizer.pt holds NaN or infinite values"):
+        resolve_checkpoint(str(folder), out)
+
+
+class PoisonAtTheEnd(TrainerCallback):
+    """What a diverged run ends with: a NaN weight."""
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        with torch.no_grad():
+            model.out_head.weight[0, 0] = float("nan")
+
+
+@pytest.mark.slow
+def test_a_model_with_nan_weights_is_not_saved(tmp_path, sms_file):
+    out = tmp_path / "run"
+    steps = ["--max_steps", "2", "--save_strategy", "no", "--eval_strategy", "no", "--load_best_model_at_end", "false"]
+    with pytest.raises(TrainingError, match=r"NaN or infinite weights \(out_head.weight\); nothing was saved"):
+        run(*parse(*CACHED, "--data_file", str(sms_file), *steps, "--output_dir", str(out)), callbacks=[PoisonAtTheEnd()])
+    assert not (out / "model.safetensors").exists()

@@ -10,7 +10,7 @@ import hf_spam
 
 PACKAGE = Path(hf_spam.__file__).parent
 # copied next to every saved model (trust_remote_code): the standard library, torch, transformers and each other
-SHIPPED = {"configuration_gpt", "modeling_gpt", "gpt_blocks", "pooled_position", "convert_gpt2"}
+SHIPPED = {"configuration_gpt", "modeling_gpt", "gpt_blocks", "pooled_position", "convert_gpt2", "model_checksums"}
 # the modules that take the command line's ModelArguments / DataArguments
 COMMAND_LINE_READERS = {"hf_spam.training", "hf_spam.experiments"}
 
@@ -20,11 +20,21 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path) -> set[str]:
-    """Every module ``path`` imports, relative imports resolved (``from . import x`` gives ``package.x``)."""
+def imports(path: Path, required_only: bool = False) -> set[str]:
+    """Every module ``path`` imports, relative imports resolved (``from . import x`` gives ``package.x``).
+    ``required_only`` leaves out imports inside a ``try`` that catches ``ImportError``: optional, and skipped by
+    transformers' check of remote code (``get_imports``) as well."""
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text())
+    optional = set()
+    if required_only:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Try) and any(_catches_import_error(handler) for handler in node.handlers):
+                optional |= {id(child) for statement in node.body for child in ast.walk(statement)}
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -35,6 +45,11 @@ def imports(path: Path) -> set[str]:
             found.add(base)
             found |= {f"{base}.{alias.name}" for alias in node.names}
     return found
+
+
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(isinstance(name, ast.Name) and name.id in ("ImportError", "ModuleNotFoundError") for name in names)
 
 
 def package_graph() -> dict[str, set[str]]:
@@ -66,11 +81,11 @@ def test_saved_model_code_imports_only_what_a_fresh_environment_has():
     for name in SHIPPED:
         outside = {
             module
-            for module in imports(PACKAGE / f"{name}.py")
+            for module in imports(PACKAGE / f"{name}.py", required_only=True)
             if module.startswith("hf_spam") and module.removeprefix("hf_spam.").split(".")[0] not in SHIPPED and module != "hf_spam"
         }
         # safetensors comes with transformers
-        third_party = {m.split(".")[0] for m in imports(PACKAGE / f"{name}.py")} - set(sys.stdlib_module_names) - {"hf_spam"}
+        third_party = {m.split(".")[0] for m in imports(PACKAGE / f"{name}.py", required_only=True)} - set(sys.stdlib_module_names) - {"hf_spam"}
         assert not outside, (name, outside)
         assert third_party <= {"torch", "transformers", "safetensors"}, (name, third_party)
 

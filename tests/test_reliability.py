@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,9 +17,11 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from hf_spam import GPTForSequenceClassification, save_with_tokenizer
-from hf_spam.checkpoints import resolve_checkpoint
+from hf_spam.checkpoints import MANIFEST, resolve_checkpoint, write_manifest
 from hf_spam.data import DataError, describe, load_sms_spam, load_text_classification
+from hf_spam.errors import UnusableModelError
 from hf_spam.inference import classify, load_classifier, read_text_file
+from hf_spam.model_checksums import ModelFilesError
 from tests.helpers import ROOT, run_script, tiny_config
 
 TINY_RUN = ["--weights", "random", "--config_overrides", "n_layers=1,emb_dim=32,n_heads=2", "--initial_eval_batches", "0"]
@@ -72,7 +75,7 @@ def test_another_vocabulary_is_refused(gpt2_bpe, tmp_path):
     words.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]").save_pretrained(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "[UNK]"}))
-    with pytest.raises(ValueError, match="is not GPT-2's 50257-token BPE"):
+    with pytest.raises(UnusableModelError, match="is not GPT-2's 50257-token BPE"):
         load_classifier(tmp_path)
 
 
@@ -84,6 +87,85 @@ def test_corrupt_or_mismatched_checkpoints_fail_loudly(gpt2_bpe, tmp_path):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(OSError, match=f"{tmp_path}: model.safetensors is truncated or corrupt .*incomplete metadata"):
         GPTForSequenceClassification.from_pretrained(tmp_path)
+
+
+def damage_data(path: Path) -> None:
+    """64 bytes of the tensors' data zeroed, the size and the safetensors header untouched (as a bad disk or copy does)."""
+    raw = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(raw[:8], "little") + 1024
+    raw[start : start + 64] = bytes(64)
+    path.write_bytes(bytes(raw))
+
+
+def edit_config(folder: Path, **fields) -> None:
+    """One value changed in place, as a user edits the file (the same size: only the checksum can tell)."""
+    text = (folder / "config.json").read_text()
+    for name, value in fields.items():
+        old = f'"{name}": {json.loads(text)[name]}'
+        assert len(old) == len(f'"{name}": {value}') and old in text
+        text = text.replace(old, f'"{name}": {value}')
+    (folder / "config.json").write_text(text)
+
+
+@pytest.fixture
+def saved_folder(gpt2_bpe, tmp_path):
+    folder = tmp_path / "model"
+    torch.manual_seed(0)
+    save_with_tokenizer(GPTForSequenceClassification(tiny_config(id2label={0: "ham", 1: "spam"})), folder)
+    return folder
+
+
+def test_damaged_weights_are_refused_by_classify_and_by_the_shipped_code(saved_folder):
+    """Bytes of the weights' data changed at the same size load without complaint in safetensors (the model then
+    printed `ham nan`): the checksums saved beside them refuse it, in hf_spam and in the code shipped with the model."""
+    assert json.loads((saved_folder / "model_checksums.json").read_text())["files"].keys() == {"config.json", "model.safetensors"}
+    damage_data(saved_folder / "model.safetensors")
+    result = run_script("classify.py", str(saved_folder), "Free entry: win a prize")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == "", result.stderr[-2000:]
+    assert f"{saved_folder}: model.safetensors does not match its checksum in model_checksums.json" in result.stderr
+    script = f"""
+import sys
+sys.modules["hf_spam"] = None  # the code saved with the model, as someone without hf_spam loads it
+from transformers import AutoModelForSequenceClassification
+try:
+    AutoModelForSequenceClassification.from_pretrained({str(saved_folder)!r}, trust_remote_code=True)
+except OSError as error:
+    print(type(error).__name__, error)
+"""
+    loaded = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=300)
+    assert "ModelFilesError" in loaded.stdout and "does not match its checksum" in loaded.stdout, loaded.stdout + loaded.stderr[-2000:]
+
+
+@pytest.mark.parametrize("fields", [{"n_layers": 1}, {"n_layers": 3}, {"n_heads": 2}])
+def test_an_edited_config_is_refused(saved_folder, fields):
+    """config.json of other sizes than the weights: refused by its checksum; without the checksums file (a folder
+    saved before hf_spam wrote one), layers that the weights lack or hold beyond the config are still an error. A head
+    count (every tensor keeps its shape) is caught only by the checksum."""
+    edit_config(saved_folder, **fields)
+    with pytest.raises(ModelFilesError, match="config.json does not match its checksum in model_checksums.json"):
+        GPTForSequenceClassification.from_pretrained(saved_folder)
+    (saved_folder / "model_checksums.json").unlink()
+    if "n_layers" in fields:
+        with pytest.raises(ModelFilesError, match="config.json does not describe the saved weights"):
+            GPTForSequenceClassification.from_pretrained(saved_folder)
+    else:
+        assert GPTForSequenceClassification.from_pretrained(saved_folder).config.n_heads == 2
+
+
+def test_classify_script_reports_bad_options_and_files_in_one_line(saved_folder, tmp_path):
+    for argv, message in (
+        (["--batch_size", "0", "a text"], "--batch_size 0: give a positive number of texts per batch"),
+        (["--file", str(tmp_path)], f"--file {tmp_path} is a folder: give a UTF-8 text file"),
+        (["--file", str(tmp_path / "missing.txt")], "missing.txt does not exist"),
+    ):
+        result = run_script("classify.py", str(saved_folder), *argv)
+        assert result.returncode == 2 and "Traceback" not in result.stderr and message in result.stderr, (argv, result.stderr[-2000:])
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    weights = saved_folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    result = run_script("classify.py", str(saved_folder), "a text")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"{saved_folder}: model.safetensors is truncated or corrupt" in result.stderr
 
 
 def test_bom_crlf_blank_lines_header_and_duplicates(tmp_path, sms_file, caplog):
@@ -126,21 +208,30 @@ def test_offline_hub_error_says_what_to_do(tmp_path):
 
 
 def test_half_written_checkpoints_are_skipped(tmp_path, caplog):
-    for step, complete in ((10, True), (20, False)):
+    """`last` takes the newest checkpoint that is complete and has its manifest: a half-written one (no
+    trainer_state.json) and one without a manifest (its files cannot be checked) are skipped, saying why."""
+    from safetensors.torch import save_file
+
+    for step, complete, manifest in ((10, True, True), (20, True, False), (30, False, False)):
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"")
         if complete:
-            from safetensors.torch import save_file
-
             save_file({"w": torch.zeros(2)}, folder / "model.safetensors")
             torch.save({"state": {}, "param_groups": []}, folder / "optimizer.pt")
             (folder / "trainer_state.json").write_text("{}")
+        if manifest:
+            write_manifest(folder, {})
     with caplog.at_level(logging.WARNING):
         assert resolve_checkpoint("last", tmp_path) == str(tmp_path / "checkpoint-10")
-    assert "Skipping" in caplog.text and "checkpoint-20: no trainer_state.json" in caplog.text
-    with pytest.raises(ValueError, match="Cannot resume from .*checkpoint-20: no trainer_state.json"):
-        resolve_checkpoint(str(tmp_path / "checkpoint-20"), tmp_path)
+    assert "checkpoint-30: no trainer_state.json" in caplog.text
+    assert f"checkpoint-20: no {MANIFEST}, so its files cannot be checked" in caplog.text
+    with pytest.raises(ValueError, match="Cannot resume from .*checkpoint-30: no trainer_state.json"):
+        resolve_checkpoint(str(tmp_path / "checkpoint-30"), tmp_path)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # named, a checkpoint without a manifest is resumed, saying it was not checked
+        assert resolve_checkpoint(str(tmp_path / "checkpoint-20"), tmp_path) == str(tmp_path / "checkpoint-20")
+    assert f"checkpoint-20 has no {MANIFEST}: its files could not be checked" in caplog.text
 
 
 @pytest.mark.slow

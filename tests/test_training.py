@@ -164,7 +164,8 @@ def test_readme_command_trains_a_spam_classifier_from_scratch(tmp_path, sms_file
     # the output folder holds what a user keeps or shares, nothing test-only and no leftover checkpoints
     assert {p.name for p in out.iterdir()} == {
         *("README.md", "all_results.json", "config.json", "model.safetensors", "training_args.bin"),
-        *("modeling_gpt.py", "gpt_blocks.py", "pooled_position.py", "configuration_gpt.py", "convert_gpt2.py"),
+        *("modeling_gpt.py", "gpt_blocks.py", "pooled_position.py", "configuration_gpt.py", "convert_gpt2.py", "model_checksums.py"),
+        "model_checksums.json",
         *("tokenizer.json", "tokenizer_config.json"),
         *("loss.png", "loss.pdf", "accuracy.png", "accuracy.pdf"),
     }

@@ -5,6 +5,7 @@ import csv
 import json
 import logging
 import sys
+import unicodedata
 
 import pytest
 from datasets import ClassLabel, Dataset, Features, Value
@@ -216,8 +217,30 @@ def test_labels_that_differ_in_case_or_spaces_are_warned_about(tmp_path, caplog)
     write_csv(tmp_path / "train.csv", ("text", "label"), rows)
     with caplog.at_level(logging.WARNING):
         data = load_text_classification(tmp_path / "train.csv")
-    assert "labels that differ only in case or surrounding spaces: 'spam' (20 rows), 'Spam' (2 rows), 'spam ' (1 rows)" in caplog.text
+    assert "labels that differ only in case, width or surrounding spaces: 'spam' (20 rows), 'Spam' (2 rows), 'spam ' (1 rows)" in caplog.text
     assert data.splits["train"].features["label"].names == ["Spam", "ham", "spam", "spam "], "kept as given, as the warning says"
+
+
+def test_labels_in_two_unicode_forms_are_one_class(tmp_path, caplog):
+    """`späm` typed as one character (NFC) and as `a` + a combining diaeresis (NFD) look alike: one class, said so
+    with ascii() of each form; NFD only in the test split is not an unseen class. Multi-label lists likewise."""
+    composed, decomposed = unicodedata.normalize("NFC", "späm"), unicodedata.normalize("NFD", "späm")
+    assert composed != decomposed
+    rows = [(f"message {i}", ["ham", composed, decomposed][i % 3]) for i in range(60)]
+    write_csv(tmp_path / "train.csv", ("text", "label"), rows)
+    with caplog.at_level(logging.WARNING):
+        data = load_text_classification(tmp_path / "train.csv")
+    assert data.splits["train"].features["label"].names == ["ham", composed]
+    assert f"writes the label {ascii(composed)} in 2 Unicode forms ({ascii(composed)} (" in caplog.text and ascii(decomposed) in caplog.text
+    (tmp_path / "split").mkdir()
+    write_csv(tmp_path / "split" / "train.csv", ("text", "label"), [(f"t{i}", ["ham", composed][i % 2]) for i in range(20)])
+    write_csv(tmp_path / "split" / "test.csv", ("text", "label"), [(f"u{i}", ["ham", decomposed][i % 2]) for i in range(6)])
+    data = load_text_classification(tmp_path / "split", label_names=["ham", decomposed])
+    assert data.label_names == ["ham", composed] and sorted(data.splits["test"]["label"]) == [0, 0, 0, 1, 1, 1]
+    lists = [{"text": f"m{i}", "tags": [[composed], [decomposed, "x"], ["x"]][i % 3]} for i in range(30)]
+    (tmp_path / "tags.jsonl").write_text("".join(json.dumps(row) + "\n" for row in lists))
+    data = load_text_classification(tmp_path / "tags.jsonl", label_column=["tags"])
+    assert data.label_names == [composed, "x"]
 
 
 def test_each_file_gets_its_encoding_and_a_bom_or_utf8_is_never_misread(tmp_path, caplog):

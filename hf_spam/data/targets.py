@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import unicodedata
 from collections.abc import Sequence
 
 from datasets import Dataset, DatasetDict, Features, Value
@@ -22,6 +23,11 @@ from ..errors import DataError
 
 logger = logging.getLogger(__name__)
 
+
+def nfc(value):
+    """A string label in Unicode's composed form (NFC): ``späm`` typed as one character or as ``a`` plus a combining
+    diaeresis is one class. Anything else as it is."""
+    return unicodedata.normalize("NFC", value) if isinstance(value, str) else value
 
 
 def infer_problem_type(problem_type: str | None, raw: dict, label_columns: Sequence[str]) -> str:
@@ -135,9 +141,9 @@ def _vectors_from_lists(raw: dict, column: str, label_names: list[str] | None) -
                     f"{part.where} {part.row_name(index)}: column {column!r} holds {value!r}, not a list of classes. A multi-label "
                     "column holds each row's list (JSON/JSONL/Parquet); in a CSV, give one 0/1 column per class (--label_column a b c)."
                 )
-    values = {v for part in raw.values() for row in part.dataset[column] for v in row}
+    values = {nfc(v) for part in raw.values() for row in part.dataset[column] for v in row}
     if all(isinstance(v, str) for v in values):
-        names = list(label_names) if label_names else sorted(values)
+        names = [nfc(name) for name in label_names] if label_names else sorted(values)
         unknown = sorted(values - set(names))
         if unknown:
             raise DataError(f"Labels {unknown[:5]} of column {column!r} are not in --label_names {names}.")
@@ -158,7 +164,7 @@ def _vectors_from_lists(raw: dict, column: str, label_names: list[str] | None) -
         for row in part.dataset[column]:
             vector = [0.0] * len(names)
             for value in row:
-                vector[lookup[value]] = 1.0
+                vector[lookup[nfc(value)]] = 1.0
             rows.append(vector)
         vectors[name] = rows
     return names, vectors

@@ -27,6 +27,7 @@ class TokenizedData:
     max_length: int | None  # the length every example is padded/truncated to, if fixed
     truncated: dict[str, int] = field(default_factory=dict)  # per split: texts cut to fit
     collator: DataCollatorWithPadding | None = None  # pads each batch (dynamic / no padding)
+    truncation_length: int = 1024  # every text was cut to its first that many tokens
 
 
 def _gpt2_ids(batch: dict) -> dict:
@@ -75,16 +76,17 @@ def tokenize(
 
     tokenized = encoded.map(pad, batched=True, desc="Padding").remove_columns("text")
     collator = None if fixed else DataCollatorWithPadding(gpt2_tokenizer(context_length))
-    return TokenizedData(tokenized, padding, limit if fixed else None, truncated, collator)
+    return TokenizedData(tokenized, padding, limit if fixed else None, truncated, collator, limit)
 
 
-def describe(splits: DatasetDict, tokenized: TokenizedData | None = None, batch_size: int = 8) -> str:
-    """The numbers the chapter prints: class counts, split sizes, longest sequence, batches of ``batch_size``."""
+def describe(splits: DatasetDict, tokenized: TokenizedData | None = None, batch_size: int = 8, label_names: list[str] | None = None) -> str:
+    """The numbers the chapter prints: class counts, split sizes, longest sequence, batches of ``batch_size``
+    (``label_names``: the classes of a multi-label split, whose labels are 0/1 vectors)."""
     lines = []
     for name, split in splits.items():
         drop_last = name == "train"
         batches = len(split) // batch_size if drop_last else -(-len(split) // batch_size)
-        row = f"{name}: {len(split)} rows ({_label_summary(split)}), {batches} batches of {batch_size}"
+        row = f"{name}: {len(split)} rows ({_label_summary(split, label_names)}), {batches} batches of {batch_size}"
         if tokenized is not None:
             lengths = (
                 [sum(m) for m in tokenized.splits[name]["attention_mask"]]
@@ -99,15 +101,16 @@ def describe(splits: DatasetDict, tokenized: TokenizedData | None = None, batch_
     return "\n".join(lines)
 
 
-def _label_summary(split: Dataset) -> str:
-    """Rows per class (single-label), per class set (multi-label), or the targets' range (regression)."""
+def _label_summary(split: Dataset, label_names: list[str] | None = None) -> str:
+    """Rows per class (single-label), rows with each class (multi-label), or the targets' range (regression)."""
     feature = split.features["label"]
     if isinstance(feature, ClassLabel):
         counts = Counter(split["label"])
         return ", ".join(f"{feature.names[k]} {counts[k]}" for k in sorted(counts))
     values = np.asarray(split["label"], dtype=np.float64)
     if values.ndim == 2 and set(np.unique(values)) <= {0.0, 1.0}:
-        return "rows with each class: " + " ".join(str(int(n)) for n in values.sum(0))
+        names = label_names if label_names and len(label_names) == values.shape[1] else [str(k) for k in range(values.shape[1])]
+        return "rows with each class: " + ", ".join(f"{name} {int(n)}" for name, n in zip(names, values.sum(0), strict=True))
     return f"targets from {values.min():.4g} to {values.max():.4g}, mean {values.mean():.4g}"
 
 

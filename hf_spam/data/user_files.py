@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,7 +19,7 @@ from ..configuration_gpt import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..errors import DataError
 from .reading import _RawSplit, _read_file, _read_splits
 from .sms import balance_classes, split_like_the_book
-from .targets import infer_problem_type, multi_label_targets, regression_targets
+from .targets import infer_problem_type, multi_label_targets, nfc, regression_targets
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,8 @@ def _as_class_labels(
     split but not in it is an error unless ``allow_unseen``.
     """
     feature = raw[next(iter(raw))].dataset.features[label_column]
-    values = sorted({v for part in raw.values() for v in part.dataset[label_column]}, key=lambda v: (isinstance(v, str), v))
+    values = sorted({nfc(v) for part in raw.values() for v in part.dataset[label_column]}, key=lambda v: (isinstance(v, str), v))
+    label_names = [nfc(name) for name in label_names] if label_names else label_names
     if isinstance(feature, ClassLabel):
         names = list(label_names or feature.names)
         if len(names) != feature.num_classes:
@@ -215,7 +217,7 @@ def _as_class_labels(
     data = DatasetDict()
     for name, part in raw.items():
         data[name] = Dataset.from_dict(
-            {"text": part.dataset[text_column], "label": [lookup[v] for v in part.dataset[label_column]]}, features=features
+            {"text": part.dataset[text_column], "label": [lookup[nfc(v)] for v in part.dataset[label_column]]}, features=features
         )
     if "train" in data:
         seen = set(data["train"]["label"])
@@ -230,17 +232,32 @@ def _as_class_labels(
 
 
 def _warn_label_variants(raw: dict[str, _RawSplit], label_column: str) -> None:
-    """Labels that differ only in case or surrounding spaces (``spam``, ``spam ``, ``Spam``) are separate
-    classes, as given; almost always a typo, so say so with the row counts."""
+    """Labels written in several Unicode forms are read as one class (NFC), and said so; labels that differ only in
+    case, compatibility forms or surrounding spaces (``spam``, ``spam ``, ``Spam``, ``ｓｐａｍ``) are separate
+    classes, as given: almost always a typo, so say so with the row counts. Labels are shown with ``ascii()``,
+    which makes invisible differences visible."""
     counts = Counter(v for part in raw.values() for v in part.dataset[label_column])
-    groups: dict[str, list[str]] = {}
+    forms: dict[str, list[str]] = {}
     for value in counts:
-        groups.setdefault(value.strip().casefold(), []).append(value)
+        forms.setdefault(nfc(value), []).append(value)
+    for label, written in forms.items():
+        if len(written) > 1:
+            logger.warning(
+                "Column %r writes the label %s in %d Unicode forms (%s); they are read as one class.",
+                label_column,
+                ascii(label),
+                len(written),
+                ", ".join(f"{ascii(v)} ({counts[v]} rows)" for v in written),
+            )
+    groups: dict[str, list[str]] = {}
+    for label in forms:
+        groups.setdefault(unicodedata.normalize("NFKC", label).strip().casefold(), []).append(label)
     for spellings in groups.values():
         if len(spellings) > 1:
-            shown = ", ".join(f"{v!r} ({counts[v]} rows)" for v in sorted(spellings, key=counts.get, reverse=True))
+            rows = {label: sum(counts[v] for v in forms[label]) for label in spellings}
+            shown = ", ".join(f"{ascii(v)} ({rows[v]} rows)" for v in sorted(spellings, key=rows.get, reverse=True))
             logger.warning(
-                "Column %r has labels that differ only in case or surrounding spaces: %s. They are separate classes; "
+                "Column %r has labels that differ only in case, width or surrounding spaces: %s. They are separate classes; "
                 "if they mean one class, write them alike in your file(s).",
                 label_column,
                 shown,
