@@ -15,9 +15,24 @@ from transformers import HfArgumentParser
 
 from hf_spam.allocator import reuse_freed_memory
 from hf_spam.arguments import DataArguments, ModelArguments
-from hf_spam.errors import HfSpamError
+from hf_spam.errors import HfSpamError, OptionError
 from hf_spam.spam_config import SpamTrainingArguments
 from hf_spam.training import run
+
+
+def parse_command_line(parser: HfArgumentParser):
+    """The three dataclasses; values HfArgumentParser cannot place (``--train_file a.csv b.csv``) are an option error."""
+    try:
+        return parser.parse_args_into_dataclasses()
+    except ValueError as error:
+        if "not used by the HfArgumentParser" not in str(error):
+            raise
+        unused = str(error).split(":", 1)[1].strip()
+        raise OptionError(
+            f"Values no option takes: {unused}. Each option takes one value unless its --help says otherwise "
+            "(--train_file, --validation_file and --test_file take one file each; put several in one file or a folder, "
+            "see --dataset_name)."
+        ) from error
 
 
 def main() -> None:
@@ -31,7 +46,7 @@ def main() -> None:
             parse = parser.parse_json_file if sys.argv[1].endswith(".json") else parser.parse_yaml_file
             model_args, data_args, training_args = parse(sys.argv[1])
         else:
-            model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+            model_args, data_args, training_args = parse_command_line(parser)
         if training_args.reuse_freed_memory:
             reuse_freed_memory()  # process-wide: glibc keeps freed memory for the next batch (see hf_spam.allocator)
         run(model_args, data_args, training_args)

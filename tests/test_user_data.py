@@ -277,3 +277,11 @@ def test_empty_header_only_and_wrongly_separated_files_name_split_and_file(tmp_p
     for name, message in cases.items():
         with pytest.raises(DataError, match=message):
             load_text_classification(train_file=tmp_path / "train.csv", validation_file=tmp_path / name)
+
+
+def test_several_files_for_one_split_are_an_option_error(tmp_path):
+    """datasets takes a list of data files; --train_file takes one: the extra value is named in one line, exit 2."""
+    argv = ["--train_file", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--output_dir", str(tmp_path / "out")]
+    result = run_script("train.py", *argv, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"Values no option takes: ['{tmp_path / 'b.csv'}']" in result.stderr and "take one file each" in result.stderr
