@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from .configuration_gpt import MULTI_LABEL, SINGLE_LABEL
 from .errors import TrainingError
 from .evaluation import make_compute_metrics, metric_for, metric_results
 from .model_card import RunRecord, build_model_card
+from .model_checksums import CHECKSUMS_NAME
 from .modeling_gpt import GPTForSequenceClassification
 from .plots import plot_history
 from .spam_config import SpamTrainingArguments
@@ -97,6 +99,7 @@ class SpamTrainer(Trainer):
             model, args, data_collator, splits["train"], eval_dataset, callbacks=callbacks, compute_metrics=compute_metrics, **kwargs
         )
         self.identity = run_identity(self.model, args, run.data_fingerprint if run else None)
+        self._checkpoint_limit = args.save_total_limit  # applied by _save_checkpoint: Trainer's sees None (see train)
         self._warn_if_fsdp_ignored()
 
     def _cache_frozen_prefix(self, model: torch.nn.Module, args: SpamTrainingArguments, splits: dict) -> tuple[dict, object] | None:
@@ -181,14 +184,20 @@ class SpamTrainer(Trainer):
         self.log_metrics(
             "final", {k: v for k, v in results.items() if k.split("_", 1)[0] in ("train", "eval", "test") and k.endswith(SHOWN)}
         )
+        if problem_type == MULTI_LABEL:
+            logger.info(
+                "Multi-label: accuracy counts each text's decision for each class (above --threshold %s or not); exact_match "
+                "counts the texts whose whole set of classes is right.",
+                self.args.threshold,
+            )
         self.run_metrics |= results
         return results
 
     def train(self, *args, **kwargs) -> TrainOutput:
         """Trainer's ``train()``, with ``save_total_limit`` applied here to this run's checkpoints only: Trainer's
         rotation (after each save, and at the end with a limit of 1) deletes every ``checkpoint-*`` in the folder."""
-        limit, self.args.save_total_limit = self.args.save_total_limit, None
-        self._checkpoint_limit = limit
+        limit = self._checkpoint_limit = self.args.save_total_limit
+        self.args.save_total_limit = None
         try:
             output = super().train(*args, **kwargs)
         finally:
@@ -209,7 +218,19 @@ class SpamTrainer(Trainer):
         _barrier()  # every process's rng_state_<rank>.pth is written
         if self.args.should_save and folder.is_dir():
             write_manifest(folder, self.identity)
-            rotate_checkpoints(folder.parent, self.identity, getattr(self, "_checkpoint_limit", self.args.save_total_limit), self.state.best_model_checkpoint)
+            rotate_checkpoints(folder.parent, self.identity, self._checkpoint_limit, self.state.best_model_checkpoint)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Trainer's push of a checkpoint (``--hub_strategy checkpoint``: ``last-checkpoint/``, resumable elsewhere) and
+        of its model as the repository's current one: the checkpoint's manifest and the model's checksums go with
+        them. Under several processes the others' RNG files may not be written yet, so no manifest is pushed: such a
+        checkpoint resumes when named, with a warning that it could not be checked."""
+        folder = Path(checkpoint_folder)
+        if self.args.world_size == 1:
+            write_manifest(folder, self.identity)
+        if (folder / CHECKSUMS_NAME).is_file():  # Trainer copies the checkpoint's weights and config into the output folder
+            shutil.copy(folder / CHECKSUMS_NAME, Path(self.args.output_dir) / CHECKSUMS_NAME)
+        super()._push_from_checkpoint(checkpoint_folder)
 
     def save_run(self) -> None:
         """What a finished run leaves: a LoRA model merged into a plain classifier, ``all_results.json``

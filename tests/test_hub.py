@@ -72,6 +72,9 @@ def test_push_then_load_by_repo_id_without_hf_spam(tmp_path, sms_file, hub):
     assert (
         "last-checkpoint/model.safetensors" in repo.files and "last-checkpoint/trainer_state.json" in repo.files
     )  # --hub_strategy checkpoint
+    # the pushed model's checksums (checked when it is loaded by repo id below), and the pushed checkpoint's manifest
+    assert repo.files["model_checksums.json"] == (out / "model_checksums.json").read_bytes()
+    assert "last-checkpoint/hf_spam_checkpoint.json" in repo.files and "last-checkpoint/model_checksums.json" in repo.files
 
     card = ModelCard(repo.files["README.md"].decode())
     metrics = json.loads((out / "all_results.json").read_text())

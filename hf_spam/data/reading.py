@@ -160,7 +160,7 @@ def _read_file(
     elif suffix == ".jsonl":
         row_names = [f"line {n}" for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     try:
-        dataset = load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        dataset = load_dataset(builder, data_files={split: str(path)}, split=split, **kwargs)  # "Generating <split> split"
     except Exception as error:
         raise DataError(f"{path} (the {split} split): could not be read as {builder.upper()} ({type(error).__name__}: {error}).") from error
     if len(dataset) == 0:
