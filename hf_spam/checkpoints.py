@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from transformers.trainer_pt_utils import safe_globals
 
 from .errors import CheckpointError, OptionError
+from .model_checksums import file_checksums
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +67,7 @@ MUST_MATCH = {
 
 
 def file_digest(path: Path) -> str:
-    digest = xxhash.xxh3_128()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(16 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_checksums(path, ("xxh3_128",))["xxh3_128"]
 
 
 def trainable_names(model: torch.nn.Module) -> list[str]:
@@ -98,9 +95,13 @@ def run_identity(model: torch.nn.Module, args, data: str | None = None) -> dict:
         "model": {field: getattr(config, field, None) for field in MODEL_FIELDS},
         "trainable_parameters": trainable_names(model),
         "data": data,
-        "recipe": {field: getattr(getattr(args, field, None), "value", getattr(args, field, None)) for field in RECIPE_FIELDS},
+        "recipe": {field: _enum_value(getattr(args, field, None)) for field in RECIPE_FIELDS},
     }
     return json.loads(json.dumps(identity))  # as a manifest holds it, so that the two compare equal
+
+
+def _enum_value(value):
+    return getattr(value, "value", value)  # TrainingArguments holds some choices as enums
 
 
 def write_manifest(folder: Path, identity: dict) -> None:
