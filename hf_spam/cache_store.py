@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,9 +157,8 @@ def usable_root(root: Path) -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
         (root / LOCKS).mkdir(exist_ok=True)
-        probe = root / LOCKS / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=root / LOCKS):  # a name of its own: runs starting together each probe theirs
+            pass
     except OSError as error:
         raise CacheError(
             f"The frozen-prefix cache folder {root} cannot be written ({error.strerror or error}). "

@@ -7,12 +7,15 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
 
 from hf_spam import GPTForSequenceClassification
 from hf_spam.cache_management import list_caches, parse_age, parse_size, prune_caches
+from hf_spam.cache_store import usable_root
 from hf_spam.cached_trunk import _stored_bytes, open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CacheError
@@ -177,3 +180,17 @@ def test_training_records_its_keys_and_evicts_to_fit_a_size_limit(splits, tmp_pa
         assert (root / key / "meta.json").is_file() and f"Frozen-prefix cache for {split}: {root / key}, built by this run" in caplog.text
     again = run(*parse(*argv, "--output_dir", str(tmp_path / "second")))
     assert [again[f"trunk_cache_{s}_built"] for s in ("train", "validation", "test")] == [False] * 3
+
+
+def _probe_root(root: str) -> None:
+    for _ in range(300):
+        usable_root(Path(root))
+
+
+def test_runs_starting_together_each_find_the_cache_folder_writable(tmp_path):
+    """Two processes checking one cache folder at the same moment (two sweep jobs starting): neither is told it
+    cannot be written (a shared probe file, removed by one while the other removes it too, did just that)."""
+    with ProcessPoolExecutor(2) as pool:
+        for job in [pool.submit(_probe_root, str(tmp_path)) for _ in range(2)]:
+            job.result()
+    assert not [path for path in tmp_path.rglob("*") if path.is_file()], "no probe file is left behind"

@@ -607,7 +607,8 @@ def test_two_torchrun_jobs_at_once_share_one_cache(tmp_path, sms_file):
         command += [*TRAIN, "--data_file", str(sms_file), "--trunk_cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / name)]
         jobs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     logs = [job.communicate(timeout=900)[0] for job in jobs]
-    assert [job.returncode for job in jobs] == [0, 0], [log[-3000:] for log in logs]
+    errors = [[line for line in log.splitlines() if "Error" in line] for log in logs]  # each rank's own, not only the last
+    assert [job.returncode for job in jobs] == [0, 0], errors
     assert len(list((tmp_path / "cache").glob("[!.]*"))) == 3 and not list((tmp_path / "cache").glob("*.partial"))
     assert "".join(logs).count("Building the frozen-prefix cache") == 3, "each split built once, by one job"
     assert "built by another run meanwhile" in "".join(logs), "the jobs overlapped: one waited for the other's build"
