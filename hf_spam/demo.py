@@ -3,7 +3,7 @@
 It works for any classifier hf_spam trains: the labels come from the model's ``id2label``, every
 class's probability is shown, and the examples come from the model card's ``widget`` texts (taken
 from the validation split at training time). The probabilities are ``pipeline("text-classification")``'s
-with the same truncation as ``scripts/classify.py`` (a test checks they agree).
+with the same truncation as ``hf-spam classify`` (a test checks they agree).
 
 This file is also a Hugging Face Space's ``app.py``: :func:`write_space` copies it into a Space
 folder beside a ``requirements.txt`` and a README with the Space metadata, with ``MODEL`` set to the
@@ -31,7 +31,7 @@ def load(model: str) -> Pipeline:
 
 def token_limit(classifier: Pipeline) -> int:
     """Tokens the model reads: the training pad length of a book-padded model, else the length training cut texts
-    to, else its context (as ``classify.py``)."""
+    to, else its context (as ``hf-spam classify``)."""
     config = classifier.model.config
     padded_length = getattr(config, "padded_length", None)
     if getattr(config, "pooling", None) in ("last", "mean_all") and padded_length:
@@ -78,7 +78,8 @@ def build(classifier: Pipeline, example_texts: list[str], title: str = "GPT text
     problem_type = classifier.model.config.problem_type
     with gr.Blocks(title=title) as demo:
         gr.Markdown(
-            f"# {title}\nThe GPT of *Build a Large Language Model (From Scratch)*, chapter 6, finetuned with hf_spam. Classes: {', '.join(labels)}."
+            f"# {title}\nThe GPT of *Build a Large Language Model (From Scratch)*, chapter 6, finetuned with hf_spam. Classes: "
+            f"{', '.join(labels)}."
         )
         message = gr.Textbox(label="Message", lines=4, placeholder="Type a message", elem_id="message")
         button = gr.Button("Classify", variant="primary", elem_id="classify")

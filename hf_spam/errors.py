@@ -1,5 +1,5 @@
 """The errors a user can act on. Each message names the file, folder or option at fault and what to do,
-so the scripts print it alone, without a traceback (``scripts/*.py`` exit with status 2 on these)."""
+so ``hf-spam`` prints it alone, without a traceback, and exits with status 2."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ class DataError(HfSpamError, ValueError):
 
 
 class CacheError(HfSpamError):
-    """The frozen-prefix cache cannot be written or read: the message names the folder and the option."""
+    """The prefix cache cannot be written or read: the message names the folder and the option."""
 
 
 class CheckpointError(HfSpamError, ValueError):

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Pipeline, PreTrainedModel, pipeline
 
-from .configuration_gpt import BOOK_PADDED_POOLINGS, MULTI_LABEL, REGRESSION
 from .errors import DataError, ModelNotFoundError, OptionError, UnusableModelError
+from .models.gpt.configuration_gpt import BOOK_PADDED_POOLINGS, MULTI_LABEL, REGRESSION
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ def load_classifier(model_name_or_path: str | os.PathLike, device: str | int | N
     vocab_size = classifier.model.config.vocab_size
     if len(classifier.tokenizer) != vocab_size or classifier.tokenizer.convert_tokens_to_ids("<|endoftext|>") != vocab_size - 1:
         raise UnusableModelError(
-            f"{model_name_or_path}: the tokenizer ({type(classifier.tokenizer).__name__}, {len(classifier.tokenizer)} tokens) is not GPT-2's "
+            f"{model_name_or_path}: the tokenizer ({type(classifier.tokenizer).__name__}, {len(classifier.tokenizer)} tokens) is "
+            "not GPT-2's "
             f"{vocab_size}-token BPE the model was trained with; save the model with hf_spam.save_with_tokenizer()."
         )
     return classifier
@@ -39,10 +40,10 @@ def _pipeline(name: str, device: str | int | None) -> Pipeline:
     """The pipeline, or an error that says whether ``name`` was taken as a folder or as a Hub id."""
     if not Path(name).exists() and not HUB_ID.match(name):
         raise ModelNotFoundError(
-            f"{name}: no such folder. Give the folder scripts/train.py wrote (its --output_dir), or a Hub model id of the form user/name."
+            f"{name}: no such folder. Give the folder hf-spam train wrote (its --output_dir), or a Hub model id of the form user/name."
         )
     if Path(name).exists() and not Path(name).is_dir():
-        raise ModelNotFoundError(f"{name} is a file; give the folder scripts/train.py wrote (its --output_dir), or a Hub id.")
+        raise ModelNotFoundError(f"{name} is a file; give the folder hf-spam train wrote (its --output_dir), or a Hub id.")
     try:  # loaded here rather than by pipeline(), which turns a load's error into a ValueError holding every traceback
         model = AutoModelForSequenceClassification.from_pretrained(name, trust_remote_code=True)
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=True)
@@ -51,7 +52,7 @@ def _pipeline(name: str, device: str | int | None) -> Pipeline:
             raise UnusableModelError(" ".join(str(error).split())) from error
         raise ModelNotFoundError(
             f"{name}: no such folder here, and no Hub model of that id could be loaded ({str(error).splitlines()[0]}). "
-            "Give the folder scripts/train.py wrote, or the id of a model on the Hub (user/name; offline, one in the local Hub cache)."
+            "Give the folder hf-spam train wrote, or the id of a model on the Hub (user/name; offline, one in the local Hub cache)."
         ) from error
     return pipeline("text-classification", model=model, tokenizer=tokenizer, top_k=None, device=device)
 

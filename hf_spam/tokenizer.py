@@ -59,7 +59,9 @@ def tiktoken_gpt2() -> tiktoken.Encoding:
         _read_bpe_file(url, sha256)  # fetched into tiktoken's cache, or the error that says what to do
     (encoder_json, encoder_hash), (vocab_bpe, vocab_hash) = files["vocab.json"], files["merges.txt"]
     ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe, encoder_json, vocab_bpe_hash=vocab_hash, encoder_json_hash=encoder_hash)
-    return tiktoken.Encoding(name="gpt2", explicit_n_vocab=50257, pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={END_OF_TEXT: 50256})
+    return tiktoken.Encoding(
+        name="gpt2", explicit_n_vocab=50257, pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={END_OF_TEXT: 50256}
+    )
 
 
 def gpt2_tokenizer(model_max_length: int = 1024) -> PreTrainedTokenizerBase:

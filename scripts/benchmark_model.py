@@ -34,7 +34,8 @@ def main() -> None:
         figures["checkpointing"] = rows = measure_checkpointing(args.presets, args.tokens)
         for row in rows:
             print(
-                f"{row['preset']} checkpointing={row['checkpointing']}: peak {row['peak_mib']:.0f} MiB (weights {row['weights_peak_mib']:.0f}), step {row['step_s']:.1f} s"
+                f"{row['preset']} checkpointing={row['checkpointing']}: peak {row['peak_mib']:.0f} MiB (weights "
+                f"{row['weights_peak_mib']:.0f}), step {row['step_s']:.1f} s"
             )
     if args.json:
         with open(args.json, "w") as out:

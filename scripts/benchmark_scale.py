@@ -1,4 +1,4 @@
-"""The frozen-prefix cache at IMDB-like scale: wall time, cache size on disk, peak memory, and the
+"""The prefix cache at IMDB-like scale: wall time, cache size on disk, peak memory, and the
 second run that reuses the cache.
 
     python scripts/benchmark_scale.py --sizes 1000 4000 --json scale.json
@@ -84,8 +84,12 @@ def timed_run(command: list[str], env: dict) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".peak") as peak:
         started = time.perf_counter()
         result = subprocess.run(
-            [sys.executable, "-c", REPORT_PEAK, *command[1:]], cwd=ROOT, env={**env, "HF_SPAM_BENCH_PEAK": peak.name},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-c", REPORT_PEAK, *command[1:]],
+            cwd=ROOT,
+            env={**env, "HF_SPAM_BENCH_PEAK": peak.name},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         wall = time.perf_counter() - started
         if result.returncode:
@@ -112,8 +116,19 @@ def measure(size: int, layers: int, work: Path, env: dict, verification: bool = 
     cache = work / f"cache-{size}"
     command = [sys.executable, "scripts/train.py", "--dataset_name", str(data), "--weights", "random"]
     command += ["--config_overrides", f"n_layers={layers},emb_dim=768,n_heads=12", "--trainable_layers", "last_layer"]
-    command += ["--num_train_epochs", "1", "--save_strategy", "no", "--load_best_model_at_end", "false", "--initial_eval_batches", "0", "--logging_strategy", "no"]
-    command += ["--per_device_eval_batch_size", "16", "--disable_tqdm", "true", "--trunk_cache_dir", str(cache)]
+    command += [
+        "--num_train_epochs",
+        "1",
+        "--save_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
+        "--initial_eval_batches",
+        "0",
+        "--logging_strategy",
+        "no",
+    ]
+    command += ["--per_device_eval_batch_size", "16", "--disable_tqdm", "true", "--prefix_cache_dir", str(cache)]
     first = timed_run([*command, "--output_dir", str(work / f"out-{size}-1")], env)
     cache_bytes = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
     second = timed_run([*command, "--output_dir", str(work / f"out-{size}-2")], env)
@@ -126,7 +141,7 @@ def measure(size: int, layers: int, work: Path, env: dict, verification: bool = 
         "reuse_speedup": first["wall_s"] / second["wall_s"],
     }
     if verification:  # the reuse again without the checks, then with them, and the raw hashing cost
-        row["second_unverified"] = timed_run([*command, "--verify_trunk_cache", "false", "--output_dir", str(work / f"out-{size}-3")], env)
+        row["second_unverified"] = timed_run([*command, "--verify_prefix_cache", "false", "--output_dir", str(work / f"out-{size}-3")], env)
         row["second_verified"] = timed_run([*command, "--output_dir", str(work / f"out-{size}-4")], env)
         row["checksum_s"] = checksum_seconds(cache)
     return row
@@ -134,13 +149,16 @@ def measure(size: int, layers: int, work: Path, env: dict, verification: bool = 
 
 def format_table(rows: list[dict], budget_gib: float) -> str:
     lines = [
-        f"| training reviews | all examples | tokens | cache on disk | × RAM budget ({budget_gib:g} GiB) | first run s | peak RSS MiB | second run s (cache reused) | peak RSS MiB | speed-up |",
+        f"| training reviews | all examples | tokens | cache on disk | × RAM budget ({budget_gib:g} GiB) | first run s | peak "
+        "RSS MiB | second run s (cache reused) | peak RSS MiB | speed-up |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['train_examples']:,} | {r['examples']:,} | {r['tokens']:,} | {r['cache_gib']:.2f} GiB | {r['cache_gib'] / budget_gib:.1f} "
-            f"| {r['first']['wall_s']:.0f} | {r['first']['peak_rss_mib']:.0f} | {r['second']['wall_s']:.0f} | {r['second']['peak_rss_mib']:.0f} "
+            f"| {r['train_examples']:,} | {r['examples']:,} | {r['tokens']:,} | {r['cache_gib']:.2f} GiB | "
+            f"{r['cache_gib'] / budget_gib:.1f} "
+            f"| {r['first']['wall_s']:.0f} | {r['first']['peak_rss_mib']:.0f} | {r['second']['wall_s']:.0f} | "
+            f"{r['second']['peak_rss_mib']:.0f} "
             f"| {r['reuse_speedup']:.1f}× |"
         )
     return "\n".join(lines)
@@ -155,7 +173,8 @@ def format_verification(rows: list[dict]) -> str:
         verified = (r["second"]["wall_s"] + r["second_verified"]["wall_s"]) / 2
         unverified = r["second_unverified"]["wall_s"]
         lines.append(
-            f"| {r['train_examples']:,} | {r['cache_gib']:.2f} GiB | {r['checksum_s']:.2f} | {verified:.1f} | {unverified:.1f} | {verified / unverified:.3f} |"
+            f"| {r['train_examples']:,} | {r['cache_gib']:.2f} GiB | {r['checksum_s']:.2f} | {verified:.1f} | {unverified:.1f} | "
+            f"{verified / unverified:.3f} |"
         )
     return "\n".join(lines)
 
@@ -167,7 +186,9 @@ def main() -> None:
     parser.add_argument("--ram_budget_gib", type=float, default=1.0, help="the RAM budget the cache is compared with")
     parser.add_argument("--work_dir", help="where data, caches and outputs go (default: a temporary folder)")
     parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--verification", action="store_true", help="also time the reuse with the cache's checksums off (--verify_trunk_cache false)")
+    parser.add_argument(
+        "--verification", action="store_true", help="also time the reuse with the cache's checksums off (--verify_prefix_cache false)"
+    )
     args = parser.parse_args()
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory() as temporary:

@@ -24,7 +24,7 @@ if TEST_DATA:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# datasets' cache (and the frozen-prefix caches under it) in a throwaway folder, not the user's ~/.cache
+# datasets' cache (and the prefix caches under it) in a throwaway folder, not the user's ~/.cache
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="hf_spam_tests_datasets_")
 
 NO_DATA = (

@@ -8,8 +8,9 @@ import torch
 from transformers import GPT2Config, HfArgumentParser
 
 from hf_spam import GPTConfig
-from hf_spam.arguments import DataArguments, ModelArguments
-from hf_spam.spam_config import SpamTrainingArguments
+from hf_spam.cli import COMMANDS
+from hf_spam.training.arguments import DataArguments, ModelArguments
+from hf_spam.training.config import SpamTrainingArguments
 from tests.support import book_reference
 
 TINY_CONFIG = {"vocab_size": 50257, "context_length": 32, "emb_dim": 64, "n_heads": 4, "n_layers": 2}
@@ -67,17 +68,20 @@ TINY = [
 
 
 def parse(*argv: str):
-    """scripts/train.py's arguments, parsed as it parses them."""
+    """hf-spam train's arguments, parsed as it parses them."""
     return HfArgumentParser((ModelArguments, DataArguments, SpamTrainingArguments)).parse_args_into_dataclasses(args=list(argv))
 
 
 def run_script(
     script: str, *argv: str, env: dict | None = None, input: str | bytes | None = None, timeout: float = 900, check: bool = False
 ):
-    """``python scripts/<script> argv...`` from the repository, as a user runs it: its output captured (as text,
-    unless ``input`` is bytes), its exit status kept (``check`` raises on a failure)."""
+    """``hf-spam <command> argv...`` where ``script`` names a command (``train.py``: ``python -m hf_spam.cli train``),
+    else ``python scripts/<script>`` (the developer scripts), from the repository as a user runs it: its output
+    captured (as text, unless ``input`` is bytes), its exit status kept (``check`` raises on a failure)."""
+    command = script.removesuffix(".py")
+    program = ["-m", "hf_spam.cli", command] if command in COMMANDS else [f"scripts/{script}"]
     return subprocess.run(
-        [sys.executable, f"scripts/{script}", *argv],
+        [sys.executable, *program, *argv],
         cwd=ROOT,
         env=env,
         input=input,

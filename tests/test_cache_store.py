@@ -1,4 +1,4 @@
-"""The frozen-prefix cache as a managed cache: listed, least recently used first, pruned without touching
+"""The prefix cache as a managed cache: listed, least recently used first, pruned without touching
 what a live process uses, bounded during training, and clear about bad input."""
 
 import json
@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from hf_spam import GPTForSequenceClassification
-from hf_spam.cache_management import list_caches, parse_age, parse_size, prune_caches
-from hf_spam.cache_store import usable_root
-from hf_spam.cached_trunk import _stored_bytes, open_prefix_cache
+from hf_spam.cache.build import _stored_bytes, open_prefix_cache
+from hf_spam.cache.management import list_caches, parse_age, parse_size, prune_caches
+from hf_spam.cache.store import usable_root
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CacheError
-from hf_spam.model_setup import configure_trainable
+from hf_spam.training.model_setup import configure_trainable
 from tests.helpers import ROOT, run_script, tiny_config
 
 
@@ -49,9 +49,20 @@ def test_list_shows_every_key_with_its_provenance(splits, tmp_path):
     c = build(tmp_path, splits["validation"], seed=0, depth=1)
     entries = {e.key: e for e in list_caches(tmp_path)}
     assert set(entries) == {a.folder.name, b.folder.name, c.folder.name}
-    for cache, (model, split, depth, examples) in ((a, ("tiny seed 0", "validation", 2, 149)), (b, ("tiny seed 1", "test", 2, 300)), (c, ("tiny seed 0", "validation", 1, 149))):
+    for cache, (model, split, depth, examples) in (
+        (a, ("tiny seed 0", "validation", 2, 149)),
+        (b, ("tiny seed 1", "test", 2, 300)),
+        (c, ("tiny seed 0", "validation", 1, 149)),
+    ):
         entry = entries[cache.folder.name]
-        assert (entry.model, entry.split, entry.depth, entry.examples, entry.data, entry.dtype) == (model, split, depth, examples, "SMS", "float32")
+        assert (entry.model, entry.split, entry.depth, entry.examples, entry.data, entry.dtype) == (
+            model,
+            split,
+            depth,
+            examples,
+            "SMS",
+            "float32",
+        )
         assert entry.status == "complete" and entry.bytes == sum(p.stat().st_size for p in cache.folder.iterdir())
         assert entry.created <= entry.last_used and entry.in_use, "this process holds what it opened"
 
@@ -69,9 +80,9 @@ def test_least_recently_used_first_and_a_reuse_counts_as_a_use(splits, tmp_path)
 HOLDER = """
 import sys, torch
 from hf_spam import GPTForSequenceClassification
-from hf_spam.cached_trunk import _stored_bytes, open_prefix_cache
+from hf_spam.cache.build import _stored_bytes, open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
-from hf_spam.model_setup import configure_trainable
+from hf_spam.training.model_setup import configure_trainable
 from tests.helpers import tiny_config
 split = tokenize(load_sms_spam(sys.argv[1]), "dynamic", context_length=128).splits["validation"]
 torch.manual_seed(int(sys.argv[3]))
@@ -85,7 +96,9 @@ sys.stdin.read()  # holds the cache until the test closes stdin
 @pytest.mark.slow
 def test_prune_skips_a_key_held_by_a_live_process_and_dry_run_changes_nothing(splits, tmp_path, sms_file):
     root = tmp_path / "cache"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(sms_file), str(root), "5"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(sms_file), str(root), "5"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         held = holder.stdout.readline().strip()
         a = build(root, splits["validation"], seed=0)
@@ -94,7 +107,9 @@ def test_prune_skips_a_key_held_by_a_live_process_and_dry_run_changes_nothing(sp
         before = sorted(p.name for p in root.iterdir())
         dry = prune_caches(root, keep=0, dry_run=True)
         assert sorted(p.name for p in root.iterdir()) == before, "a dry run removes nothing"
-        assert {e.key for e in dry.removed} == {a.folder.name, b.folder.name} and [(e.key, why) for e, why in dry.skipped] == [(held, "in use by a running process")]
+        assert {e.key for e in dry.removed} == {a.folder.name, b.folder.name} and [(e.key, why) for e, why in dry.skipped] == [
+            (held, "in use by a running process")
+        ]
         result = prune_caches(root, keep=0)
         assert {e.key for e in result.removed} == {a.folder.name, b.folder.name} and result.freed == sum(e.bytes for e in dry.removed)
         assert [e.key for e in list_caches(root)] == [held] and (root / held / "meta.json").is_file()
@@ -108,7 +123,10 @@ def test_older_than_max_size_keep_damaged_and_abandoned_builds(splits, tmp_path,
     for cache, hours in zip(caches, (40, 30, 20, 10), strict=True):
         cache.release()
         age(cache, hours * 3600)
-    assert {e.key for e in prune_caches(tmp_path, older_than=parse_age("1d"), dry_run=True).removed} == {caches[0].folder.name, caches[1].folder.name}
+    assert {e.key for e in prune_caches(tmp_path, older_than=parse_age("1d"), dry_run=True).removed} == {
+        caches[0].folder.name,
+        caches[1].folder.name,
+    }
     assert [e.key for e in prune_caches(tmp_path, keep=3, dry_run=True).removed] == [caches[0].folder.name]
     size = caches[0].bytes + sum(p.stat().st_size for p in caches[0].folder.iterdir() if p.suffix not in (".bin", ".npy"))
     by_size = prune_caches(tmp_path, max_size=2 * size + size // 2, dry_run=True).removed
@@ -128,19 +146,19 @@ def test_older_than_max_size_keep_damaged_and_abandoned_builds(splits, tmp_path,
 
 def test_bad_input_names_the_option(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(CacheError, match=r"is not a frozen-prefix cache folder \(it holds notes.txt\). Pass --trunk_cache_dir"):
+    with pytest.raises(CacheError, match=r"is not a prefix cache folder \(it holds notes.txt\). Pass --prefix_cache_dir"):
         list_caches(tmp_path)
-    with pytest.raises(CacheError, match=r"--max-size '20XB': give a size such as 20GB"):
+    with pytest.raises(CacheError, match=r"--max_size '20XB': give a size such as 20GB"):
         parse_size("20XB")
-    with pytest.raises(CacheError, match=r"--older-than '7 days': give an age such as 7d"):
+    with pytest.raises(CacheError, match=r"--older_than '7 days': give an age such as 7d"):
         parse_age("7 days")
     assert parse_size("1.5GiB") == 1610612736 and parse_size("20GB") == 20 * 10**9 and parse_age("12h") == 43200
 
 
 @pytest.mark.slow
 def test_cache_script_names_the_option_without_a_traceback(tmp_path):
-    result = run_script("cache.py", "prune", "--max-size", "20XB", "--trunk_cache_dir", str(tmp_path))
-    assert result.returncode == 2 and "Traceback" not in result.stderr and "--max-size '20XB'" in result.stderr
+    result = run_script("cache.py", "prune", "--max_size", "20XB", "--prefix_cache_dir", str(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "--max_size '20XB'" in result.stderr
 
 
 TRAIN = ["--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2", "--max_steps", "1", "--initial_eval_batches", "0"]
@@ -149,7 +167,7 @@ TRAIN += ["--save_strategy", "no", "--eval_strategy", "no", "--load_best_model_a
 
 @pytest.mark.slow
 def test_training_records_its_keys_and_evicts_to_fit_a_size_limit(splits, tmp_path, sms_file, caplog):
-    from hf_spam.training import run
+    from hf_spam.training.recipe import run
     from tests.helpers import parse
 
     root = tmp_path / "cache"
@@ -157,29 +175,32 @@ def test_training_records_its_keys_and_evicts_to_fit_a_size_limit(splits, tmp_pa
     for cache, hours in zip(old, (2, 1), strict=True):
         cache.release()
         age(cache, hours * 3600)
-    argv = [*TRAIN, "--data_file", str(sms_file), "--trunk_cache_dir", str(root)]
-    with pytest.raises(CacheError, match=r"need .* together .* more than --trunk_cache_max_size 1.0 kB"):
-        run(*parse(*argv, "--trunk_cache_max_size", "1kB", "--output_dir", str(tmp_path / "none")))
+    argv = [*TRAIN, "--data_file", str(sms_file), "--prefix_cache_dir", str(root)]
+    with pytest.raises(CacheError, match=r"need .* together .* more than --prefix_cache_max_size 1.0 kB"):
+        run(*parse(*argv, "--prefix_cache_max_size", "1kB", "--output_dir", str(tmp_path / "none")))
     assert sorted(e.key for e in list_caches(root)) == sorted(c.folder.name for c in old), "nothing computed, nothing evicted"
     sizes = {name: _stored_bytes(splits[name], 64, torch.float32) for name in ("train", "validation", "test")}  # the run's three keys
     needed = sum(sizes.values())
     # the training split alone would fit, the three together cannot: refused before the first is computed
     with pytest.raises(CacheError, match=r"need .* together \(train .*, validation .*, test .*\)"):
-        run(*parse(*argv, "--trunk_cache_max_size", f"{sizes['train'] + 1}B", "--output_dir", str(tmp_path / "none2")))
+        run(*parse(*argv, "--prefix_cache_max_size", f"{sizes['train'] + 1}B", "--output_dir", str(tmp_path / "none2")))
     assert sorted(e.key for e in list_caches(root)) == sorted(c.folder.name for c in old), "nothing computed, nothing evicted"
 
     budget = sum(c.bytes for c in old) + needed - old[0].bytes // 2  # they fit once the least recently used old key has gone
     with caplog.at_level(logging.INFO):
-        results = run(*parse(*argv, "--trunk_cache_max_size", f"{budget}B", "--output_dir", str(tmp_path / "first")))
-    assert f"Evicted the frozen-prefix cache {old[0].folder}" in caplog.text and str(old[1].folder) not in caplog.text
+        results = run(*parse(*argv, "--prefix_cache_max_size", f"{budget}B", "--output_dir", str(tmp_path / "first")))
+    assert f"Evicted the prefix cache {old[0].folder}" in caplog.text and str(old[1].folder) not in caplog.text
     assert sum(e.bytes for e in list_caches(root)) <= budget
     recorded = json.loads((tmp_path / "first" / "all_results.json").read_text())
     for split in ("train", "validation", "test"):
-        key = recorded[f"trunk_cache_{split}_key"]
-        assert recorded[f"trunk_cache_{split}_built"] is True and recorded[f"trunk_cache_{split}_bytes"] == results[f"trunk_cache_{split}_bytes"] > 0
-        assert (root / key / "meta.json").is_file() and f"Frozen-prefix cache for {split}: {root / key}, built by this run" in caplog.text
+        key = recorded[f"prefix_cache_{split}_key"]
+        assert (
+            recorded[f"prefix_cache_{split}_built"] is True
+            and recorded[f"prefix_cache_{split}_bytes"] == results[f"prefix_cache_{split}_bytes"] > 0
+        )
+        assert (root / key / "meta.json").is_file() and f"Prefix cache for {split}: {root / key}, built by this run" in caplog.text
     again = run(*parse(*argv, "--output_dir", str(tmp_path / "second")))
-    assert [again[f"trunk_cache_{s}_built"] for s in ("train", "validation", "test")] == [False] * 3
+    assert [again[f"prefix_cache_{s}_built"] for s in ("train", "validation", "test")] == [False] * 3
 
 
 def _probe_root(root: str) -> None:

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, TrainerCallback, pipeline
 
-from hf_spam.checkpoints import MANIFEST, file_digest, resolve_checkpoint
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CheckpointError, TrainingError
-from hf_spam.training import run
+from hf_spam.training.checkpoints import MANIFEST, file_digest, resolve_checkpoint
+from hf_spam.training.recipe import run
 from tests.helpers import parse, run_script
 
 # last block + head train (the cached path) on a 2-block model from random weights
@@ -64,7 +64,7 @@ def test_resume_crosses_cached_and_uncached_training(tmp_path, sms_file):
     resumed = run(
         *parse(
             *common,
-            "--cache_frozen_trunk",
+            "--prefix_cache",
             "false",
             "--resume_from_checkpoint",
             str(first / "checkpoint-130"),
@@ -108,7 +108,9 @@ def test_every_checkpoint_carries_a_manifest_of_its_files(checkpointed):
         on_disk = {p.name for p in folder.iterdir() if p.name != MANIFEST}
         assert set(manifest["files"]) == on_disk and {"optimizer.pt", "model.safetensors", "trainer_state.json"} <= on_disk
         assert manifest["files"]["optimizer.pt"]["xxh3_128"] == file_digest(folder / "optimizer.pt")
-        assert manifest["trainable_parameters"] and all(n.startswith(("model.trf_blocks.1", "model.final_norm", "out_head")) for n in manifest["trainable_parameters"])
+        assert manifest["trainable_parameters"] and all(
+            n.startswith(("model.trf_blocks.1", "model.final_norm", "out_head")) for n in manifest["trainable_parameters"]
+        )
 
 
 @pytest.mark.slow
@@ -140,7 +142,9 @@ def test_last_skips_a_checkpoint_whose_files_were_damaged(checkpointed, tmp_path
 def test_a_checkpoint_of_other_trainable_layers_is_a_clear_error(checkpointed, tmp_path, sms_file):
     out = fresh_copy(checkpointed, tmp_path)
     argv = [*CACHED, "--data_file", str(sms_file), *STEPS, "--trainable_layers", "all", "--resume_from_checkpoint", "last"]
-    with pytest.raises(CheckpointError, match=r"checkpoint-4: it trained 20 parameter tensors, this run trains 38 .*Resume with the options"):
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint-4: it trained 20 parameter tensors, this run trains 38 .*Resume with the options"
+    ):
         run(*parse(*argv, "--output_dir", str(out)))
     (out / "checkpoint-4" / MANIFEST).unlink()  # without a manifest (named: `last` skips it) the optimizer state tells
     with pytest.raises(CheckpointError, match=r"its optimizer holds 20 parameter tensors, this run trains 38"):
@@ -155,7 +159,9 @@ def test_resuming_with_the_cache_trains_on_the_checkpoints_weights(checkpointed,
     out = fresh_copy(checkpointed, tmp_path)
     argv = [*CACHED, "--data_file", str(sms_file), *STEPS, "--max_steps", "40", "--seed", "7", "--keep_checkpoints", "false"]
     resume = str(out / "checkpoint-4")  # named: `last` takes only this run's (this seed's) checkpoints
-    results = run(*parse(*argv, "--resume_from_checkpoint", resume, "--trunk_cache_dir", str(tmp_path / "cache"), "--output_dir", str(out)))
+    results = run(
+        *parse(*argv, "--resume_from_checkpoint", resume, "--prefix_cache_dir", str(tmp_path / "cache"), "--output_dir", str(out))
+    )
     model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).eval()
     splits = tokenize(load_sms_spam(sms_file), "longest_train", context_length=model.config.context_length).splits
     for split, key in (("test", "test_accuracy"), ("validation", "eval_accuracy"), ("train", "train_accuracy")):
@@ -176,7 +182,10 @@ def csv_data(folder, sms_file, classes=("ham", "spam")):
     splits = load_sms_spam(sms_file)
     folder.mkdir()
     for name in ("train", "validation"):
-        rows = [(t, classes[2] if len(classes) > 2 and i % 7 == 0 else classes[label]) for i, (t, label) in enumerate(zip(splits[name]["text"], splits[name]["label"], strict=True))]
+        rows = [
+            (t, classes[2] if len(classes) > 2 and i % 7 == 0 else classes[label])
+            for i, (t, label) in enumerate(zip(splits[name]["text"], splits[name]["label"], strict=True))
+        ]
         with open(folder / f"{name}.csv", "w", newline="") as handle:
             csv.writer(handle).writerows([("text", "label"), *rows])
     return ["--train_file", str(folder / "train.csv"), "--validation_file", str(folder / "validation.csv")]
@@ -214,7 +223,11 @@ def test_last_resumes_only_this_runs_checkpoints(checkpointed, tmp_path, sms_fil
     out = fresh_copy(checkpointed, tmp_path)
     before = digests(out / "checkpoint-2")
     with caplog.at_level(logging.INFO):
-        run(*parse(*CACHED, "--data_file", str(sms_file), *STEPS, "--seed", "7", "--resume_from_checkpoint", "last", "--output_dir", str(out)))
+        run(
+            *parse(
+                *CACHED, "--data_file", str(sms_file), *STEPS, "--seed", "7", "--resume_from_checkpoint", "last", "--output_dir", str(out)
+            )
+        )
     assert f"Skipping {out / 'checkpoint-4'}: written by another run (seed 123 there, 7 here)" in caplog.text
     assert "Resuming from" not in caplog.text and f"No intact checkpoint of this run in {out}" in caplog.text
     assert f"Moved {out / 'checkpoint-2'} to checkpoint-2.another-run" in caplog.text
@@ -235,7 +248,9 @@ def test_resuming_with_other_classes_or_data_is_one_error_naming_both(tmp_path, 
     three = csv_data(tmp_path / "three", sms_file, classes=("ham", "spam", "other"))
     result = run_script("train.py", *CACHED, *three, *STEPS, "--resume_from_checkpoint", "last", "--output_dir", str(out), timeout=600)
     assert result.returncode == 2 and "Traceback" not in result.stderr and "size mismatch" not in result.stderr, result.stderr[-2000:]
-    assert "its classes (--label_names, or the labels in the data) are ['ham', 'spam'], this run's ['ham', 'other', 'spam']" in result.stderr
+    assert (
+        "its classes (--label_names, or the labels in the data) are ['ham', 'spam'], this run's ['ham', 'other', 'spam']" in result.stderr
+    )
     assert "its data (the texts and labels of its splits) differ from this run's" in result.stderr
 
 

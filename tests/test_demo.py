@@ -1,5 +1,5 @@
 """The Gradio demo, driven over HTTP with gradio_client and in a real browser (Debian's Chromium through
-Selenium), against what scripts/classify.py says for the same model; and the Space folder it writes."""
+Selenium), against what hf-spam classify says for the same model; and the Space folder it writes."""
 
 import contextlib
 import os
@@ -12,7 +12,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from hf_spam.inference import classify, load_classifier
-from hf_spam.training import run
+from hf_spam.training.recipe import run
 from tests.helpers import ROOT, parse, run_script
 
 SPAM = "WINNER!! As a valued network customer you have been selected to receive a prize reward! Call now"
@@ -42,13 +42,13 @@ def trained(tmp_path_factory, sms_file):
 
 @contextlib.contextmanager
 def serving(model, *options: str):
-    """scripts/demo.py on a free local port; yields its URL once the app says it serves."""
+    """hf-spam demo on a free local port; yields its URL once the app says it serves."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "scripts/demo.py", str(model), "--port", str(port), *options],
+        [sys.executable, "-m", "hf_spam.cli", "demo", str(model), "--port", str(port), *options],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -6,7 +6,7 @@ import torch
 
 from hf_spam import GPTConfig, GPTForSequenceClassification
 from hf_spam.data import load_sms_spam
-from hf_spam.model_setup import book_init_
+from hf_spam.training.model_setup import book_init_
 from tests.helpers import right_padded, tiny_config
 from tests.support import book_reference
 
@@ -62,7 +62,7 @@ def test_ignore_index_reaches_the_loss():
 
 
 def test_list_shows_the_19_rows_with_the_books_settings():
-    from hf_spam.experiments import EXPERIMENTS, listing, select
+    from hf_spam.training.experiments import EXPERIMENTS, listing, select
 
     assert [e.number for e in EXPERIMENTS] == list(range(1, 20))
     text = listing()
@@ -80,13 +80,26 @@ def test_accumulating_8_single_examples_equals_one_batch_of_8(sms_file, tmp_path
     the book divides each loss by the accumulation steps, as Trainer does for this model."""
     from safetensors.torch import load_file
 
-    from hf_spam.training import run
+    from hf_spam.training.recipe import run
     from tests.helpers import parse
 
     common = ["--data_file", str(sms_file), "--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2"]
     common += ["--trainable_layers", "all", "--padding", "none", "--max_steps", "1", "--train_sampling_strategy", "sequential"]
     # plain SGD with rate 1: the step is the gradient itself, so the comparison is of gradients (Adam would rescale them)
-    common += ["--initial_eval_batches", "0", "--save_strategy", "no", "--eval_strategy", "no", "--load_best_model_at_end", "false", "--optim", "sgd", "--learning_rate", "1"]
+    common += [
+        "--initial_eval_batches",
+        "0",
+        "--save_strategy",
+        "no",
+        "--eval_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
+        "--optim",
+        "sgd",
+        "--learning_rate",
+        "1",
+    ]
     run(*parse(*common, "--per_device_train_batch_size", "8", "--padding", "dynamic", "--output_dir", str(tmp_path / "batch")))
     run(
         *parse(
@@ -107,7 +120,7 @@ def test_accumulating_8_single_examples_equals_one_batch_of_8(sms_file, tmp_path
 
 @pytest.mark.slow
 def test_every_row_runs_and_lands_in_the_table(sms_file, tmp_path):
-    from hf_spam.experiments import run_experiments, select, write_table
+    from hf_spam.training.experiments import run_experiments, select, write_table
 
     small = tmp_path / "sms_subset"
     small.write_bytes(b"".join(sms_file.read_bytes().splitlines(keepends=True)[:700]))  # ~90 spam: a 180-message balanced set
@@ -119,7 +132,7 @@ def test_every_row_runs_and_lands_in_the_table(sms_file, tmp_path):
     for row in table["rows"]:
         for key in ("train_accuracy", "validation_accuracy", "test_accuracy", "training_minutes"):
             assert 0 <= row[key] < float("inf"), (row["row"], key)
-        assert row["command"].startswith("python scripts/train.py --split bonus") and row["device"]
+        assert row["command"].startswith("hf-spam train --split bonus") and row["device"]
     assert "random (the book's init) for rows [1, 2, 3" in table["header"]
     markdown = (tmp_path / "out" / "experiments.md").read_text()
     assert markdown.count("\n| ") == 20 and "| 19 | gpt2-small (124M) reduced" in markdown

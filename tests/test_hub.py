@@ -9,6 +9,7 @@ import sys
 import pytest
 from huggingface_hub import ModelCard
 
+from hf_spam.models.gpt import SHIPPED_FILES
 from tests.helpers import run_script
 from tests.support import hub_double
 
@@ -62,7 +63,7 @@ def test_push_then_load_by_repo_id_without_hf_spam(tmp_path, sms_file, hub):
 
     repo = state.repos["reader/spam-tiny"]
     assert repo.private
-    for name in ("model.safetensors", "config.json", "modeling_gpt.py", "configuration_gpt.py", "convert_gpt2.py", "tokenizer.json"):
+    for name in ("model.safetensors", "config.json", "model_checksums.json", *SHIPPED_FILES, "tokenizer.json"):
         assert name in repo.files, name
     for name in ("README.md", "loss.png", "accuracy.png", "all_results.json"):
         assert name in repo.files, name

@@ -1,4 +1,4 @@
-"""Classifying with a saved model (``hf_spam.inference``, ``scripts/classify.py``): one line is one message
+"""Classifying with a saved model (``hf_spam.inference``, ``hf-spam classify``): one line is one message
 whichever way it comes in, and a missing model or an empty input is a sentence, not a traceback."""
 
 import json
@@ -14,7 +14,7 @@ from hf_spam import GPTForSequenceClassification, save_with_tokenizer
 from hf_spam.data import load_sms_spam
 from hf_spam.errors import ModelNotFoundError
 from hf_spam.inference import load_classifier, split_lines
-from hf_spam.training import run
+from hf_spam.training.recipe import run
 from tests.helpers import TINY, parse, run_script, tiny_config
 
 
@@ -132,7 +132,11 @@ def test_classify_on_the_saved_folder_reproduces_the_runs_test_figures(problem, 
         for name, part in (("train", rows[:280]), ("validation", rows[280:330]), ("test", rows[330:])):
             (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
         argv = [f"--{name}_file" for name in ("train", "validation", "test")]
-        argv = [item for name, option in zip(("train", "validation", "test"), argv, strict=True) for item in (option, str(tmp_path / f"{name}.jsonl"))]
+        argv = [
+            item
+            for name, option in zip(("train", "validation", "test"), argv, strict=True)
+            for item in (option, str(tmp_path / f"{name}.jsonl"))
+        ]
         test_rows = rows[330:]
         texts = [r["text"] for r in test_rows]
         if problem == "regression":
@@ -156,7 +160,9 @@ def test_classify_on_the_saved_folder_reproduces_the_runs_test_figures(problem, 
             accuracy = sum(names.index(p["label"]) == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
             assert accuracy == results["test_accuracy"], (model, accuracy, results["test_accuracy"])
         elif problem == "regression":
-            errors = [(p["values"][k] - t[i]) ** 2 for p, t in zip(predicted, truth, strict=True) for i, k in enumerate(("score", "length"))]
+            errors = [
+                (p["values"][k] - t[i]) ** 2 for p, t in zip(predicted, truth, strict=True) for i, k in enumerate(("score", "length"))
+            ]
             assert sum(errors) / len(errors) == pytest.approx(results["test_mse"], rel=1e-5, abs=0), model
         else:
             chosen = [set(p["labels"]) for p in predicted]

@@ -1,18 +1,21 @@
-"""The package's layers, read from its import statements: no module imports itself back through others, the
-files saved next to a model import nothing a fresh environment lacks, and the command line's dataclasses
-reach no further down than the run that reads them."""
+"""The package's shape, read from its folders and import statements: one folder per concern, no module imports
+itself back through others, the files saved next to a model import nothing a fresh environment lacks, and the
+command line's dataclasses reach no further than the run and the commands that read them."""
 
 import ast
 import sys
 from pathlib import Path
 
 import hf_spam
+from hf_spam.models.gpt import SHIPPED_FILES
 
 PACKAGE = Path(hf_spam.__file__).parent
-# copied next to every saved model (trust_remote_code): the standard library, torch, transformers and each other
-SHIPPED = {"configuration_gpt", "modeling_gpt", "gpt_blocks", "pooled_position", "convert_gpt2", "model_checksums"}
+MODEL = PACKAGE / "models" / "gpt"
 # the modules that take the command line's ModelArguments / DataArguments
-COMMAND_LINE_READERS = {"hf_spam.training", "hf_spam.experiments"}
+COMMAND_LINE_READERS = {"hf_spam.training.recipe", "hf_spam.training.experiments", "hf_spam.cli.train"}
+# beside the folders, only what every concern uses (errors, the tokenizer, lazy imports) and the two ways a
+# finished model is used (inference, demo)
+TOP_LEVEL = {"__init__", "errors", "lazy", "tokenizer", "inference", "demo"}
 
 
 def module_name(path: Path) -> str:
@@ -27,6 +30,9 @@ def imports(path: Path, required_only: bool = False) -> set[str]:
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rsplit(".", 1)[0]
     tree = ast.parse(path.read_text())
     optional = set()
+    for node in ast.walk(tree):  # `if TYPE_CHECKING:` imports are for type checkers, not run
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            optional |= {id(child) for statement in node.body for child in ast.walk(statement)}
     if required_only:
         for node in ast.walk(tree):
             if isinstance(node, ast.Try) and any(_catches_import_error(handler) for handler in node.handlers):
@@ -42,7 +48,8 @@ def imports(path: Path, required_only: bool = False) -> set[str]:
             if node.level:
                 parts = package.split(".")
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
-            found.add(base)
+            if node.module or not node.level:  # `from . import store` imports the module store, not its package
+                found.add(base)
             found |= {f"{base}.{alias.name}" for alias in node.names}
     return found
 
@@ -73,23 +80,61 @@ def test_no_module_imports_itself_back():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
-    assert "hf_spam.modeling_gpt" in graph and graph["hf_spam.spam_trainer"], "the graph was read"
+    assert "hf_spam.models.gpt.modeling_gpt" in graph and graph["hf_spam.training.trainer"], "the graph was read"
     assert not cycles, cycles
 
 
+def test_one_folder_per_concern():
+    folders = {str(path.parent.relative_to(PACKAGE)) for path in PACKAGE.rglob("__init__.py")}
+    assert folders == {".", "models", "models/gpt", "cache", "training", "data", "benchmark", "cli"}, folders
+    assert {path.stem for path in PACKAGE.glob("*.py")} == TOP_LEVEL
+    assert {path.name for path in MODEL.glob("*.py")} == {*SHIPPED_FILES, "__init__.py"}
+
+
 def test_saved_model_code_imports_only_what_a_fresh_environment_has():
-    for name in SHIPPED:
-        outside = {
-            module
-            for module in imports(PACKAGE / f"{name}.py", required_only=True)
-            if module.startswith("hf_spam") and module.removeprefix("hf_spam.").split(".")[0] not in SHIPPED and module != "hf_spam"
-        }
+    shipped = {name.removesuffix(".py") for name in SHIPPED_FILES}
+    assert {"configuration_gpt", "modeling_gpt", "gpt_blocks", "pooled_position", "convert_gpt2", "model_checksums"} == shipped
+    for name in shipped:
+        found = imports(MODEL / f"{name}.py", required_only=True)
+        # the saved folder holds these files and nothing of hf_spam around them: siblings only
+        outside = {m for m in found if m.startswith("hf_spam") and m.removeprefix("hf_spam.models.gpt.").split(".")[0] not in shipped}
         # safetensors comes with transformers
-        third_party = {m.split(".")[0] for m in imports(PACKAGE / f"{name}.py", required_only=True)} - set(sys.stdlib_module_names) - {"hf_spam"}
+        third_party = {m.split(".")[0] for m in found} - set(sys.stdlib_module_names) - {"hf_spam"}
         assert not outside, (name, outside)
         assert third_party <= {"torch", "transformers", "safetensors"}, (name, third_party)
 
 
 def test_only_the_run_reads_the_command_line_dataclasses():
-    readers = {name for name, targets in package_graph().items() if "hf_spam.arguments" in targets}
+    readers = {name for name, targets in package_graph().items() if "hf_spam.training.arguments" in targets}
     assert readers == COMMAND_LINE_READERS, readers
+
+
+# each concern may import those of a lower rank and its own, never a higher one: the model knows nothing of data,
+# cache or training; the cache and the data nothing of training; only the command line knows every other
+RANKS = {
+    "models": 0,
+    "errors": 0,
+    "lazy": 0,
+    "tokenizer": 1,
+    "data": 2,
+    "cache": 2,
+    "inference": 3,
+    "training": 3,
+    "demo": 4,
+    "benchmark": 4,
+}
+RANKS |= {"cli": 5, "": 5}  # "": the package's __init__, which re-exports
+
+
+def concern(module: str) -> str:
+    return module.removeprefix("hf_spam").lstrip(".").split(".")[0]
+
+
+def test_concerns_import_only_their_own_rank_or_lower():
+    upward = {
+        (module, target)
+        for module, targets in package_graph().items()
+        for target in targets
+        if RANKS[concern(target)] > RANKS[concern(module)]
+    }
+    assert not upward, sorted(upward)

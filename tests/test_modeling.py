@@ -362,7 +362,7 @@ def count_block_runs(model) -> list[int]:
 def test_gradient_checkpointing_recomputes_blocks_with_the_same_loss_and_gradients(trainable):
     """Every block, the one-position top block of the classifier included, is recomputed in the backward
     pass (its norm2 runs twice) and the loss and every gradient are those of the plain backward."""
-    from hf_spam.model_setup import configure_trainable
+    from hf_spam.training.model_setup import configure_trainable
 
     results = []
     for checkpointing in (False, True):
@@ -423,7 +423,9 @@ def test_beam_search_and_sampling_match_gpt2():
     ours, theirs = lm_and_gpt2(eos_token_id=None, bos_token_id=None)
     ids, mask = left_padded(ROWS)
     with torch.no_grad():
-        beams = [m.generate(ids, attention_mask=mask, max_new_tokens=6, num_beams=3, do_sample=False, pad_token_id=50256) for m in (ours, theirs)]
+        beams = [
+            m.generate(ids, attention_mask=mask, max_new_tokens=6, num_beams=3, do_sample=False, pad_token_id=50256) for m in (ours, theirs)
+        ]
         sampled = []
         for model in (ours, theirs):
             torch.manual_seed(5)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from hf_spam import GPTForSequenceClassification
-from hf_spam.model_setup import configure_trainable
-from hf_spam.pooled_position import attention_at, block_at, pool, prefix, real_tokens, trunk_mask
+from hf_spam.models.gpt.pooled_position import attention_at, block_at, pool, prefix, real_tokens, trunk_mask
+from hf_spam.training.model_setup import configure_trainable
 from tests.helpers import left_padded, right_padded, tiny_config
 
 ROWS = [[15496, 11, 995, 0, 318], [40, 1842], [464, 2068, 7586, 21831, 18045, 625, 262]]
@@ -108,9 +108,7 @@ def test_one_position_top_block_keeps_lora_adapters_on_keys_and_values():
     """LoRA wraps W_key and W_value (their .weight is then only the base of the map): with adapters away from
     zero, logits and every gradient, the top block's key and value adapters' included, match the full blocks."""
     torch.manual_seed(0)
-    peft_model = configure_trainable(
-        GPTForSequenceClassification(tiny_config(n_layers=2)), "lora", lora_rank=2
-    )
+    peft_model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=2)), "lora", lora_rank=2)
     model = peft_model.get_base_model()
     with torch.no_grad():
         for name, parameter in model.named_parameters():

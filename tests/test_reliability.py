@@ -17,11 +17,11 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from hf_spam import GPTForSequenceClassification, save_with_tokenizer
-from hf_spam.checkpoints import MANIFEST, resolve_checkpoint, write_manifest
 from hf_spam.data import DataError, describe, load_sms_spam, load_text_classification
 from hf_spam.errors import UnusableModelError
 from hf_spam.inference import classify, load_classifier, read_text_file
-from hf_spam.model_checksums import ModelFilesError
+from hf_spam.models.gpt.model_checksums import ModelFilesError
+from hf_spam.training.checkpoints import MANIFEST, resolve_checkpoint, write_manifest
 from tests.helpers import ROOT, run_script, tiny_config
 
 TINY_RUN = ["--weights", "random", "--config_overrides", "n_layers=1,emb_dim=32,n_heads=2", "--initial_eval_batches", "0"]

@@ -9,6 +9,7 @@ import textwrap
 import torch
 
 from hf_spam import GPTForCausalLM, GPTForSequenceClassification, gpt2_tokenizer, save_with_tokenizer
+from hf_spam.models.gpt import SHIPPED_FILES
 from tests.helpers import right_padded, tiny_config
 
 FRESH_PROCESS = textwrap.dedent(
@@ -46,7 +47,7 @@ def test_saved_classifier_loads_without_hf_spam(gpt2_bpe, tmp_path):
     model = GPTForSequenceClassification(tiny_config(id2label={0: "ham", 1: "spam"})).eval()
     save_with_tokenizer(model, tmp_path / "model")
     files = set(os.listdir(tmp_path / "model"))
-    assert {"model.safetensors", "config.json", "configuration_gpt.py", "modeling_gpt.py", "convert_gpt2.py", "tokenizer.json"} <= files
+    assert files == {"model.safetensors", "config.json", "model_checksums.json", *SHIPPED_FILES, "tokenizer.json", "tokenizer_config.json"}
     assert not any(f.endswith((".bin", ".pth", ".pt")) for f in files)
     auto_map = json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForSequenceClassification"] == "modeling_gpt.GPTForSequenceClassification"

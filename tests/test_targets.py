@@ -11,9 +11,9 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error
 
 from hf_spam.data import DataError, load_text_classification
-from hf_spam.evaluation import load_metric
 from hf_spam.inference import classify, load_classifier
-from hf_spam.training import run
+from hf_spam.training.evaluation import load_metric
+from hf_spam.training.recipe import run
 from tests.helpers import TINY, parse, run_script
 
 
@@ -133,16 +133,25 @@ def test_regression_run_reports_what_the_saved_model_predicts(tmp_path, sms_file
 
 @pytest.mark.slow
 def test_multi_label_run_with_the_cache_and_threshold_everywhere(tmp_path, sms_file):
-    """Several 0/1 columns, the frozen-prefix cache on (the default): the run's micro-F1 is the saved model's,
+    """Several 0/1 columns, the prefix cache on (the default): the run's micro-F1 is the saved model's,
     and classify.py and the library list every class above --threshold."""
     rows = sms_rows(sms_file)
     header = ("text", "spam", "long", "digits")
     write_csv(tmp_path / "train.csv", header, [(t, int(s), int(n > 0.8), int(d)) for t, s, n, d in rows[:300]])
     write_csv(tmp_path / "test.csv", header, [(t, int(s), int(n > 0.8), int(d)) for t, s, n, d in rows[300:]])
-    argv = ["--train_file", str(tmp_path / "train.csv"), "--test_file", str(tmp_path / "test.csv"), "--label_column", "spam", "long", "digits"]
+    argv = [
+        "--train_file",
+        str(tmp_path / "train.csv"),
+        "--test_file",
+        str(tmp_path / "test.csv"),
+        "--label_column",
+        "spam",
+        "long",
+        "digits",
+    ]
     model = ["--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2", "--trainable_layers", "last_block"]
     results = run(*parse(*argv, *model, "--max_steps", "40", "--learning_rate", "1e-3", "--output_dir", str(tmp_path / "out")))
-    assert "trunk_cache_train_key" in results  # the frozen block's output came from the cache
+    assert "prefix_cache_train_key" in results  # the frozen block's output came from the cache
     texts = [t for t, *_ in rows[300:]]
     truth = np.array([[int(s), int(n > 0.8), int(d)] for _, s, n, d in rows[300:]])
     probabilities = 1 / (1 + np.exp(-recomputed(tmp_path / "out", texts, "multi_label_classification")))

@@ -15,11 +15,12 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_
 from transformers import AutoModelForSequenceClassification, HfArgumentParser, TrainerCallback
 
 from hf_spam import GPTForSequenceClassification
-from hf_spam.evaluation import load_metric
-from hf_spam.model_setup import configure_trainable
-from hf_spam.spam_config import SpamTrainingArguments
-from hf_spam.spam_trainer import SpamTrainer
-from hf_spam.training import run
+from hf_spam.models.gpt import SHIPPED_FILES
+from hf_spam.training.config import SpamTrainingArguments
+from hf_spam.training.evaluation import load_metric
+from hf_spam.training.model_setup import configure_trainable
+from hf_spam.training.recipe import run
+from hf_spam.training.trainer import SpamTrainer
 from tests.helpers import ROOT, TINY, parse, run_script, tiny_config
 
 
@@ -34,12 +35,12 @@ def test_defaults_are_the_books_recipe():
         123,
     )
     assert args.lr_scheduler_type == "constant" and args.max_grad_norm == 0 and args.dataloader_drop_last
-    assert data_args.padding == "dynamic" and args.train_sampling_strategy == "random" and args.cache_frozen_trunk
+    assert data_args.padding == "dynamic" and args.train_sampling_strategy == "random" and args.prefix_cache
 
 
 FREED_MEMORY_PROBE = """
 import ctypes, resource, sys, torch
-from hf_spam.allocator import reuse_freed_memory
+from hf_spam.training.allocator import reuse_freed_memory
 ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: every fault is one 4 KiB page, whatever the kernel's THP setting
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory()
@@ -56,7 +57,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="reuse_freed_memory acts on glibc's allocator only")
 def test_reuse_freed_memory_keeps_freed_memory_in_the_process():
-    """With ``reuse_freed_memory()`` (what scripts/train.py's main() does under its default --reuse_freed_memory)
+    """With ``reuse_freed_memory()`` (what hf-spam train does under its default --reuse_freed_memory)
     freed activations stay in the process: the next batch does not fault the same 100 MiB in again page by page,
     as it does with glibc's defaults."""
 
@@ -87,10 +88,10 @@ def test_training_arguments_raise_on_contradictions_instead_of_changing_the_plan
     assert data_args.label_names == ["ham", "spam"] and args.label_names is None
     assert (args.save_strategy, args.load_best_model_at_end, args.metric_for_best_model) == ("no", False, "validation_accuracy")
     if not torch.cuda.is_available():
-        from hf_spam import spam_config
+        from hf_spam.training import config as spam_config
 
         spam_config._say_cpu_once.cache_clear()
-        with caplog.at_level(logging.INFO, logger="hf_spam.spam_config"):
+        with caplog.at_level(logging.INFO, logger="hf_spam.training.config"):
             assert parse("--output_dir", str(tmp_path))[2].use_cpu and parse("--output_dir", str(tmp_path))[2].use_cpu
         assert sum("use_cpu=True" in record.getMessage() for record in caplog.records) == 1
 
@@ -164,7 +165,7 @@ def test_readme_command_trains_a_spam_classifier_from_scratch(tmp_path, sms_file
     # the output folder holds what a user keeps or shares, nothing test-only and no leftover checkpoints
     assert {p.name for p in out.iterdir()} == {
         *("README.md", "all_results.json", "config.json", "model.safetensors", "training_args.bin"),
-        *("modeling_gpt.py", "gpt_blocks.py", "pooled_position.py", "configuration_gpt.py", "convert_gpt2.py", "model_checksums.py"),
+        *SHIPPED_FILES,
         "model_checksums.json",
         *("tokenizer.json", "tokenizer_config.json"),
         *("loss.png", "loss.pdf", "accuracy.png", "accuracy.pdf"),
@@ -191,8 +192,7 @@ def test_readme_command_trains_a_spam_classifier_from_scratch(tmp_path, sms_file
 
     answer = subprocess.run(
         [
-            sys.executable,
-            "scripts/classify.py",
+            *(sys.executable, "-m", "hf_spam.cli", "classify"),
             str(out),
             "--jsonl",
             "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
@@ -339,7 +339,7 @@ def test_a_training_split_smaller_than_one_batch_is_an_error_before_training(gpt
 def test_texts_shared_across_splits_are_a_visible_warning(caplog):
     from datasets import Dataset, DatasetDict
 
-    from hf_spam.training import warn_cross_split_duplicates
+    from hf_spam.training.recipe import warn_cross_split_duplicates
 
     split = lambda texts: Dataset.from_dict({"text": texts, "label": [0] * len(texts)})  # noqa: E731
     splits = DatasetDict(train=split(["a", "b", "c", "c"]), validation=split(["a", "x"]), test=split(["b", "c", "c", "y"]))
@@ -473,9 +473,9 @@ def test_spam_trainer_used_alone_prepares_the_cache_and_reports_what_the_model_p
     """docs/training.md's library example: SpamTrainer given token ids trains on the cached prefix, evaluates the
     validation and training splits, and its final test figures are those of the trained model itself, run on the
     token ids without any cache (an independent reading of the same weights)."""
-    from hf_spam.cached_prefix import CachedPrefix
+    from hf_spam.cache.rows import CachedPrefix
     from hf_spam.data import load_sms_spam, tokenize
-    from hf_spam.model_setup import build_model
+    from hf_spam.training.model_setup import build_model
 
     data = tokenize(load_sms_spam(sms_file), "dynamic", context_length=32)
     model = build_model(
@@ -487,7 +487,7 @@ def test_spam_trainer_used_alone_prepares_the_cache_and_reports_what_the_model_p
     )
     model = configure_trainable(model, "last_block")
     args = SpamTrainingArguments(
-        output_dir=str(tmp_path / "lib"), max_steps=20, learning_rate=1e-3, trunk_cache_dir=str(tmp_path / "cache"), report_to=[]
+        output_dir=str(tmp_path / "lib"), max_steps=20, learning_rate=1e-3, prefix_cache_dir=str(tmp_path / "cache"), report_to=[]
     )
     trainer = SpamTrainer(model, args, data.collator, data.splits["train"], data.splits["validation"], test_dataset=data.splits["test"])
     assert isinstance(trainer.train_dataset, CachedPrefix) and set(trainer.eval_dataset) == {"validation", "train"}
@@ -509,5 +509,5 @@ def test_spam_trainer_used_alone_prepares_the_cache_and_reports_what_the_model_p
     assert final["test_accuracy"] == pytest.approx(float((torch.cat(predicted).numpy() == labels).mean()))
     assert final["test_confusion_matrix"] == confusion_matrix(labels, torch.cat(predicted).numpy()).tolist()
     saved = json.loads((tmp_path / "lib" / "all_results.json").read_text())
-    assert saved["test_accuracy"] == final["test_accuracy"] and saved["trunk_cache_train_built"] is True
+    assert saved["test_accuracy"] == final["test_accuracy"] and saved["prefix_cache_train_built"] is True
     assert (tmp_path / "lib" / "model.safetensors").is_file() and (tmp_path / "lib" / "accuracy.png").is_file()

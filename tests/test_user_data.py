@@ -12,7 +12,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 from transformers import TrainerCallback
 
 from hf_spam.data import DataError, load_sms_spam, load_text_classification
-from hf_spam.training import run
+from hf_spam.training.recipe import run
 from tests.helpers import parse, run_script
 
 
@@ -201,7 +201,9 @@ def test_a_tsv_quote_that_swallows_rows_is_reported_not_merged(tmp_path):
     lines = ["text\tlabel", "hello there\tham", '"unbalanced start of a text\tspam', "another line\tham", 'ends with a quote"\tspam']
     lines += [f"message {i}\t{['ham', 'spam'][i % 2]}" for i in range(20)]
     (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"train.tsv line 3: a double quote opens a field that closes only on line 5.*24 lines, 22 rows.*--quoting none"):
+    with pytest.raises(
+        DataError, match=r"train.tsv line 3: a double quote opens a field that closes only on line 5.*24 lines, 22 rows.*--quoting none"
+    ):
         load_text_classification(tmp_path / "train.tsv")
     rows = load_text_classification(tmp_path / "train.tsv", quoting="none").splits
     texts = [t for split in rows.values() for t in split["text"]]
@@ -217,7 +219,9 @@ def test_labels_that_differ_in_case_or_spaces_are_warned_about(tmp_path, caplog)
     write_csv(tmp_path / "train.csv", ("text", "label"), rows)
     with caplog.at_level(logging.WARNING):
         data = load_text_classification(tmp_path / "train.csv")
-    assert "labels that differ only in case, width or surrounding spaces: 'spam' (20 rows), 'Spam' (2 rows), 'spam ' (1 rows)" in caplog.text
+    assert (
+        "labels that differ only in case, width or surrounding spaces: 'spam' (20 rows), 'Spam' (2 rows), 'spam ' (1 rows)" in caplog.text
+    )
     assert data.splits["train"].features["label"].names == ["Spam", "ham", "spam", "spam "], "kept as given, as the warning says"
 
 
@@ -248,7 +252,9 @@ def test_each_file_gets_its_encoding_and_a_bom_or_utf8_is_never_misread(tmp_path
     write_csv(tmp_path / "train.csv", ("text", "label"), rows, encoding="cp1252")
     write_csv(tmp_path / "test.csv", ("text", "label"), rows, encoding="utf-8")
     files = {"train_file": tmp_path / "train.csv", "test_file": tmp_path / "test.csv"}
-    with pytest.raises(DataError, match=r"test.csv line 2: the file is valid UTF-8 \('é'\), but --encoding cp1252 would read .*'Ã©'.*train=cp1252"):
+    with pytest.raises(
+        DataError, match=r"test.csv line 2: the file is valid UTF-8 \('é'\), but --encoding cp1252 would read .*'Ã©'.*train=cp1252"
+    ):
         load_text_classification(**files, encoding="cp1252")
     data = load_text_classification(**files, encoding={"train": "cp1252", "test": "utf-8"})
     assert set(data.splits["train"]["text"]) | set(data.splits["test"]["text"]) == {"café crème", "naïve"}
@@ -257,7 +263,9 @@ def test_each_file_gets_its_encoding_and_a_bom_or_utf8_is_never_misread(tmp_path
         bom = load_text_classification(train_file=tmp_path / "bom.csv", encoding="cp1252")
     assert "starts with a utf-8-sig byte-order mark: read as utf-8-sig, not as cp1252" in caplog.text
     assert set(bom.splits["train"]["text"]) == {"café crème", "naïve"}, "the header is 'text', not '\\ufefftext'"
-    (tmp_path / "train.jsonl").write_bytes("".join(json.dumps({"text": t, "label": lab}, ensure_ascii=False) + "\n" for t, lab in rows).encode("cp1252"))
+    (tmp_path / "train.jsonl").write_bytes(
+        "".join(json.dumps({"text": t, "label": lab}, ensure_ascii=False) + "\n" for t, lab in rows).encode("cp1252")
+    )
     with pytest.raises(DataError, match=r"train.jsonl line 1 .*not valid utf-8.*--encoding"):
         load_text_classification(tmp_path / "train.jsonl")
     assert set(load_text_classification(tmp_path / "train.jsonl", encoding="cp1252").splits["train"]["text"]) == {"café crème", "naïve"}

@@ -1,4 +1,4 @@
-"""The benchmark of ``scripts/benchmark.py --data_file path/to/SMSSpamCollection --quick --json bench.json``.
+"""The benchmark of ``hf-spam benchmark --data_file path/to/SMSSpamCollection --quick --json bench.json``.
 
 Side-by-side timing of the book recipe: hf_spam's default path, hf_spam in book-exact mode, and
 transformers' ``GPT2ForSequenceClassification`` + ``Trainer`` with per-batch padding (``DataCollatorWithPadding``,

@@ -30,8 +30,8 @@ import time
 
 import torch
 
-from ..configuration_gpt import GPTConfig
-from ..modeling_gpt import GPTForCausalLM, GPTForSequenceClassification
+from ..models.gpt.configuration_gpt import GPTConfig
+from ..models.gpt.modeling_gpt import GPTForCausalLM, GPTForSequenceClassification
 from .machine import peak_rss_mib
 
 

@@ -7,11 +7,11 @@ import functools
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..configuration_gpt import GPTConfig
 from ..data import load_sms_spam, tokenize
-from ..model_setup import configure_trainable
-from ..modeling_gpt import GPTForSequenceClassification
-from ..pooled_position import prefix
+from ..models.gpt.configuration_gpt import GPTConfig
+from ..models.gpt.modeling_gpt import GPTForSequenceClassification
+from ..models.gpt.pooled_position import prefix
+from ..training.model_setup import configure_trainable
 
 FULL_STEPS = 5 * (1045 // 8)
 FULL_EXAMPLES = 1045 + 149 + 300

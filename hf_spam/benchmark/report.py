@@ -1,5 +1,5 @@
 """From the runs to the figures: each quick run scaled to the work unit, medians, ratios, the fraction of the
-FLOP limit, and the table ``scripts/benchmark.py`` prints."""
+FLOP limit, and the table ``hf-spam benchmark`` prints."""
 
 from __future__ import annotations
 
@@ -96,7 +96,8 @@ def format_table(results: dict) -> str:
     machine = results["machine"]
     scope = "quick slice, extrapolated to the work unit" if results["quick"] else "full work unit"
     lines = [
-        f"Book recipe on gpt2-small (124M, random weights, seed {results['seed']}), {scope}; matmul peak {machine['matmul_peak_gflops']:.1f} GFLOP/s fp32, "
+        f"Book recipe on gpt2-small (124M, random weights, seed {results['seed']}), {scope}; matmul peak "
+        f"{machine['matmul_peak_gflops']:.1f} GFLOP/s fp32, "
         f"{machine['bf16_matmul_peak_gflops']:.1f} bf16; copy {machine['copy_bandwidth_gb_s']:.1f} GB/s; {machine['threads']} threads",
         "| variant | wall s | setup s | prefix cache s | train loop s | evaluate s | peak RSS MiB | x transformers | train GFLOP/s | "
         "% of matmul peak | limit s | % of limit | test acc |",
@@ -105,7 +106,8 @@ def format_table(results: dict) -> str:
     for name, row in results["variants"].items():
         accuracy = row["accuracy"].get("test")
         lines.append(
-            f"| {name} | {row['wall_s']:.1f} | {row['setup_s']:.1f} | {row['cache_s']:.1f} | {row['train_loop_s']:.1f} | {row['evaluate_s']:.1f} | "
+            f"| {name} | {row['wall_s']:.1f} | {row['setup_s']:.1f} | {row['cache_s']:.1f} | {row['train_loop_s']:.1f} | "
+            f"{row['evaluate_s']:.1f} | "
             f"{row['peak_rss_mib']:.0f} | {row['speedup_vs_transformers']:.2f} | {row['train_flops_per_s'] / 1e9:.1f} | "
             f"{row['matmul_peak_fraction'] * 100:.0f} % | {row['limit_s']:.1f} | {row['fraction_of_limit'] * 100:.0f} % | "
             f"{accuracy:.4f}{' (slice)' if results['quick'] else ''} |"

@@ -11,16 +11,16 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, TrainerCallback, pipeline
 
-from ..allocator import reuse_freed_memory
-from ..cached_trunk import cached_splits
+from ..cache.build import cached_splits
 from ..data import load_sms_spam, tokenize
-from ..evaluation import make_compute_metrics
 from ..inference import predict_proba
-from ..model_setup import configure_trainable
-from ..modeling_gpt import GPTForSequenceClassification
-from ..spam_config import SpamTrainingArguments
-from ..spam_trainer import SpamTrainer
+from ..models.gpt.modeling_gpt import GPTForSequenceClassification
 from ..tokenizer import gpt2_tokenizer
+from ..training.allocator import reuse_freed_memory
+from ..training.config import SpamTrainingArguments
+from ..training.evaluation import make_compute_metrics
+from ..training.model_setup import configure_trainable
+from ..training.trainer import SpamTrainer
 from .machine import peak_rss_mib
 from .recipe import QUICK, train_memory_bytes
 
@@ -105,7 +105,7 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool, seed
     """
 
     if not variant.startswith("transformers") or baseline_reuses_memory:
-        reuse_freed_memory()  # as scripts/train.py's main() does by default (--reuse_freed_memory)
+        reuse_freed_memory()  # as hf-spam train's main() does by default (--reuse_freed_memory)
     started = time.perf_counter()
     clock = StepClock()
     book = variant in ("hf_spam_book", "transformers_padded")
@@ -128,7 +128,7 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool, seed
             bf16,
             weight_decay_scope="transformers",
             train_sampling_strategy="random",
-            cache_frozen_trunk=False,
+            prefix_cache=False,
         )
         # plain Trainer semantics (its weight-decay rule), but evaluation keeps the last partial batch as
         # for hf_spam: Trainer would apply dataloader_drop_last to evaluation and score 1,480 of 1,494
@@ -148,8 +148,8 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool, seed
         args = _training_args(output_dir, quick, seed, bf16)
         cache_started = time.perf_counter()
         # a fresh cache folder per run: each run pays for its prefix, as the baselines pay for their forward;
-        # under bf16 the prefix runs under autocast as training does (what scripts/train.py --bf16 does)
-        folder = Path(output_dir) / "trunk_cache"
+        # under bf16 the prefix runs under autocast as training does (what hf-spam train --bf16 does)
+        folder = Path(output_dir) / "prefix_cache"
         # even in --quick the whole cache is built and timed: its fixed costs (hashing the frozen weights) do not scale
         cached, collator = cached_splits(
             model, data.splits, args.per_device_eval_batch_size * 4, folder, autocast=torch.bfloat16 if bf16 else None

@@ -1,4 +1,4 @@
-"""How the work unit's cost grows with message length and training-set size (``scripts/benchmark.py --sweep``)."""
+"""How the work unit's cost grows with message length and training-set size (``hf-spam benchmark --sweep``)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import time
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
-from ..configuration_gpt import GPTConfig
-from ..model_setup import configure_trainable
-from ..modeling_gpt import GPTForSequenceClassification
-from ..pooled_position import prefix
+from ..models.gpt.configuration_gpt import GPTConfig
+from ..models.gpt.modeling_gpt import GPTForSequenceClassification
+from ..models.gpt.pooled_position import prefix
+from ..training.model_setup import configure_trainable
 
 
 def sweep(lengths: tuple[int, ...] = (32, 64, 120, 256), sizes: tuple[int, ...] = (1045, 10_000), reps: int = 3) -> list[dict]:

@@ -36,7 +36,7 @@ QUOTINGS = {"minimal": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}  # CSV's doubl
 
 
 @dataclass
-class _RawSplit:
+class RawSplit:
     """One split as read, before renaming: the dataset plus how to name its rows in messages."""
 
     dataset: Dataset
@@ -47,8 +47,8 @@ class _RawSplit:
         return self.row_names[index] if self.row_names is not None else f"row {index}"
 
 
-def _read_splits(path_or_id, train_file, validation_file, test_file, config_name, splits, text_column, read, encoding):
-    """``{split: _RawSplit}`` from explicit files, a folder, one file or a Hub dataset, and the data's display name.
+def read_splits(path_or_id, train_file, validation_file, test_file, config_name, splits, text_column, read, encoding):
+    """``{split: RawSplit}`` from explicit files, a folder, one file or a Hub dataset, and the data's display name.
 
     ``read(path, encoding=, split=)`` reads one file; ``encoding`` is one codec for every file or one per split."""
     explicit = {"train": train_file, "validation": validation_file, "test": test_file}
@@ -56,7 +56,7 @@ def _read_splits(path_or_id, train_file, validation_file, test_file, config_name
     if explicit and path_or_id is not None:
         raise DataError("Give either a dataset (--dataset_name) or --train_file/--validation_file/--test_file, not both.")
 
-    def read_all(files: dict[str, Path]) -> dict[str, _RawSplit]:
+    def read_all(files: dict[str, Path]) -> dict[str, RawSplit]:
         return {name: read(file, encoding=encoding_of(encoding, name), split=name) for name, file in files.items()}
 
     if explicit:
@@ -121,9 +121,9 @@ def _folder_splits(folder: Path) -> dict[str, Path]:
     return by_split
 
 
-def _read_file(
+def read_file(
     path: Path, text_column: str, label_columns: Sequence[str], encoding: str, quoting: str = "minimal", split: str = "train"
-) -> _RawSplit:
+) -> RawSplit:
     """One CSV/TSV/JSON(L)/Parquet file; the text column always as strings, rows named by their line.
 
     Errors name the file and the split it was given for: an empty or header-only file, a CSV whose one
@@ -169,7 +169,7 @@ def _read_file(
         row_names = None  # the parsers disagree on record boundaries; fall back to data-row numbers
     if builder == "json" and text_column in dataset.column_names and dataset.features[text_column] != Value("string"):
         dataset = dataset.cast_column(text_column, Value("string"))
-    return _RawSplit(dataset, path.name, row_names)
+    return RawSplit(dataset, path.name, row_names)
 
 
 BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
@@ -268,7 +268,7 @@ def _record_lines(text: str, sep: str, quoting: int = csv.QUOTE_MINIMAL) -> list
     return starts
 
 
-def _read_hub(dataset_id: str, config_name: str | None, wanted: list[str] | None, text_column: str) -> dict[str, _RawSplit]:
+def _read_hub(dataset_id: str, config_name: str | None, wanted: list[str] | None, text_column: str) -> dict[str, RawSplit]:
     """A Hub dataset's splits under our names; splits that are not train/validation/test are left out, with a log line.
 
     ``wanted`` chooses explicitly: ``["train", "test"]`` or ``["train=train", "validation=dev"]``.
@@ -303,5 +303,5 @@ def _read_hub(dataset_id: str, config_name: str | None, wanted: list[str] | None
         dataset = loaded[theirs]
         if text_column in dataset.column_names and dataset.features[text_column] != Value("string"):
             dataset = dataset.cast_column(text_column, Value("string"))
-        result[ours] = _RawSplit(dataset, f"{dataset_id} ({theirs} split)")
+        result[ours] = RawSplit(dataset, f"{dataset_id} ({theirs} split)")
     return result

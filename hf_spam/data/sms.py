@@ -143,6 +143,7 @@ def load_sms_spam_frame(data_file: str | os.PathLike | None = None, url: str | N
     raw, name = fetch_sms_spam(url, cache_dir) if data_file is None else read_sms_spam_bytes(data_file)
     return parse_sms_spam(check_sms_lines(raw, name), name)
 
+
 # the rows of chapter 6 (listings 6.2/6.3), or of its bonus experiments script (shuffled once more)
 SMS_SPLITS = ("chapter", "bonus")
 
@@ -221,6 +222,7 @@ def split_like_the_book(dataset: Dataset, train_frac: float = 0.7, validation_fr
     for name, split in splits.items():
         if len(split) == 0:
             raise DataError(
-                f"The {name} split is empty ({len(dataset)} rows, fractions {train_frac}/{validation_frac}); use more data or other fractions."
+                f"The {name} split is empty ({len(dataset)} rows, fractions {train_frac}/{validation_frac}); use more data or "
+                "other fractions."
             )
     return splits

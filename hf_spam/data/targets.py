@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from datasets import Dataset, DatasetDict, Features, Value
 from datasets import Sequence as SequenceFeature
 
-from ..configuration_gpt import MULTI_LABEL, PROBLEM_TYPES, SINGLE_LABEL
 from ..errors import DataError
+from ..models.gpt.configuration_gpt import MULTI_LABEL, PROBLEM_TYPES, SINGLE_LABEL
 
 logger = logging.getLogger(__name__)
 

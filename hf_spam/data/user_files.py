@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from ..configuration_gpt import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..errors import DataError
-from .reading import _RawSplit, _read_file, _read_splits
+from ..models.gpt.configuration_gpt import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from .reading import RawSplit, read_file, read_splits
 from .sms import balance_classes, split_like_the_book
 from .targets import infer_problem_type, multi_label_targets, nfc, regression_targets
 
@@ -97,8 +97,8 @@ def load_text_classification(
     if invalid_rows not in INVALID_ROWS:
         raise ValueError(f"invalid_rows must be one of {INVALID_ROWS}, got {invalid_rows!r}.")
     label_columns = [label_column] if isinstance(label_column, str) else list(label_column)
-    read = functools.partial(_read_file, text_column=text_column, label_columns=label_columns, quoting=quoting)
-    raw, source = _read_splits(path_or_id, train_file, validation_file, test_file, config_name, splits, text_column, read, encoding)
+    read = functools.partial(read_file, text_column=text_column, label_columns=label_columns, quoting=quoting)
+    raw, source = read_splits(path_or_id, train_file, validation_file, test_file, config_name, splits, text_column, read, encoding)
     for part in raw.values():
         missing = [c for c in (text_column, *label_columns) if c not in part.dataset.column_names]
         if missing:
@@ -117,7 +117,7 @@ def load_text_classification(
         dropped_rows[name] = [part.row_name(i) for i in bad]
         if bad:
             keep = sorted(set(range(len(part.dataset))) - set(bad))
-            raw[name] = _RawSplit(part.dataset.select(keep), part.where, [part.row_names[i] for i in keep] if part.row_names else None)
+            raw[name] = RawSplit(part.dataset.select(keep), part.where, [part.row_names[i] for i in keep] if part.row_names else None)
             shown = ", ".join(dropped_rows[name][:5]) + (", ..." if len(bad) > 5 else "")
             logger.warning("%s: dropped %d rows with an empty text or a missing label (%s).", part.where, len(bad), shown)
     if problem_type == REGRESSION:
@@ -150,7 +150,7 @@ def _is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str) and not value.strip())
 
 
-def _invalid_rows(part: _RawSplit, text_column: str, label_columns: Sequence[str], invalid_rows: str) -> list[int]:
+def _invalid_rows(part: RawSplit, text_column: str, label_columns: Sequence[str], invalid_rows: str) -> list[int]:
     """Indices of rows with an empty text or a missing label (-1 counts as missing, as in Hub ``ClassLabel`` data;
     an empty list is a multi-label row of no class, not missing).
 
@@ -177,7 +177,7 @@ def _invalid_rows(part: _RawSplit, text_column: str, label_columns: Sequence[str
 
 
 def _as_class_labels(
-    raw: dict[str, _RawSplit], text_column: str, label_column: str, label_names: list[str] | None, allow_unseen: bool
+    raw: dict[str, RawSplit], text_column: str, label_column: str, label_names: list[str] | None, allow_unseen: bool
 ) -> DatasetDict:
     """Rename to ``text``/``label`` and make ``label`` one ``ClassLabel`` shared by every split.
 
@@ -204,7 +204,8 @@ def _as_class_labels(
         numbers = [float(v) if not isinstance(v, str) else v for v in values]
         if any(isinstance(v, str) or not v.is_integer() or v < 0 for v in numbers):
             raise DataError(
-                f"Column {label_column!r} mixes values {values[:6]}: use class names, or class ids 0, 1, 2, ... (named with --label_names); "
+                f"Column {label_column!r} mixes values {values[:6]}: use class names, or class ids 0, 1, 2, ... (named with "
+                "--label_names); "
                 "numbers to predict are --problem_type regression."
             )
         count = int(max(numbers)) + 1
@@ -231,7 +232,7 @@ def _as_class_labels(
     return data
 
 
-def _warn_label_variants(raw: dict[str, _RawSplit], label_column: str) -> None:
+def _warn_label_variants(raw: dict[str, RawSplit], label_column: str) -> None:
     """Labels written in several Unicode forms are read as one class (NFC), and said so; labels that differ only in
     case, compatibility forms or surrounding spaces (``spam``, ``spam ``, ``Spam``, ``ｓｐａｍ``) are separate
     classes, as given: almost always a typo, so say so with the row counts. Labels are shown with ``ascii()``,

@@ -1,4 +1,4 @@
-"""``scripts/train.py`` with test probes injected from outside the product: a Trainer subclass that
+"""``hf-spam train`` with test probes injected from outside the product: a Trainer subclass that
 records which examples each process trained on, and a callback that pauses right after a given
 checkpoint is saved (so a test can kill the run at a known point without polling).
 
@@ -7,7 +7,7 @@ overlap while one builds the cache; a fourth records how the trained model's par
 (sharded DTensors under FSDP, whole tensors otherwise).
 
 python tests/support/train_probe.py [--probe_record DIR] [--probe_pause_after_save STEP] [--probe_slow_prefix SECONDS]
-    [--probe_sharding DIR] <scripts/train.py arguments>
+    [--probe_sharding DIR] <hf-spam train arguments>
 """
 
 import hashlib
@@ -19,11 +19,11 @@ from pathlib import Path
 
 from transformers import HfArgumentParser, TrainerCallback
 
-from hf_spam import cached_trunk
-from hf_spam.arguments import DataArguments, ModelArguments
-from hf_spam.spam_config import SpamTrainingArguments
-from hf_spam.spam_trainer import SpamTrainer
-from hf_spam.training import run
+from hf_spam.cache import build as cache_build
+from hf_spam.training.arguments import DataArguments, ModelArguments
+from hf_spam.training.config import SpamTrainingArguments
+from hf_spam.training.recipe import run
+from hf_spam.training.trainer import SpamTrainer
 
 
 class RecordingTrainer(SpamTrainer):
@@ -80,8 +80,8 @@ def main() -> None:
     record, pause, slow = take(argv, "--probe_record"), take(argv, "--probe_pause_after_save"), take(argv, "--probe_slow_prefix")
     sharding = take(argv, "--probe_sharding")
     if slow:
-        prefix = cached_trunk.prefix
-        cached_trunk.prefix = lambda *args: time.sleep(float(slow)) or prefix(*args)
+        prefix = cache_build.prefix
+        cache_build.prefix = lambda *args: time.sleep(float(slow)) or prefix(*args)
     model_args, data_args, training_args = HfArgumentParser(
         (ModelArguments, DataArguments, SpamTrainingArguments)
     ).parse_args_into_dataclasses(args=argv)

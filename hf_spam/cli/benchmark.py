@@ -1,0 +1,69 @@
+"""Side-by-side timing of the book recipe: hf_spam's default path, hf_spam in book-exact mode, and transformers'
+``GPT2ForSequenceClassification`` + ``Trainer`` with per-batch padding (the reference of the ratios) and padded
+to 120 as the book; ``*_bf16`` variants under ``--bf16``; plus inference on the test messages against
+``pipeline``. What each variant runs, the work unit and how ``--quick`` scales to it: ``hf_spam.benchmark``.
+
+examples:
+  hf-spam benchmark --data_file path/to/SMSSpamCollection --quick --json bench.json
+  hf-spam benchmark --data_file path/to/SMSSpamCollection --variants hf_spam --rounds 1
+  hf-spam benchmark --sweep                          # cost against message length and training-set size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..benchmark import orchestrate
+from ..benchmark.report import format_table
+from ..benchmark.runs import VARIANTS
+from ..benchmark.sweep import format_sweep, sweep
+from .common import Parser, log_warnings, report_errors
+
+
+def parser() -> Parser:
+    parser = Parser("benchmark", __doc__)
+    parser.add_option("--data_file", help="SMSSpamCollection (or the UCI zip); needed except for --sweep")
+    parser.add_option("--quick", action="store_true", help="time a fixed slice and extrapolate (about 10 min on 2 CPU cores)")
+    parser.add_option("--rounds", type=int, default=None, help="alternating rounds of the variants (default: 2 quick, 1 full)")
+    parser.add_option("--json", help="write the results here")
+    parser.add_option(
+        "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="which training variants to time (transformers always)"
+    )
+    parser.add_option("--seed", type=int, default=123, help="seed of the head, the batch order and the checkpoint's random weights")
+    parser.add_option(
+        "--baseline_reuses_freed_memory",
+        action="store_true",
+        help="run the transformers baselines with hf_spam's --reuse_freed_memory too (by default they keep glibc's defaults)",
+    )
+    parser.add_option("--sweep", action="store_true", help="only the sweep over message length and training-set size (about 3 min)")
+    return parser
+
+
+def benchmark(args: argparse.Namespace) -> dict:
+    if args.sweep:
+        results = sweep()
+        print(format_sweep(results))
+        return results
+    results = orchestrate(
+        args.data_file,
+        quick=args.quick,
+        rounds=args.rounds,
+        variants=args.variants,
+        seed=args.seed,
+        baseline_reuses_freed_memory=args.baseline_reuses_freed_memory,
+    )
+    print(format_table(results))
+    return results
+
+
+def main(argv: list[str]) -> None:
+    parser_ = parser()
+    args = parser_.parse_args(argv)
+    if not args.sweep and not args.data_file:
+        parser_.error("--data_file is needed (the SMS Spam Collection)")
+    log_warnings()
+    results = report_errors(lambda: benchmark(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))

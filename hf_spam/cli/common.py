@@ -1,0 +1,54 @@
+"""What every ``hf-spam`` subcommand shares: its parser (one flag style, errors on one line), logging, and the
+handler that turns a user's mistake into one line and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from ..errors import HfSpamError
+
+
+class OneLineErrors:
+    """argparse reports a bad option as its usage plus the error; here the error alone, on one line, status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class Parser(OneLineErrors, argparse.ArgumentParser):
+    """An argparse parser named ``hf-spam <command>``, its docstring and examples shown by ``--help``; options are
+    written with underscores (HfArgumentParser's style) and accepted with hyphens too."""
+
+    def __init__(self, command: str, doc: str) -> None:
+        super().__init__(prog=f"hf-spam {command}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def add_option(self, name: str, *other_names: str, **kwargs) -> argparse.Action:
+        hyphenated = name.replace("_", "-")
+        return self.add_argument(name, *([hyphenated] if hyphenated != name else []), *other_names, **kwargs)
+
+
+class Renamed(argparse.Action):
+    """An option under its old name: sets the new one's value, with a warning that the old name goes next release."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        new = "--" + self.dest
+        print(f"WARNING {parser.prog}: {option_string} is deprecated and will be removed in the next release: use {new}.", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def report_errors(function: Callable[[], object]) -> object:
+    """``function()``; an :class:`~hf_spam.errors.HfSpamError` (its message names the input and what to do) is
+    logged alone, without a traceback, and the process exits with status 2."""
+    try:
+        return function()
+    except HfSpamError as error:
+        logging.getLogger("hf_spam").error("%s", error)
+        sys.exit(2)
+
+
+def log_warnings() -> None:
+    """Warnings and errors on stderr, nothing else (stdout holds the command's answer)."""
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)

@@ -1,0 +1,212 @@
+"""Chapter 6's finetuning run, top to bottom: data, model, freezing, training with :class:`SpamTrainer`,
+evaluation on every split, then the saved model, metrics, plots and model card (and the Hub push).
+
+``hf-spam train`` parses :class:`~hf_spam.training.arguments.ModelArguments`,
+:class:`~hf_spam.training.arguments.DataArguments` and :class:`~hf_spam.training.config.SpamTrainingArguments`
+with ``HfArgumentParser`` and calls :func:`run`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from ..data import ClassificationData, TokenizedData, describe, load_sms_spam, load_text_classification, tokenize
+from ..data.reading import parse_encodings
+from ..data.tokenization import cross_split_duplicates
+from ..errors import DataError
+from ..inference import token_limit
+from ..models.gpt.configuration_gpt import BOOK_PADDED_POOLINGS, SINGLE_LABEL, GPTConfig
+from ..models.gpt.modeling_gpt import GPTForSequenceClassification
+from ..tokenizer import gpt2_tokenizer
+from .arguments import DataArguments, ModelArguments
+from .checkpoints import check_output_dir, data_fingerprint, load_checkpoint_weights, resolve_checkpoint, run_identity
+from .config import SpamTrainingArguments, choose_best_metric
+from .model_card import RunRecord
+from .model_setup import build_model, configure_trainable, count_parameters
+from .trainer import SpamTrainer
+
+logger = logging.getLogger(__name__)
+
+SMS_SOURCE = "UCI SMS Spam Collection (balanced 747/747, split 70/10/20 with seed 123, as in chapter 6)"
+# the training options the model card's recipe lists (beside every model and data option)
+RECIPE_TRAINING_OPTIONS = (
+    "learning_rate",
+    "weight_decay",
+    "weight_decay_scope",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "seed",
+    "load_best_model_at_end",
+    "metric_for_best_model",
+    "early_stopping_patience",
+    "initial_eval_batches",
+    "train_eval_batches",
+    "threshold",
+)
+
+
+def run(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: SpamTrainingArguments,
+    *,
+    callbacks: list[TrainerCallback] | None = None,
+    trainer_class: type[SpamTrainer] = SpamTrainer,
+) -> dict:
+    """Prepare the data, finetune, evaluate on all splits, save model + tokenizer + code + card + plots; returns
+    ``all_results.json``'s figures. ``callbacks`` are added to Trainer's; ``trainer_class`` lets a caller observe
+    training (a subclass)."""
+    output_dir = Path(training_args.output_dir)
+    check_output_dir(output_dir, overwrite=training_args.overwrite_output_dir, resuming=training_args.resume_from_checkpoint is not None)
+    data = load_data(data_args, training_args.seed)
+    choose_best_metric(training_args, data.problem_type)
+    model = build_model(
+        model_args.model_name_or_path,
+        dict(enumerate(data.label_names)),
+        seed=training_args.seed,
+        weights=model_args.weights,
+        problem_type=data.problem_type,
+        pooling=model_args.pooling,
+        loss_ignore_index=model_args.loss_ignore_index,
+        config_overrides=model_args.config_overrides,
+        random_init=model_args.random_init,
+    )
+    context_length = min(data_args.context_length or model.config.context_length, model.config.context_length)
+    tokenized = tokenize(data.splits, data_args.padding, max_length=data_args.max_length, context_length=context_length)
+    record_inference_options(model.config, tokenized)
+    if training_args.process_index == 0:
+        logger.info(
+            "Data:\n%s\n%s", data.summary(), describe(data.splits, tokenized, training_args.per_device_train_batch_size, data.label_names)
+        )
+        warn_cross_split_duplicates(data.splits)
+    check_one_batch(len(data.splits["train"]), training_args, data.origin.get("train", "the training data"))
+
+    model = configure_trainable(model, model_args.trainable_layers, lora_rank=model_args.lora_rank, lora_alpha=model_args.lora_alpha)
+    trainable, total = count_parameters(model)
+    logger.info("Trainable parameters: %s of %s (%s)", f"{trainable:,}", f"{total:,}", model_args.trainable_layers)
+    run_record = describe_run(model_args, data_args, training_args, data)
+    # before anything is computed from the weights: the prefix cache must come from the checkpoint's
+    identity = run_identity(model, training_args, run_record.data_fingerprint)
+    resume = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir, not training_args.save_only_model, identity)
+    if resume and isinstance(model, GPTForSequenceClassification):
+        load_checkpoint_weights(model, resume)
+
+    trainer = trainer_class(
+        model,
+        training_args,
+        tokenized.collator,
+        tokenized.splits["train"],
+        tokenized.splits["validation"],
+        test_dataset=tokenized.splits["test"],
+        processing_class=gpt2_tokenizer(token_limit(model.config)),
+        run=run_record,
+        callbacks=callbacks,
+    )
+    trainer.evaluate_initial()
+    trainer.evaluate_final(trainer.train(resume_from_checkpoint=resume))
+    trainer.save_run()
+    return trainer.run_metrics
+
+
+def record_inference_options(config: GPTConfig, tokenized: TokenizedData) -> None:
+    """How the run's texts were read, into the saved config: the book's pad length (position -1 is a pad) and the
+    length texts were cut to. ``hf-spam classify``, ``pipeline`` and the demo read them there, and the model itself cuts
+    and pads its input so (a multi-label model's threshold is recorded by ``SpamTrainer``)."""
+    if config.pooling in BOOK_PADDED_POOLINGS and tokenized.max_length is not None:
+        config.padded_length = tokenized.max_length
+    if tokenized.truncation_length < config.context_length:
+        config.truncation_length = tokenized.truncation_length
+    config.validate_book_fields()
+
+
+def load_data(args: DataArguments, seed: int) -> ClassificationData:
+    """The user's data with their splits, or chapter 6's SMS data (downloaded once, or ``--data_file``)."""
+    if args.dataset_name or args.train_file or args.validation_file or args.test_file:
+        return load_text_classification(
+            args.dataset_name,
+            train_file=args.train_file,
+            validation_file=args.validation_file,
+            test_file=args.test_file,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            problem_type=args.problem_type,
+            config_name=args.dataset_config_name,
+            splits=args.splits,
+            label_names=args.label_names,
+            invalid_rows=args.invalid_rows,
+            encoding=parse_encodings(args.encoding),
+            quoting=args.quoting,
+            allow_unseen_labels=args.allow_unseen_labels,
+            balance=args.balance,
+            seed=seed,
+        )
+    if args.problem_type not in (None, SINGLE_LABEL) or args.label_column != ["label"]:
+        raise DataError(
+            "--problem_type and --label_column describe your own data (--train_file, a folder or --dataset_name); the SMS data is ham/spam."
+        )
+    splits = load_sms_spam(args.data_file, split=args.split)
+    source = SMS_SOURCE if args.split == "chapter" else SMS_SOURCE.replace("as in chapter 6", "as in chapter 6's bonus experiments")
+    return ClassificationData(splits, source, {name: f"the book's balanced 70/10/20 split ({args.split})" for name in splits})
+
+
+def describe_run(
+    model_args: ModelArguments, data_args: DataArguments, training_args: SpamTrainingArguments, data: ClassificationData
+) -> RunRecord:
+    """The run as its model card tells it: the weights, the data, the classes and every option given."""
+    on_hub = data_args.dataset_name and not Path(data_args.dataset_name).exists()
+    recipe = asdict(model_args) | {k: v for k, v in asdict(data_args).items() if v is not None}
+    recipe |= {k: getattr(training_args, k) for k in RECIPE_TRAINING_OPTIONS if getattr(training_args, k) is not None}
+    return RunRecord(
+        model=model_args.model_name_or_path,
+        weights=model_args.weights,
+        dataset_name=data.source,
+        dataset_id=data.source if on_hub else None,
+        label_names=data.label_names,
+        problem_type=data.problem_type,
+        example_texts=_examples(data.splits["validation"]),
+        recipe=recipe,
+        config_overrides=model_args.config_overrides,
+        dropped_rows={name: len(rows) for name, rows in data.dropped.items()},
+        data_fingerprint=data_fingerprint(data.splits),
+    )
+
+
+def check_one_batch(rows: int, args: SpamTrainingArguments, where: str) -> None:
+    """An error before any training when the training split cannot fill one batch (nothing would train)."""
+    needed = args.per_device_train_batch_size * args.world_size
+    if args.dataloader_drop_last and rows < needed:
+        processes = f" x {args.world_size} processes" if args.world_size > 1 else ""
+        raise DataError(
+            f"The training split ({where}) has {rows} rows; one batch needs {needed} (--per_device_train_batch_size "
+            f"{args.per_device_train_batch_size}{processes}), and --dataloader_drop_last (the book's) drops an incomplete "
+            f"batch, so nothing would train. Give at least {needed} training rows, a smaller --per_device_train_batch_size, "
+            "or --dataloader_drop_last false."
+        )
+
+
+def warn_cross_split_duplicates(splits) -> None:
+    """Texts of validation/test that also occur in training make those accuracies partly a memory test: say how many."""
+    leaked = {name: count for name, count in cross_split_duplicates(splits).items() if count}
+    if leaked:
+        logger.warning(
+            "Texts also in the training split: %s. They are kept, as the book keeps them, so those splits' accuracy partly "
+            "measures texts seen in training; remove them from your files for an estimate on unseen texts only.",
+            ", ".join(f"{name} {count}" for name, count in leaked.items()),
+        )
+
+
+def _examples(split: Dataset, limit: int = 300, most: int = 4) -> list[str]:
+    """The first validation text of each class, or set of classes, or target value (cut to ``limit``
+    characters, at most ``most``): the card's usage example and widget texts."""
+    seen, texts = set(), []
+    for text, label in zip(split["text"], split["label"], strict=True):
+        key = tuple(label) if isinstance(label, list) else label
+        if key not in seen and len(texts) < most:
+            seen.add(key)
+            texts.append(text[:limit])
+    return texts

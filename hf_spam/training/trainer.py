@@ -1,0 +1,351 @@
+"""``SpamTrainer``: ``Trainer`` for the book's classifier, configured by
+:class:`~hf_spam.training.config.SpamTrainingArguments` (TRL's ``*_trainer.py`` beside its ``*_config.py``).
+
+Besides the book's optimizer and data details, it owns what a run does around ``train()``: it prepares the
+datasets (the frozen embeddings and blocks run once and cached, see ``hf_spam.cache``), evaluates the
+validation and the training split every epoch, measures every split before and after training, and writes
+the run's metrics, plots and model card.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy, TrainOutput
+
+from ..cache.build import cached_splits
+from ..cache.management import format_size, parse_size
+from ..errors import TrainingError
+from ..models.gpt.configuration_gpt import MULTI_LABEL, SINGLE_LABEL
+from ..models.gpt.model_checksums import CHECKSUMS_NAME
+from ..models.gpt.modeling_gpt import GPTForSequenceClassification
+from ..tokenizer import gpt2_tokenizer
+from .callbacks import ValidationEarlyStopping
+from .checkpoints import move_aside, remove_checkpoints, rotate_checkpoints, run_identity, write_manifest
+from .config import SpamTrainingArguments
+from .evaluation import make_compute_metrics, metric_for, metric_results
+from .model_card import RunRecord, build_model_card
+from .plots import plot_history
+
+logger = logging.getLogger(__name__)
+
+# Trainer's timing figures of an evaluation: the final evaluation of the training split must not overwrite train()'s
+TIMING_KEYS = ("_runtime", "_per_second", "_model_preparation_time")
+# the figures logged at the end (all of them are in all_results.json)
+SHOWN = ("accuracy", "loss", "f1", "f1_micro", "f1_macro", "exact_match", "mse", "mae", "pearson", "spearman")
+
+
+class SpamTrainer(Trainer):
+    """``Trainer`` with the book's weight decay and evaluation batches, its datasets prepared, and hf_spam's model card.
+
+    Given token-id datasets and ``args.prefix_cache``, the frozen prefix of the model runs once over
+    every split and training reads its cached output (exact: see ``hf_spam.cache``). ``eval_dataset`` is the
+    validation split: Trainer evaluates it every epoch beside the first ``args.train_eval_batches`` batches of
+    the training split (metrics ``eval_validation_*``, ``eval_train_*``). ``test_dataset`` is measured by
+    :meth:`evaluate_initial` and :meth:`evaluate_final`. ``run`` describes the run for the model card that
+    :meth:`save_run` and ``push_to_hub`` write; without it, Trainer's own card.
+
+    Each checkpoint gets a manifest of its files and of the run (``checkpoints.run_identity``), and only this
+    run's checkpoints are rotated away or removed: another run's in the same ``--output_dir`` stay.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        args: SpamTrainingArguments,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        *,
+        test_dataset=None,
+        run: RunRecord | None = None,
+        callbacks=None,
+        compute_metrics=None,
+        **kwargs,
+    ) -> None:
+        if isinstance(eval_dataset, dict):
+            raise TypeError(
+                "SpamTrainer names its evaluation sets itself (validation, and the training split): pass eval_dataset as one dataset."
+            )
+        self.run = run
+        self.run_metrics: dict = {f"dropped_rows_{name}": count for name, count in run.dropped_rows.items()} if run else {}
+        self._top_parameters: dict[int, int] = {}
+        splits = {"train": train_dataset, "validation": eval_dataset, "test": test_dataset}
+        if _token_ids(train_dataset):
+            cached = self._cache_frozen_prefix(model, args, {name: split for name, split in splits.items() if split is not None})
+            if cached:
+                splits.update(cached[0])
+                data_collator = cached[1]
+        self.test_dataset = splits["test"]
+        if splits["validation"] is not None:
+            train_eval = _first_batches(splits["train"], args.train_eval_batches, args.per_device_eval_batch_size)
+            eval_dataset = {"validation": splits["validation"], "train": train_eval}
+        callbacks = list(callbacks or [])
+        if args.early_stopping_patience:
+            callbacks.append(ValidationEarlyStopping(args.early_stopping_patience))
+        if compute_metrics is None and eval_dataset is not None:
+            config = model.config
+            compute_metrics = make_compute_metrics(config.num_labels, config.problem_type or SINGLE_LABEL, args.threshold)
+        if getattr(model.config, "problem_type", None) == MULTI_LABEL:
+            model.config.threshold = args.threshold  # the saved model predicts as this run was evaluated
+        super().__init__(
+            model, args, data_collator, splits["train"], eval_dataset, callbacks=callbacks, compute_metrics=compute_metrics, **kwargs
+        )
+        self.identity = run_identity(self.model, args, run.data_fingerprint if run else None)
+        self._checkpoint_limit = args.save_total_limit  # applied by _save_checkpoint: Trainer's sees None (see train)
+        self._warn_if_fsdp_ignored()
+
+    def _cache_frozen_prefix(self, model: torch.nn.Module, args: SpamTrainingArguments, splits: dict) -> tuple[dict, object] | None:
+        """The splits as cached prefixes and their collator; ``None`` (the whole model trains on token ids) when
+        nothing is frozen or ``--prefix_cache false``. Records each split's cache in :attr:`run_metrics`."""
+        cached = None
+        if args.prefix_cache:
+            max_size = parse_size(args.prefix_cache_max_size, "--prefix_cache_max_size") if args.prefix_cache_max_size else None
+            cached = cached_splits(
+                model,
+                splits,
+                args.per_device_eval_batch_size * 4,
+                args.prefix_cache_dir,
+                getattr(torch, args.prefix_cache_dtype) if args.prefix_cache_dtype else None,
+                torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None,  # the autocast Trainer will train under
+                args.verify_prefix_cache,
+                self.run.provenance if self.run else None,
+                max_size,
+            )
+        if cached is None:
+            logger.info("Training the whole model on token ids (nothing frozen to cache, or --prefix_cache false).")
+            return None
+        for name, cache in cached[0].items():
+            logger.info(
+                "Prefix cache for %s: %s, %s (%s).",
+                name,
+                cache.folder,
+                "built by this run" if cache.built else "reused",
+                format_size(cache.bytes),
+            )
+            self.run_metrics |= {
+                f"prefix_cache_{name}_key": cache.folder.name,
+                f"prefix_cache_{name}_built": cache.built,
+                f"prefix_cache_{name}_bytes": cache.bytes,
+            }
+        return cached
+
+    def _warn_if_fsdp_ignored(self) -> None:
+        """accelerate turns FSDP on only for accelerators (GPUs and the like): asked for on CPU processes
+        (``accelerate launch --use_fsdp``, or ``--fsdp``), it trains with DDP, every process holding the whole
+        model, and says nothing. The run is right, but not sharded: say so."""
+        asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or bool(self.args.fsdp)
+        if asked and not self.is_fsdp_enabled:
+            logger.warning(
+                "FSDP was asked for, but accelerate shards only on accelerators (GPUs): on %s it trains with DDP, "
+                "every process holding the whole model.",
+                self.args.device.type,
+            )
+
+    def _split(self, name: str):
+        return {"train": self.train_dataset, "validation": self.eval_dataset["validation"], "test": self.test_dataset}[name]
+
+    def evaluate_initial(self) -> dict:
+        """Every split's figures before training, on its first ``args.initial_eval_batches`` batches (the book
+        measures 10 batches of each; 0 skips), as ``initial_train_*``, ``initial_eval_*`` and ``initial_test_*``."""
+        batches, results = self.args.initial_eval_batches, {}
+        if not batches:
+            return results
+        for split, prefix in (("train", "initial_train"), ("validation", "initial_eval"), ("test", "initial_test")):
+            subset = _first_batches(self._split(split), batches, self.args.per_device_eval_batch_size)
+            results.update(self.evaluate(subset, metric_key_prefix=prefix))
+        self.log_metrics("initial", {k: v for k, v in results.items() if k.endswith(("accuracy", "loss"))})
+        self.run_metrics |= results
+        return results
+
+    def evaluate_final(self, train_output: TrainOutput) -> dict:
+        """Every whole split's figures with the final model (``train_*``, ``eval_*``, ``test_*``), the test split's
+        also per class (with its confusion matrix for single-label classes) or per target, and ``train()``'s own;
+        its running loss as ``train_running_loss``, since ``train_loss`` is the final model's."""
+        results = {k: v for k, v in train_output.metrics.items() if k != "train_loss"}
+        results["train_running_loss"] = train_output.metrics["train_loss"]
+        train_eval = self.evaluate(self.train_dataset, metric_key_prefix="train")
+        results.update({k: v for k, v in train_eval.items() if not k.endswith(TIMING_KEYS)})
+        results.update(self.evaluate(self._split("validation"), metric_key_prefix="eval"))
+        test = self.predict(self.test_dataset, metric_key_prefix="test")  # one pass: metrics and confusion matrix
+        results.update(test.metrics)
+        config = self.model.config
+        problem_type = config.problem_type or SINGLE_LABEL
+        metric = metric_for(problem_type, config.num_labels)
+        full = metric_results(metric, test.predictions, test.label_ids, problem_type, config.num_labels, self.args.threshold)
+        results.update({f"test_{k}": v for k, v in full.items() if not isinstance(v, float)})
+        self.log_metrics(
+            "final", {k: v for k, v in results.items() if k.split("_", 1)[0] in ("train", "eval", "test") and k.endswith(SHOWN)}
+        )
+        if problem_type == MULTI_LABEL:
+            logger.info(
+                "Multi-label: accuracy counts each text's decision for each class (above --threshold %s or not); exact_match "
+                "counts the texts whose whole set of classes is right.",
+                self.args.threshold,
+            )
+        self.run_metrics |= results
+        return results
+
+    def train(self, *args, **kwargs) -> TrainOutput:
+        """Trainer's ``train()``, with ``save_total_limit`` applied here to this run's checkpoints only: Trainer's
+        rotation (after each save, and at the end with a limit of 1) deletes every ``checkpoint-*`` in the folder."""
+        limit = self._checkpoint_limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            output = super().train(*args, **kwargs)
+        finally:
+            self.args.save_total_limit = limit
+        best = self.state.best_model_checkpoint
+        if self.args.should_save and best is not None and limit == 1:  # Trainer keeps only the best at the end
+            remove_checkpoints(Path(self.args.output_dir), self.identity, keep=best)
+        return output
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial) -> None:
+        """Trainer's checkpoint, then its manifest (once every process has written its files), then the rotation.
+        Another run's checkpoint of the same step is moved aside first, not written over."""
+        folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save and folder.exists():
+            move_aside(folder, self.identity)
+        _barrier()
+        super()._save_checkpoint(model, trial)
+        _barrier()  # every process's rng_state_<rank>.pth is written
+        if self.args.should_save and folder.is_dir():
+            write_manifest(folder, self.identity)
+            rotate_checkpoints(folder.parent, self.identity, self._checkpoint_limit, self.state.best_model_checkpoint)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Trainer's push of a checkpoint (``--hub_strategy checkpoint``: ``last-checkpoint/``, resumable elsewhere) and
+        of its model as the repository's current one: the checkpoint's manifest and the model's checksums go with
+        them. Under several processes the others' RNG files may not be written yet, so no manifest is pushed: such a
+        checkpoint resumes when named, with a warning that it could not be checked."""
+        folder = Path(checkpoint_folder)
+        if self.args.world_size == 1:
+            write_manifest(folder, self.identity)
+        if (folder / CHECKSUMS_NAME).is_file():  # Trainer copies the checkpoint's weights and config into the output folder
+            shutil.copy(folder / CHECKSUMS_NAME, Path(self.args.output_dir) / CHECKSUMS_NAME)
+        super()._push_from_checkpoint(checkpoint_folder)
+
+    def save_run(self) -> None:
+        """What a finished run leaves: a LoRA model merged into a plain classifier, ``all_results.json``
+        (:attr:`run_metrics`), the plots, the model card, and the model (saved, or pushed with Trainer's
+        ``push_to_hub``); the ``checkpoint-*`` folders are removed unless ``--keep_checkpoints``."""
+        if hasattr(self.model, "merge_and_unload"):  # a PEFT model: the saved and pushed model is a plain classifier
+            self.model = self.model.merge_and_unload()
+        broken = [name for name, parameter in self.model.named_parameters() if not torch.isfinite(parameter).all()]
+        if broken:
+            raise TrainingError(
+                f"The trained model has NaN or infinite weights ({', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}); "
+                f"nothing was saved to {self.args.output_dir}. Lower --learning_rate, or resume from another checkpoint."
+            )
+        if self.processing_class is None:  # every saved folder works with hf-spam classify, pipeline and the demo
+            self.processing_class = gpt2_tokenizer(self.model.config.truncation_length or self.model.config.context_length)
+        output_dir = Path(self.args.output_dir)
+        if self.is_world_process_zero():
+            output_dir.mkdir(parents=True, exist_ok=True)
+            self.save_metrics("all", self.run_metrics, combined=False)
+            examples_per_epoch = len(self.get_train_dataloader()) * self.args.per_device_train_batch_size * self.args.world_size
+            train_accuracy_examples = (len(self.eval_dataset["train"]), len(self.train_dataset))
+            plot_history(self.state.log_history, output_dir, examples_per_epoch, train_accuracy_examples)
+            self.create_model_card()
+        if self.args.push_to_hub:
+            # Trainer's push: saves the model (weights, config, code, tokenizer), writes the card, waits for any
+            # checkpoint push, then uploads the output folder without checkpoint-* folders
+            commit = self.push_to_hub(commit_message="hf_spam: finetuned classifier")
+            if self.is_world_process_zero():
+                logger.info("Pushed to %s", commit.repo_url)
+        else:
+            self.save_model()  # weights, config, model code, tokenizer
+        if self.is_world_process_zero() and not self.args.keep_checkpoints:
+            remove_checkpoints(output_dir, self.identity)
+
+    def floating_point_ops(self, inputs: dict) -> int:
+        """Trainer's estimate, 6 x tokens x parameters, over the parameters the step runs through.
+
+        On the cached prefix (``prefix_depth`` in the batch) that is blocks ``[depth:]``, ``final_norm``
+        and the head, not the whole model Trainer would count (which overstates ``total_flos`` by the frozen
+        blocks); counted once per depth instead of walking every module on every step.
+        """
+        depth = inputs.get("prefix_depth")
+        if depth is None or not isinstance(self.model, GPTForSequenceClassification):
+            return super().floating_point_ops(inputs)
+        if depth not in self._top_parameters:
+            top = (*self.model.model.trf_blocks[depth:], self.model.model.final_norm, self.model.out_head)
+            self._top_parameters[depth] = sum(p.numel() for module in top for p in module.parameters())
+        return 6 * inputs["input_ids"].numel() * self._top_parameters[depth]
+
+    def _get_grad_norm(self, model: torch.nn.Module, grad_norm=None):
+        """The gradient norm, taken only for the steps that log it.
+
+        Trainer (v5) takes it after every backward, only to log it: with ``max_grad_norm`` 0 (the book
+        clips nothing) that is ``clip_grad_norm_(..., inf)``, a pass over every gradient and a multiply
+        by 1, a quarter of a step of the book recipe on CPU (BENCHMARKS.md). Which steps log is known beforehand from
+        ``logging_strategy``/``logging_steps``/``logging_first_step`` (as ``DefaultFlowCallback`` decides);
+        a log that another callback requests on another step goes without ``grad_norm``, never with a stale one.
+        """
+        if grad_norm is None and not self._logs_next_step():
+            return None
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
+
+    def _logs_next_step(self) -> bool:
+        step, args = self.state.global_step + 1, self.args  # global_step counts the step after its optimizer update
+        if step == 1 and args.logging_first_step:
+            return True
+        if args.logging_strategy == IntervalStrategy.STEPS:
+            return step % self.state.logging_steps == 0
+        return args.logging_strategy != IntervalStrategy.NO  # epoch: the last step's norm is logged, which one is last is not known here
+
+    def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
+        """The book's ``AdamW(model.parameters(), weight_decay=0.1)`` decays everything. Trainer's default
+        spares parameters by name: biases and ``final_norm`` (``_norm``), but not ``norm1``/``norm2``:
+        an accident of the book's names, so the book's rule is the default here."""
+        if self.args.weight_decay_scope == "book":
+            return [name for name, _ in model.named_parameters()]
+        return super().get_decay_parameter_names(model)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        with _eval_keeps_last_batch(self.args):
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        with _eval_keeps_last_batch(self.args):
+            return super().get_test_dataloader(test_dataset)
+
+    def create_model_card(self, **kwargs) -> None:
+        """hf_spam's card (``README.md``: the dataset, the recipe, every split's figures) where the run is described;
+        Trainer's generic card knows nothing of them."""
+        if self.run is None:
+            return super().create_model_card(**kwargs)
+        if self.is_world_process_zero():
+            card = build_model_card(self.args.hub_model_id or self.args.output_dir, self.run, self.run_metrics)
+            card.save(Path(self.args.output_dir) / "README.md")
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _token_ids(dataset) -> bool:
+    return isinstance(dataset, Dataset) and "input_ids" in dataset.column_names
+
+
+def _first_batches(dataset, batches: int | None, batch_size: int):
+    return dataset if batches is None else dataset.select(range(min(len(dataset), batches * batch_size)))
+
+
+@contextlib.contextmanager
+def _eval_keeps_last_batch(args: TrainingArguments):
+    """The book drops the last partial batch in training only (``drop_last=True`` on ``train_loader``)."""
+    saved = args.dataloader_drop_last
+    args.dataloader_drop_last = False
+    try:
+        yield
+    finally:
+        args.dataloader_drop_last = saved

@@ -1,0 +1,139 @@
+"""The installed command and the package layout as a user meets them: ``hf-spam`` and its subcommands (help with
+examples, one-line errors, exit 2), the prefix cache's options under their old names, a model folder saved before
+the sub-package layout, and a plain (non-editable) install into a fresh virtual environment."""
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from hf_spam import GPTForSequenceClassification, save_with_tokenizer
+from hf_spam.cli import COMMANDS
+from hf_spam.errors import OptionError
+from hf_spam.inference import classify, load_classifier
+from tests.helpers import ROOT, parse, run_script, tiny_config
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def slow(*values):
+    return pytest.param(*values, marks=pytest.mark.slow)
+
+
+TEXTS = ["You won a free prize! Text WIN to 80080", "See you at 5?"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_shows_its_options_and_examples(command):
+    result = run_script(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: hf-spam {command}") and "\nexamples:\n  hf-spam " + command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["frobnicate"], "hf-spam: error: no command 'frobnicate'; choose one of train, classify"),
+        (
+            ["train", "--output_dir", "runs/none", "--learning_rate", "fast"],
+            "hf-spam train: error: argument --learning_rate/--learning-rate: invalid float value: 'fast'",
+        ),
+        (["classify", "runs/none", "hello"], "ERROR hf_spam: runs/none: no such folder here, and no Hub model of that id could be loaded"),
+        slow(["train", "--output_dir", "runs/none", "--threshold", "2"], "--threshold 2.0: give a probability in [0, 1)"),
+        slow(
+            ["classify", "runs/none", "--batch_size", "many"],
+            "hf-spam classify: error: argument --batch_size/--batch-size: invalid int value: 'many'",
+        ),
+        slow(["cache", "prune", "--keep", "-1"], "hf-spam cache: error: --keep -1: give how many keys to keep, 0 or more."),
+        slow(["demo"], "hf-spam demo: error: the following arguments are required: model"),
+        slow(["benchmark"], "hf-spam benchmark: error: --data_file is needed (the SMS Spam Collection)"),
+    ],
+)
+def test_a_users_mistake_is_one_line_and_exit_2(argv, message):
+    result = subprocess.run([sys.executable, "-m", "hf_spam.cli", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]  # train also logs what it is doing
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.stderr, result.stderr
+    assert argv[0] == "train" or result.stderr == errors[0] + "\n", result.stderr
+
+
+def test_options_written_with_hyphens_are_the_same_options(tmp_path):
+    result = run_script("cache", "list", "--prefix-cache-dir", str(tmp_path), "--json")
+    assert result.returncode == 0 and json.loads(result.stdout) == {"root": str(tmp_path), "keys": []}
+    _, _, args = parse("--output-dir", str(tmp_path), "--prefix-cache-dir", str(tmp_path / "c"))
+    assert args.output_dir == str(tmp_path) and args.prefix_cache_dir == str(tmp_path / "c")
+
+
+def test_the_prefix_caches_old_option_names_still_work_with_a_warning(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="hf_spam"):
+        _, _, args = parse(
+            "--output_dir", str(tmp_path), "--trunk_cache_dir", "old", "--cache_frozen_trunk", "false", "--cache_dtype", "bfloat16"
+        )
+    assert (args.prefix_cache_dir, args.prefix_cache, args.prefix_cache_dtype) == ("old", False, "bfloat16")
+    assert "--trunk_cache_dir is deprecated and will be removed in the next release: use --prefix_cache_dir." in caplog.text
+    with pytest.raises(OptionError, match="--trunk_cache_dir old and --prefix_cache_dir new: --trunk_cache_dir is the old name"):
+        parse("--output_dir", str(tmp_path), "--trunk_cache_dir", "old", "--prefix_cache_dir", "new")
+    result = run_script("cache", "list", "--trunk_cache_dir", str(tmp_path))
+    assert result.returncode == 0 and "--trunk_cache_dir is deprecated" in result.stderr and f"0 keys in {tmp_path}" in result.stdout
+
+
+def test_a_folder_saved_before_the_sub_package_layout_loads_and_computes_the_same():
+    """Written by hf_spam's flat layout (``configuration_gpt.py`` etc. next to the weights, ``auto_map`` naming
+    the modules): the Auto class and the class itself load it, its checksums hold, and its logits are the ones
+    that layout computed."""
+    folder = FIXTURES / "saved_before_layout"
+    expected = json.loads((FIXTURES / "saved_before_layout.expected.json").read_text())
+    inputs = {key: torch.tensor(expected[key]) for key in ("input_ids", "attention_mask")}
+    for model in (AutoModelForSequenceClassification.from_pretrained(folder), GPTForSequenceClassification.from_pretrained(folder)):
+        assert type(model) is GPTForSequenceClassification and model.config.truncation_length == 12
+        with torch.no_grad():
+            torch.testing.assert_close(model.eval()(**inputs).logits, torch.tensor(expected["logits"]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_plain_install_in_a_fresh_environment_gives_a_working_command(tmp_path, gpt2_bpe):
+    """``pip install .`` (a wheel, not editable) into a new virtual environment: ``hf-spam --help`` and ``hf-spam
+    classify`` on a saved folder work from outside the clone, with the installed package's files (the model code a
+    save copies, the local metrics)."""
+    environment, source = tmp_path / "venv", tmp_path / "source"
+    # torch & co. (and pip, setuptools) from this interpreter; hf_spam from the wheel, built from a copy of the
+    # sources so that no earlier build's leftovers can slip into it
+    venv.create(environment, system_site_packages=True, with_pip=False)
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", "runs", ".*_cache"))
+    python = environment / "bin" / "python"
+    install = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(source)]
+    subprocess.run(install, check=True, capture_output=True, timeout=600, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    command = environment / "bin" / "hf-spam"
+    where = subprocess.run(
+        [str(python), "-c", "import hf_spam, pathlib; print(pathlib.Path(hf_spam.__file__).parent)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    installed = Path(where.stdout.strip())
+    assert installed.is_relative_to(environment), where
+    assert (installed / "training" / "metrics" / "multi_label" / "multi_label.py").is_file()
+
+    help_text = subprocess.run([str(command), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert help_text.returncode == 0 and all(f"  {name} " in help_text.stdout for name in COMMANDS), help_text
+
+    torch.manual_seed(0)
+    model = GPTForSequenceClassification(tiny_config(id2label={0: "ham", 1: "spam"})).eval()
+    save_with_tokenizer(model, tmp_path / "model")
+    answer = subprocess.run(
+        [str(command), "classify", str(tmp_path / "model"), "--jsonl", *TEXTS], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert answer.returncode == 0, answer.stderr
+    expected = classify(load_classifier(str(tmp_path / "model")), TEXTS)
+    got = [json.loads(line) for line in answer.stdout.splitlines()]
+    assert [r["label"] for r in got] == [r["label"] for r in expected]
+    assert [r["score"] for r in got] == pytest.approx([r["score"] for r in expected], rel=1e-5)
