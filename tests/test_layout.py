@@ -3,6 +3,7 @@ itself back through others, the files saved next to a model import nothing a fre
 command line's dataclasses reach no further than the run and the commands that read them."""
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -138,3 +139,17 @@ def test_concerns_import_only_their_own_rank_or_lower():
         if RANKS[concern(target)] > RANKS[concern(module)]
     }
     assert not upward, sorted(upward)
+
+
+def test_the_public_names_import_on_first_use():
+    """``import hf_spam`` registers the model and stops there; ``from hf_spam import SpamTrainer`` (as ``from trl
+    import SFTTrainer``) and the other public names then import their modules."""
+    probe = (
+        "import sys, hf_spam\n"
+        "assert 'hf_spam.training.trainer' not in sys.modules and 'hf_spam.data' not in sys.modules, sorted(sys.modules)\n"
+        "from hf_spam import SpamTrainer, SpamTrainingArguments, ModelArguments, DataArguments, load_sms_spam, tokenize\n"
+        "from hf_spam import load_text_classification, classify, load_classifier\n"
+        "from hf_spam.training.trainer import SpamTrainer as defined\n"
+        "assert SpamTrainer is defined and set(hf_spam.__all__) <= set(dir(hf_spam))\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, cwd=PACKAGE.parent, capture_output=True, timeout=300)
