@@ -27,6 +27,7 @@ import torch
 from huggingface_hub import hf_hub_download
 from transformers import HfArgumentParser
 
+from ..errors import OptionError
 from ..models.gpt.configuration_gpt import GPT2_PRESETS, resolve_preset
 from .arguments import DataArguments, ModelArguments
 from .config import SpamTrainingArguments
@@ -134,7 +135,7 @@ def select(names: list[str]) -> list[Experiment]:
     for name in names:
         experiment = EXPERIMENTS[int(name) - 1] if name.isdigit() and 1 <= int(name) <= len(EXPERIMENTS) else BY_NAME.get(name)
         if experiment is None:
-            raise ValueError(f"Unknown experiment {name!r}: use 1-{len(EXPERIMENTS)} or one of {list(BY_NAME)}.")
+            raise OptionError(f"Unknown experiment {name!r}: use 1-{len(EXPERIMENTS)} or one of {list(BY_NAME)}.")
         chosen.append(experiment)
     return chosen
 
