@@ -5,7 +5,14 @@ from __future__ import annotations
 
 
 class HfSpamError(Exception):
-    """Bad input or an unusable file or folder, described for the person who gave it."""
+    """Bad input or an unusable file or folder, described for the person who gave it.
+
+    ``command_line`` is the same message for a user of ``hf-spam``, where what to do is an option (``--data_file``),
+    not a Python argument (``data_file=``); ``str(error)`` stays the Python message."""
+
+    def __init__(self, message: str, *, command_line: str | None = None) -> None:
+        super().__init__(message)
+        self.command_line = command_line or message
 
 
 class DataError(HfSpamError, ValueError):
@@ -26,6 +33,11 @@ class ModelNotFoundError(HfSpamError, OSError):
 
 class UnusableModelError(HfSpamError, OSError):
     """A model folder that exists but cannot be used as saved (damaged or edited files, another vocabulary)."""
+
+
+class DownloadError(HfSpamError, RuntimeError):
+    """A file hf_spam fetches at run time (GPT-2's BPE files) could not be had: the message names the URL and the
+    local alternative."""
 
 
 class TrainingError(HfSpamError):

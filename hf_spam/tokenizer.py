@@ -19,6 +19,8 @@ from tiktoken.load import data_gym_to_mergeable_bpe_ranks, read_file_cached
 from tiktoken_ext.openai_public import r50k_pat_str
 from transformers import GPT2TokenizerFast, PreTrainedModel, PreTrainedTokenizerBase
 
+from .errors import DownloadError
+
 END_OF_TEXT = "<|endoftext|>"
 # Where tiktoken_ext.openai_public.gpt2() downloads OpenAI's two files from, and their sha256.
 GPT2_BPE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
@@ -44,8 +46,9 @@ def _read_bpe_file(url: str, sha256: str) -> bytes:
         return read_file_cached(url, sha256)
     except Exception as error:  # requests' connection errors, tiktoken's hash ValueError
         cache = os.environ.get("TIKTOKEN_CACHE_DIR", "<unset>")
-        raise RuntimeError(
-            f"Could not get GPT-2's BPE file {url} ({error}). Offline, point TIKTOKEN_CACHE_DIR (now {cache}) "
+        reason = " ".join(str(error).split())
+        raise DownloadError(
+            f"Could not get GPT-2's BPE file {url} ({reason}). Offline, point TIKTOKEN_CACHE_DIR (now {cache}) "
             "at a folder with tiktoken's cached copies of encoder.json and vocab.bpe."
         ) from error
 

@@ -66,6 +66,43 @@ def test_a_users_mistake_is_one_line_and_exit_2(argv, message):
     assert argv[0] == "train" or result.stderr == errors[0] + "\n", result.stderr
 
 
+@pytest.mark.parametrize(
+    ("extra", "env", "message"),
+    [
+        pytest.param([], {}, "Offline, pass a local copy: --data_file path/to/SMSSpamCollection (or the UCI zip).", id="no-data"),
+        slow(["--data_file", "SMS"], {}, "Or train from random weights: --weights random."),
+        slow(["--data_file", "SMS", "--weights", "random"], {"TIKTOKEN_CACHE_DIR": "EMPTY"}, "Offline, point TIKTOKEN_CACHE_DIR (now "),
+    ],
+)
+def test_the_readmes_first_command_offline_names_the_option_to_pass(extra, env, message, sms_file, tmp_path):
+    """README's ``hf-spam train --output_dir runs/spam`` without a network: the UCI data, then OpenAI's weights, then
+    GPT-2's BPE files cannot be had; each is one line naming the command-line option (not the Python argument)."""
+    (tmp_path / "empty").mkdir()
+    argv = [str(sms_file) if arg == "SMS" else arg for arg in extra]
+    environment = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    environment.update({k: str(tmp_path / "empty") for k, v in env.items()}, HF_SPAM_GPT2_BPE_URL="http://127.0.0.1:9/")
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_spam.cli", "train", "--output_dir", str(tmp_path / "run"), *argv],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert len(errors) == 1 and message in errors[0] and "data_file=" not in errors[0], errors
+
+
+def test_classify_prints_its_answers_and_nothing_on_stderr(gpt2_bpe, tmp_path):
+    """On success ``hf-spam classify`` writes one line per text to stdout and nothing to stderr (no loading bars)."""
+    torch.manual_seed(0)
+    save_with_tokenizer(GPTForSequenceClassification(tiny_config(num_labels=2, id2label={0: "ham", 1: "spam"})), tmp_path / "model")
+    result = run_script("classify", str(tmp_path / "model"), *TEXTS)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert [line.split("\t")[-1] for line in result.stdout.splitlines()] == TEXTS
+
+
 def test_options_written_with_hyphens_are_the_same_options(tmp_path):
     result = run_script("cache", "list", "--prefix-cache-dir", str(tmp_path), "--json")
     assert result.returncode == 0 and json.loads(result.stdout) == {"root": str(tmp_path), "keys": []}

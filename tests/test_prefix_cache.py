@@ -5,6 +5,7 @@ is damaged, sharded across processes, and bounded in memory whatever its size.""
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -632,3 +633,23 @@ def test_two_torchrun_jobs_at_once_share_one_cache(tmp_path, sms_file):
     assert len(list((tmp_path / "cache").glob("[!.]*"))) == 3 and not list((tmp_path / "cache").glob("*.partial"))
     assert "".join(logs).count("Building the prefix cache") == 3, "each split built once, by one job"
     assert "built by another run meanwhile" in "".join(logs), "the jobs overlapped: one waited for the other's build"
+
+
+@pytest.mark.parametrize("disable_tqdm", [False, True])
+def test_a_cache_build_shows_its_progress_unless_disable_tqdm(sms_file, tmp_path, capfd, disable_tqdm):
+    """Building a split's cache can take minutes: a tqdm bar per split, as Trainer shows for its loops; none with
+    ``--disable_tqdm true``."""
+    from hf_spam.training import SpamTrainer, SpamTrainingArguments
+
+    data = tokenize(load_sms_spam(sms_file), "dynamic", context_length=128)
+    args = SpamTrainingArguments(
+        output_dir=str(tmp_path / "out"), prefix_cache_dir=str(tmp_path / "cache"), disable_tqdm=disable_tqdm, report_to=[]
+    )
+    capfd.readouterr()
+    SpamTrainer(frozen_model(), args, data.collator, data.splits["train"], data.splits["validation"], test_dataset=data.splits["test"])
+    bars = re.findall(r"Prefix cache: 100%\|[^|]*\| (\d+)/(\d+)", capfd.readouterr().err)
+    if disable_tqdm:
+        assert bars == []
+    else:
+        distinct = {str(len({tuple(ids) for ids in split["input_ids"]})) for split in data.splits.values()}  # computed once each
+        assert all(done == total for done, total in bars) and {total for _, total in bars} == distinct, bars

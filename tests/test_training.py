@@ -440,19 +440,20 @@ def test_fsdp_asked_of_accelerate_on_cpu_is_said_to_run_as_ddp(tmp_path, sms_fil
 
 
 @pytest.mark.slow
-def test_gradient_checkpointing_flag_trains_the_same_model(tmp_path, sms_file):
-    """``--gradient_checkpointing true`` (Trainer's flag) recomputes the blocks in the backward pass: the
-    same losses, metrics and weights as without, on the cached prefix with the one-position top block."""
+def test_activation_checkpointing_flag_trains_the_same_model(tmp_path, sms_file):
+    """``--activation_checkpointing true`` (Trainer's flag; ``--gradient_checkpointing`` is its deprecated alias)
+    recomputes the blocks in the backward pass: the same losses, metrics and weights as without, on the cached prefix
+    with the one-position top block."""
 
     class Checkpointing(TrainerCallback):
         seen: list[bool] = []
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
-            self.seen.append(model.is_gradient_checkpointing)
+            self.seen.append(model.is_activation_checkpointing)
 
     results = []
     for flag in ("false", "true"):
-        argv = ["--data_file", str(sms_file), *TINY, "--max_steps", "6", "--initial_eval_batches", "0", "--gradient_checkpointing", flag]
+        argv = ["--data_file", str(sms_file), *TINY, "--max_steps", "6", "--initial_eval_batches", "0", "--activation_checkpointing", flag]
         results.append(run(*parse(*argv, "--output_dir", str(tmp_path / flag)), callbacks=[Checkpointing()]))
     assert Checkpointing.seen == [False, True]
     timing = ("runtime", "per_second", "preparation_time")
@@ -511,3 +512,12 @@ def test_spam_trainer_used_alone_prepares_the_cache_and_reports_what_the_model_p
     saved = json.loads((tmp_path / "lib" / "all_results.json").read_text())
     assert saved["test_accuracy"] == final["test_accuracy"] and saved["prefix_cache_train_built"] is True
     assert (tmp_path / "lib" / "model.safetensors").is_file() and (tmp_path / "lib" / "accuracy.png").is_file()
+    # the folder carries its tokenizer though none was given: hf-spam classify, pipeline and the demo load it
+    from hf_spam import classify, load_classifier
+
+    texts = list(load_sms_spam(sms_file)["test"]["text"][:16])
+    labels_of_folder = [result["label"] for result in classify(load_classifier(tmp_path / "lib"), texts)]
+    ids = [data.collator([test[i]]) for i in range(16)]
+    with torch.no_grad():
+        labels_of_model = [model.config.id2label[int(model(input_ids=batch["input_ids"]).logits.argmax())] for batch in ids]
+    assert labels_of_folder == labels_of_model

@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
+from tqdm.auto import tqdm
 
 from ..errors import CacheError
 from ..models.gpt.modeling_gpt import GPTForSequenceClassification
@@ -140,9 +141,11 @@ def _compute_shard(
     world: int,
     autocast: torch.dtype | None = None,
     max_batch_tokens: int = 2048,
+    progress: bool = True,
 ) -> dict:
     """Run embeddings + blocks ``[0, depth)`` over this process's share, in length-sorted batches, appending
-    to its shard file; each example's rows get a checksum in the shard's index."""
+    to its shard file; each example's rows get a checksum in the shard's index. Process 0 shows a progress bar
+    (``progress``), as Trainer does for its loops: a build can take minutes."""
     lengths = token_lengths(dataset)
     mine = np.arange(len(dataset))[rank::world]
     copies = first_copies(dataset, mine)
@@ -155,8 +158,10 @@ def _compute_shard(
     name = f"shard-{rank}-of-{world}"
     first_row, digest = np.zeros(len(dataset), dtype=np.uint64), np.zeros(len(dataset), dtype=np.uint64)
     written = 0
-    with open(folder / f"{name}.bin", "wb") as out, _linears_cast(model.model.trf_blocks[:depth], autocast):
+    bar = tqdm(total=len(unique), desc="Prefix cache", unit="examples", disable=not progress or rank != 0)
+    with bar, open(folder / f"{name}.bin", "wb") as out, _linears_cast(model.model.trf_blocks[:depth], autocast):
         for rows in _batches(order, lengths, batch_size, max_batch_tokens):
+            bar.update(len(rows))
             batch = dataset.select(rows)
             masks = batch["attention_mask"] if "attention_mask" in batch.column_names else [[1] * len(i) for i in batch["input_ids"]]
             ids, mask = pad_ids(
@@ -213,6 +218,7 @@ def open_prefix_cache(
     verify: bool = True,
     provenance: dict | None = None,
     max_size: int | None = None,
+    progress: bool = True,
 ) -> CachedPrefix:
     """The split's cached prefix: reused when a complete, intact cache for exactly these inputs exists, else
     built (by every process its share, under ``torchrun``/``accelerate launch``) and then opened.
@@ -221,11 +227,12 @@ def open_prefix_cache(
     model); it is part of the key, and so is ``dtype`` (the storage, see :func:`_storage`). ``verify``
     reads a reused cache whole against its checksums before trusting it, and checks each row as it is read.
     ``provenance`` (``model``, ``data``, ``split``) is recorded for ``hf-spam cache list``; ``max_size``
-    (bytes) evicts least recently used keys before a build so that the cache folder stays within it.
+    (bytes) evicts least recently used keys before a build so that the cache folder stays within it; ``progress``
+    shows a progress bar while it builds.
     """
     storage = _storage(model, dtype, autocast)
     key_of_model = model_fingerprint(model, depth, storage, autocast)
-    return _open(model, dataset, depth, cache_dir, storage, batch_size, autocast, key_of_model, verify, provenance, max_size)
+    return _open(model, dataset, depth, cache_dir, storage, batch_size, autocast, key_of_model, verify, provenance, max_size, progress)
 
 
 def _agree(value):
@@ -249,6 +256,7 @@ def _open(
     verify: bool = True,
     provenance: dict | None = None,
     max_size: int | None = None,
+    progress: bool = True,
 ) -> CachedPrefix:
     """:func:`open_prefix_cache` with the model's fingerprint already taken (one per model, not per split).
 
@@ -269,7 +277,7 @@ def _open(
         if problem is None:
             logger.info("Reusing the prefix cache %s, built by another run meanwhile.", folder)
         else:
-            _build(model, dataset, depth, root, key, storage, batch_size, autocast, problem, provenance, max_size)
+            _build(model, dataset, depth, root, key, storage, batch_size, autocast, problem, provenance, max_size, progress)
         _barrier()
     if rank == 0:
         store.hold(root, key, announce=False)
@@ -296,6 +304,7 @@ def _build(
     problem: str,
     provenance: dict | None = None,
     max_size: int | None = None,
+    progress: bool = True,
 ) -> None:
     """Compute every process's shard into ``<key>.partial``, then publish it as ``<key>`` (process 0 holds the lock).
 
@@ -316,7 +325,7 @@ def _build(
     was_training = model.training
     model.eval()
     try:
-        shard = _compute_shard(model, dataset, depth, partial, storage, batch_size, rank, world, autocast)
+        shard = _compute_shard(model, dataset, depth, partial, storage, batch_size, rank, world, autocast, progress=progress)
         (partial / f"shard-{rank}-of-{world}.json").write_text(json.dumps(shard))
         _barrier()
         if rank == 0:
@@ -358,11 +367,13 @@ def cached_splits(
     verify: bool = True,
     provenance: dict | None = None,
     max_size: int | None = None,
+    progress: bool = True,
 ) -> tuple[dict[str, CachedPrefix], Callable] | None:
     """Every split of ``splits`` (token ids, as ``TokenizedData.splits``) as cached prefixes, with their collator; ``None``
     when nothing can be cached exactly (see :func:`frozen_depth`). ``dtype``, ``autocast`` and ``verify``
     as in :func:`open_prefix_cache`; ``provenance`` (``model``, ``data``) is recorded with each key for
-    ``hf-spam cache list``; ``max_size`` (bytes) evicts least recently used keys before a build, to fit."""
+    ``hf-spam cache list``; ``max_size`` (bytes) evicts least recently used keys before a build, to fit; ``progress``
+    shows a progress bar while a split's cache is built."""
     depth = frozen_depth(model) if isinstance(model, GPTForSequenceClassification) else 0
     if not depth:
         return None
@@ -384,6 +395,7 @@ def cached_splits(
             verify,
             {**(provenance or {}), "split": name},
             max_size,
+            progress,
         )
         for name, split in splits.items()
     }

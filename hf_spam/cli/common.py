@@ -45,7 +45,7 @@ def report_errors(function: Callable[[], object]) -> object:
     try:
         return function()
     except HfSpamError as error:
-        logging.getLogger("hf_spam").error("%s", error)
+        logging.getLogger("hf_spam").error("%s", error.command_line)
         sys.exit(2)
 
 

@@ -43,9 +43,10 @@ def download_sms_spam(url: str | None = None, cache_dir: str | None = None) -> P
     try:
         return Path(manager.download(url))
     except Exception as error:
+        failed = f"Could not download the SMS Spam Collection from {url} ({type(error).__name__}: {error})."
         raise DataError(
-            f"Could not download the SMS Spam Collection from {url} ({type(error).__name__}: {error}). "
-            "Offline, pass a local copy: data_file=/path/to/SMSSpamCollection (or the UCI zip)."
+            f"{failed} Offline, pass a local copy: data_file=/path/to/SMSSpamCollection (or the UCI zip).",
+            command_line=f"{failed} Offline, pass a local copy: --data_file path/to/SMSSpamCollection (or the UCI zip).",
         ) from error
 
 
@@ -131,10 +132,11 @@ def fetch_sms_spam(url: str | None = None, cache_dir: str | None = None) -> tupl
     against their sha256, and a display name."""
     raw, name = read_sms_spam_bytes(download_sms_spam(url, cache_dir))
     if hashlib.sha256(raw).hexdigest() != SMS_SPAM_SHA256:
-        raise DataError(
+        corrupt = (
             f"{name} (downloaded from {sms_spam_url(url)}) has sha256 {hashlib.sha256(raw).hexdigest()}, expected {SMS_SPAM_SHA256}: "
-            "the download is corrupt or the file changed. Delete it and retry, or pass data_file=."
+            "the download is corrupt or the file changed. Delete it and retry, or pass a local copy"
         )
+        raise DataError(f"{corrupt} (data_file=).", command_line=f"{corrupt} (--data_file).")
     return raw, name
 
 

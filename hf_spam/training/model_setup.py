@@ -7,6 +7,7 @@ import os
 import torch
 from transformers import AutoConfig, set_seed
 
+from ..errors import ModelNotFoundError
 from ..models.gpt.configuration_gpt import GPTConfig, is_preset
 from ..models.gpt.modeling_gpt import GPTForSequenceClassification
 
@@ -55,7 +56,16 @@ def build_model(
         task.update(_parse_overrides(config_overrides))
     if os.path.isdir(name_or_path) and AutoConfig.from_pretrained(name_or_path).model_type == GPTConfig.model_type:
         return GPTForSequenceClassification.from_pretrained(name_or_path, ignore_mismatched_sizes=True, **task)
-    return GPTForSequenceClassification.from_gpt2(name_or_path, **task)
+    try:
+        return GPTForSequenceClassification.from_gpt2(name_or_path, **task)
+    except OSError as error:
+        if os.path.isdir(name_or_path):
+            raise
+        reason = " ".join(str(error).split())  # transformers' offline message spans lines
+        raise ModelNotFoundError(
+            f"{reason} Or build a randomly initialised model: weights='random'.",
+            command_line=f"{reason} Or train from random weights: --weights random.",
+        ) from error
 
 
 @torch.no_grad()

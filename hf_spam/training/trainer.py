@@ -118,6 +118,7 @@ class SpamTrainer(Trainer):
                 args.verify_prefix_cache,
                 self.run.provenance if self.run else None,
                 max_size,
+                progress=not args.disable_tqdm,
             )
         if cached is None:
             logger.info("Training the whole model on token ids (nothing frozen to cache, or --prefix_cache false).")

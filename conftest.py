@@ -1,4 +1,5 @@
-"""Test setup: the two data files the tests need, no Hub access, and no silent skips where data is promised.
+"""Test setup: the two data files the tests need, no Hub access, no silent skips where data is promised, and the
+documentation's blocks as tests (README.md and docs/*.md; see tests/support/docs.py).
 
 The SMS Spam Collection and GPT-2's BPE files come from the folder ``HF_SPAM_TEST_DATA`` names, laid out
 as ``sms_spam/SMSSpamCollection`` and ``tiktoken_cache/`` (tiktoken's cache of ``encoder.json`` and
@@ -6,7 +7,8 @@ as ``sms_spam/SMSSpamCollection`` and ``tiktoken_cache/`` (tiktoken's cache of `
 its sha256, into the datasets cache; tiktoken's files into tiktoken's cache), once. Offline and without
 the variable, every test that needs them is skipped with one message saying what to set; the rest run.
 With ``HF_SPAM_TEST_DATA`` set, a missing file is an error, and ``HF_SPAM_NO_SKIPS=1`` (what ``.ci/run``
-sets) turns any skipped test into a failed session.
+sets) turns any skipped test into a failed session; the one exception is a documentation block marked, in the
+document, as one that cannot run here (``<!-- skip: next "why" -->``), and the session lists each with its reason.
 """
 
 import os
@@ -14,6 +16,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from sybil.integration.pytest import SybilItem
+
+from tests.support.docs import make_sybil, tiktoken_cache_dir
 
 TEST_DATA = os.environ.get("HF_SPAM_TEST_DATA")
 USER_DATASETS_CACHE = os.environ.get("HF_DATASETS_CACHE")  # the user's own, where a download is kept between sessions
@@ -36,7 +41,7 @@ NO_DATA = (
 def _given(relative: str) -> Path:
     path = Path(TEST_DATA, relative)
     if not path.exists():
-        raise FileNotFoundError(f"HF_SPAM_TEST_DATA={TEST_DATA} has no {relative}; see tests/conftest.py for the layout.")
+        raise FileNotFoundError(f"HF_SPAM_TEST_DATA={TEST_DATA} has no {relative}; see conftest.py for the layout.")
     return path
 
 
@@ -78,12 +83,44 @@ def sms_file(gpt2_bpe, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def docs_data(sms_file, gpt2_bpe) -> tuple[Path, Path]:
+    """What the documents' ``path/to/SMSSpamCollection`` and ``path/to/tiktoken_cache`` are."""
+    return sms_file, tiktoken_cache_dir()
+
+
+@pytest.fixture(scope="session")
+def docs_folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("docs")
+
+
+pytest_collect_file = make_sybil().pytest()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if isinstance(item, SybilItem):  # every document runs whole commands: training runs among them
+            item.add_marker(pytest.mark.slow)
+
+
 _skipped: list[str] = []
+_documented_skips: list[str] = []
 
 
 def pytest_runtest_logreport(report):
     if report.skipped:
-        _skipped.append(report.nodeid)
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if ".md::" in report.nodeid and NO_DATA not in reason:  # a block its document marks as not runnable here
+            _documented_skips.append(f"{report.nodeid.split('::')[0]} {report.nodeid.split(',')[-2]}: {reason.removeprefix('Skipped: ')}")
+        else:
+            _skipped.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _documented_skips:
+        terminalreporter.write_line(f"{len(_documented_skips)} documentation blocks are marked as not runnable here:")
+        for line in _documented_skips:
+            terminalreporter.write_line(f"  {line}")
 
 
 def pytest_sessionfinish(session, exitstatus):
