@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from hf_spam.benchmark import default_variants
+from hf_spam.benchmark.machine import native_bf16
 from hf_spam.benchmark.recipe import recipe_flops
 from hf_spam.benchmark.report import extrapolate, summarize
+from hf_spam.benchmark.runs import VARIANTS
 from hf_spam.data import load_sms_spam, tokenize
 
 
@@ -91,3 +94,15 @@ def test_a_workers_peak_memory_is_its_own_not_its_parents():
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert 20 < child < 1024, child
     del held
+
+
+def test_the_bf16_variants_are_left_out_on_a_cpu_without_hardware_bf16():
+    """On an AVX2-only CPU torch emulates bf16 matmuls, and one ``transformers_bf16`` run of ``--quick`` took over 14
+    minutes: by default the benchmark leaves the ``*_bf16`` variants out there, and says why."""
+    amd_epyc = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
+    xeon_amx = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert native_bf16(amd_epyc) is False and native_bf16(xeon_amx) is True and native_bf16("no flags here") is None
+    variants, skipped = default_variants(False)
+    assert variants == [v for v in VARIANTS if not v.endswith("_bf16")] and set(skipped) == {"hf_spam_bf16", "transformers_bf16"}
+    assert "no hardware bf16" in skipped["transformers_bf16"] and "--variants" in skipped["transformers_bf16"]
+    assert default_variants(True) == default_variants(None) == (list(VARIANTS), {})  # known, or unknown: all of them

@@ -34,7 +34,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .machine import machine_limits
+from .machine import NATIVE_BF16_FLAGS, machine_limits, native_bf16
 from .recipe import recipe_flops
 from .report import summarize
 from .runs import INFERENCE, VARIANTS, build_checkpoint
@@ -45,12 +45,16 @@ def orchestrate(
     *,
     quick: bool = False,
     rounds: int | None = None,
-    variants: Sequence[str] = VARIANTS,
+    variants: Sequence[str] | None = None,
     seed: int = 123,
     baseline_reuses_freed_memory: bool = False,
 ) -> dict:
     """Every variant's runs (``transformers``, the reference, always), alternating over ``rounds`` (default: 2
-    quick, 1 full), then inference, each run in a worker process of its own; the figures of :func:`summarize`."""
+    quick, 1 full), then inference, each run in a worker process of its own; the figures of :func:`summarize`.
+    ``variants`` defaults to :func:`default_variants`; the ones it leaves out are in ``skipped_variants``."""
+    skipped: dict[str, str] = {}
+    if variants is None:
+        variants, skipped = default_variants(native_bf16())
     rounds = rounds or (2 if quick else 1)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     recipe = recipe_flops(data_file)  # first: a failure here must not cost the timed runs
@@ -72,7 +76,21 @@ def orchestrate(
     results = summarize(runs, inference, limits, recipe, quick)
     results["seed"] = seed
     results["baseline_reuses_freed_memory"] = baseline_reuses_freed_memory
+    results["skipped_variants"] = skipped
     return results
+
+
+def default_variants(has_native_bf16: bool | None) -> tuple[list[str], dict[str, str]]:
+    """Every variant, less the ``*_bf16`` ones on a CPU known to lack hardware bf16 (there they time torch's
+    emulation, not bf16 training, and take most of the run: one ``transformers_bf16`` run of ``--quick`` took over
+    14 minutes on an AVX2-only CPU); (variants, {skipped variant: why})."""
+    if has_native_bf16 is not False:
+        return list(VARIANTS), {}
+    why = (
+        f"this CPU has no hardware bf16 ({' or '.join(NATIVE_BF16_FLAGS)} in /proc/cpuinfo), so bf16 would time torch's "
+        "emulation; name the variant in --variants to time it anyway"
+    )
+    return [v for v in VARIANTS if not v.endswith("_bf16")], {v: why for v in VARIANTS if v.endswith("_bf16")}
 
 
 def _worker(variant: str, common: list[str], env: dict) -> dict:

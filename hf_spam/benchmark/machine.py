@@ -48,6 +48,24 @@ def peak_rss_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# CPU flags of hardware bf16 matrix products; without them torch emulates bf16 matmuls through fp32 conversions, and
+# a bf16 training run is many times slower than fp32 (the *_bf16 variants would dominate --quick's time)
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def native_bf16(cpuinfo: str | None = None) -> bool | None:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), from ``/proc/cpuinfo`` (or the text given);
+    ``None`` where that cannot be read (not Linux)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as file:
+                cpuinfo = file.read()
+        except OSError:
+            return None
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS) if flags else None
+
+
 def machine_limits() -> dict:
     """Peak matmul FLOP/s (fp32 and bf16) and copy bandwidth of this machine now."""
     return {"fp32": matmul_peak_flops(), "bf16": matmul_peak_flops(dtype=torch.bfloat16), "bandwidth": memory_bandwidth()}

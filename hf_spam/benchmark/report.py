@@ -112,6 +112,7 @@ def format_table(results: dict) -> str:
             f"{row['matmul_peak_fraction'] * 100:.0f} % | {row['limit_s']:.1f} | {row['fraction_of_limit'] * 100:.0f} % | "
             f"{accuracy:.4f}{' (slice)' if results['quick'] else ''} |"
         )
+    lines += [f"Not run: {name}: {why}" for name, why in results.get("skipped_variants", {}).items()]
     lines += ["", "| inference, 300 test messages | messages/s | peak RSS MiB |", "|---|---|---|"]
     labels = {
         "hf_spam": "hf_spam predict_proba",
