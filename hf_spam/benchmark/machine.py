@@ -53,16 +53,21 @@ def peak_rss_mib() -> float:
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def native_bf16(cpuinfo: str | None = None) -> bool | None:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), from ``/proc/cpuinfo`` (or the text given);
-    ``None`` where that cannot be read (not Linux)."""
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (or the text given); empty where that cannot be read (not Linux)."""
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo") as file:
                 cpuinfo = file.read()
         except OSError:
-            return None
-    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+            return set()
+    return {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def native_bf16(cpuinfo: str | None = None) -> bool | None:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), from its flags (:func:`cpu_flags`);
+    ``None`` where they cannot be read."""
+    flags = cpu_flags(cpuinfo)
     return any(flag in flags for flag in NATIVE_BF16_FLAGS) if flags else None
 
 

@@ -34,6 +34,8 @@ from sybil import Document, Example, Region, Sybil
 from sybil.parsers.markdown import CodeBlockParser, SkipParser
 from sybil.parsers.markdown.lexers import FencedCodeBlockLexer, RawFencedCodeBlockLexer
 
+from hf_spam.benchmark.machine import cpu_flags
+
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENTS = ["README.md", "docs/*.md"]
 LANGUAGES = ("bash", "python", "output")
@@ -47,13 +49,11 @@ BLOCK_TIMEOUT_S = 900
 def host_type() -> str:
     """The CPU family and vector units: float results are reproducible within a host type, not across them."""
     name = platform.processor() or platform.machine()
-    flags: set[str] = set()
     try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        name = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE).group(1).strip()
-        flags = set(re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.MULTILINE).group(1).split())
+        name = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE).group(1).strip()
     except (OSError, AttributeError):
         pass
+    flags = cpu_flags()
     family = next((f for f in ("AMD EPYC", "Intel Xeon", "AMD Ryzen", "Intel Core", "Apple") if all(w in name for w in f.split())), name)
     units = "AMX" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     return f"{family} ({units})"
@@ -146,7 +146,6 @@ class DocumentRun:
             "TIKTOKEN_CACHE_DIR": str(tiktoken_cache),
             "COLUMNS": "200",
         }
-        self.env.pop("HF_SPAM_NO_SKIPS", None)
         self.output: str | None = None
         self.blocks = 0
 
