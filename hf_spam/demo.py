@@ -24,8 +24,14 @@ MODEL = os.environ.get("HF_SPAM_MODEL", "")  # set to the model's Hub id in a Sp
 FALLBACK_EXAMPLES = ["You are a winner you have been specially selected to receive $1000 cash or a $2000 award."]
 
 
-def load(model: str) -> Pipeline:
-    """A text-classification pipeline over a saved folder or Hub id (the model's code runs: ``trust_remote_code``)."""
+def load(model: str, backend: str | None = None) -> Pipeline:
+    """A text-classification pipeline over a saved folder or Hub id (the model's code runs: ``trust_remote_code``);
+    for a folder ``hf-spam export`` wrote (or another ``backend`` than torch), hf_spam's classifier on that runtime,
+    called the same way (a Space's app, which has no hf_spam, serves PyTorch models only)."""
+    if backend not in (None, "torch") or (Path(model) / "export.json").is_file():
+        from hf_spam.inference import load_classifier
+
+        return load_classifier(model, backend=backend)
     return pipeline("text-classification", model=model, trust_remote_code=True, top_k=None)
 
 
@@ -95,8 +101,10 @@ def build(classifier: Pipeline, example_texts: list[str], title: str = "GPT text
     return demo
 
 
-def launch(model: str, port: int | None = None, host: str = "127.0.0.1", threshold: float | None = None) -> None:
-    classifier = load(model)
+def launch(
+    model: str, port: int | None = None, host: str = "127.0.0.1", threshold: float | None = None, backend: str | None = None
+) -> None:
+    classifier = load(model, backend)
     title = f"{Path(model).name or model}: GPT text classifier"
     build(classifier, examples(model), title, threshold).launch(server_name=host, server_port=port)
 

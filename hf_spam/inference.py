@@ -2,34 +2,38 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, Pipeline, PreTrainedModel, pipeline
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, Pipeline, pipeline
 
 from .errors import DataError, ModelNotFoundError, OptionError, UnusableModelError
-from .models.gpt.configuration_gpt import BOOK_PADDED_POOLINGS, MULTI_LABEL, REGRESSION
+from .models.gpt.configuration_gpt import MULTI_LABEL, REGRESSION
+from .serving.predict import check_tokenizer, predict_proba, token_limit  # here since before the serving package
 
 logger = logging.getLogger(__name__)
 
 
-def load_classifier(model_name_or_path: str | os.PathLike, device: str | int | None = None) -> Pipeline:
-    """A text-classification pipeline over an hf_spam (remote-code) or stock GPT-2 classifier.
+def load_classifier(model_name_or_path: str | os.PathLike, device: str | int | None = None, backend: str | None = None) -> Pipeline:
+    """A text-classification pipeline over an hf_spam (remote-code) or stock GPT-2 classifier, or over a folder
+    ``hf-spam export`` wrote (an :class:`~hf_spam.serving.runtime.ExportedClassifier`, called the same way).
 
-    Refuses a folder whose files are not as saved (see ``model_checksums``) and one whose tokenizer does not
-    produce the model's ids (another vocabulary would give valid-looking but meaningless ids).
+    ``backend`` (``torch``, ``onnx``, ``openvino``; default: the folder's) must be the folder's: a saved model runs on
+    PyTorch, an export on its runtime. Refuses a folder whose files are not as saved (see ``model_checksums``) and
+    one whose tokenizer does not produce the model's ids (another vocabulary would give valid-looking but
+    meaningless ids).
     """
+    from .serving.runtime import backend_for, load_exported
+
+    if backend_for(str(model_name_or_path), backend) != "torch":
+        return load_exported(model_name_or_path, device)
     classifier = _pipeline(str(model_name_or_path), device)
-    vocab_size = classifier.model.config.vocab_size
-    if len(classifier.tokenizer) != vocab_size or classifier.tokenizer.convert_tokens_to_ids("<|endoftext|>") != vocab_size - 1:
-        raise UnusableModelError(
-            f"{model_name_or_path}: the tokenizer ({type(classifier.tokenizer).__name__}, {len(classifier.tokenizer)} tokens) is "
-            "not GPT-2's "
-            f"{vocab_size}-token BPE the model was trained with; save the model with hf_spam.save_with_tokenizer()."
-        )
+    check_tokenizer(model_name_or_path, classifier.tokenizer, classifier.model.config)
     return classifier
 
 
@@ -44,6 +48,10 @@ def _pipeline(name: str, device: str | int | None) -> Pipeline:
         )
     if Path(name).exists() and not Path(name).is_dir():
         raise ModelNotFoundError(f"{name} is a file; give the folder hf-spam train wrote (its --output_dir), or a Hub id.")
+    if Path(name).is_dir() and not (Path(name) / "config.json").is_file():
+        raise UnusableModelError(
+            f"{name} has no config.json: it is not a model folder. Give the folder hf-spam train wrote (its --output_dir)."
+        )
     try:  # loaded here rather than by pipeline(), which turns a load's error into a ValueError holding every traceback
         model = AutoModelForSequenceClassification.from_pretrained(name, trust_remote_code=True)
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=True)
@@ -57,52 +65,9 @@ def _pipeline(name: str, device: str | int | None) -> Pipeline:
     return pipeline("text-classification", model=model, tokenizer=tokenizer, top_k=None, device=device)
 
 
-def token_limit(config) -> int:
-    """How many tokens of a text the model reads, as training read them: the training pad length for a
-    ``pooling="last"`` model trained on fixed-length padding (the book's ``classify_review`` cuts there too),
-    else the length training cut texts to, else the context length. The model itself cuts (and pads) its
-    input the same way (``GPTForSequenceClassification.as_trained``)."""
-    padded_length = getattr(config, "padded_length", None)
-    if getattr(config, "pooling", None) in BOOK_PADDED_POOLINGS and padded_length:
-        return padded_length
-    return getattr(config, "truncation_length", None) or getattr(config, "context_length", None) or getattr(config, "n_positions", 1024)
-
-
-def scores_of(logits: torch.Tensor, problem_type: str | None) -> torch.Tensor:
-    """What a classifier's logits mean, as ``pipeline("text-classification")`` reads them: class
-    probabilities (softmax), per-class probabilities of a multi-label model (sigmoid), or a regression
-    model's values as they are."""
-    if problem_type == REGRESSION:
-        return logits.float()
-    if problem_type == MULTI_LABEL:
-        return logits.float().sigmoid()
-    return logits.float().softmax(-1)
-
-
-@torch.inference_mode()
-def predict_proba(model: PreTrainedModel, tokenizer, texts: list[str], batch_size: int = 32, max_length: int | None = None) -> torch.Tensor:
-    """Scores (n, num_labels) (:func:`scores_of`: class probabilities, or values for regression), in
-    length-sorted batches so padding stays small.
-
-    The same numbers as ``pipeline("text-classification")`` (a test checks), without its per-text
-    Python overhead and with far less padding. Texts are cut to ``max_length`` tokens (default: :func:`token_limit`).
-    """
-    texts = list(texts)  # e.g. a datasets Column
-    limit = max_length or token_limit(model.config)
-    encoded = tokenizer(texts, truncation=True, max_length=limit)["input_ids"]
-    encoded = [ids or [tokenizer.eos_token_id] for ids in encoded]  # an empty text is read as <|endoftext|> alone
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
-    probs = torch.empty(len(texts), model.config.num_labels)
-    device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt")
-        logits = model(**batch.to(device)).logits
-        probs[rows] = scores_of(logits, model.config.problem_type).cpu()
-    return probs
-
-
-def classify(classifier: Pipeline, texts: list[str], batch_size: int = 32, threshold: float | None = None) -> list[dict]:
+def classify(
+    classifier: Pipeline, texts: list[str], batch_size: int = 32, threshold: float | None = None, first_index: int = 0
+) -> list[dict]:
     """One result per text, by the model's ``problem_type``:
     ``{"text", "label", "score", "scores"}`` for classes (``scores``: every class's probability);
     ``{"text", "labels", "scores"}`` for multi-label (``labels``: every class whose probability is above
@@ -113,13 +78,15 @@ def classify(classifier: Pipeline, texts: list[str], batch_size: int = 32, thres
         threshold = getattr(classifier.model.config, "threshold", 0.5)
     for index, text in enumerate(texts):
         if not isinstance(text, str):
-            raise TypeError(f"Text {index} is {type(text).__name__}, not str; pass strings (empty strings are fine).")
+            raise TypeError(f"Text {first_index + index} is {type(text).__name__}, not str; pass strings (empty strings are fine).")
     limit = token_limit(classifier.model.config)
     for index, text in enumerate(texts):
         length = len(classifier.tokenizer(text)["input_ids"])
         if length > limit:
-            logger.warning("Text %d has %d tokens; only its first %d are classified.", index, length, limit)
-    probs = predict_proba(classifier.model.eval(), classifier.tokenizer, texts, batch_size, limit)
+            logger.warning("Text %d has %d tokens; only its first %d are classified.", first_index + index, length, limit)
+    if isinstance(classifier.model, torch.nn.Module):
+        classifier.model.eval()
+    probs = predict_proba(classifier.model, classifier.tokenizer, texts, batch_size, limit)
     id2label = classifier.model.config.id2label
     problem_type = classifier.model.config.problem_type
     results = []
@@ -152,27 +119,35 @@ def summary(result: dict) -> str:
 
 
 def read_text_file(path: str | os.PathLike) -> list[str]:
-    """One text per line of a file (see :func:`split_lines`)."""
+    """One text per line of a file (see :func:`read_lines`)."""
+    with open_text_file(path) as handle:
+        return list(read_lines(handle, str(path)))
+
+
+def open_text_file(path: str | os.PathLike):
+    """The file, opened for :func:`read_lines`, or an error naming ``--file``."""
     path = Path(path)
     if not path.is_file():
         state = "is a folder" if path.is_dir() else "does not exist"
         raise DataError(f"--file {path} {state}: give a UTF-8 text file with one text per line.")
-    return split_lines(path.read_bytes(), str(path))
+    return open(path, "rb")
 
 
 def split_lines(raw: bytes, name: str) -> list[str]:
-    """One text per line: split at ``\\n`` only (a CRLF's ``\\r`` dropped), as an editor numbers lines, so a
-    form feed, U+0085 or U+2028 inside a message stays in it. Bytes that are not UTF-8 become U+FFFD, and
-    the lines affected are reported."""
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    texts, damaged = [], []
-    for number, line in enumerate(lines, start=1):
-        text = line.removesuffix(b"\r").decode("utf-8", errors="replace")
+    """:func:`read_lines` of bytes already read."""
+    return list(read_lines(io.BytesIO(raw), name))
+
+
+def read_lines(handle, name: str) -> Iterator[str]:
+    """One text per line of a binary file, read as it goes: split at ``\\n`` only (a CRLF's ``\\r`` dropped), as an
+    editor numbers lines, so a form feed, U+0085 or U+2028 inside a message stays in it. Bytes that are not UTF-8
+    become U+FFFD, and the lines affected are reported when the file has been read."""
+    damaged = []
+    for number, line in enumerate(handle, start=1):
+        line = line.removesuffix(b"\n").removesuffix(b"\r")
+        text = line.decode("utf-8", errors="replace")
         if "\ufffd" in text and "\ufffd".encode() not in line:
             damaged.append(number)
-        texts.append(text)
+        yield text
     if damaged:
         logger.warning("%s: lines %s are not valid UTF-8; undecodable bytes were replaced by U+FFFD.", name, damaged[:20])
-    return texts

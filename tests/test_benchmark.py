@@ -12,6 +12,7 @@ from hf_spam.benchmark.machine import native_bf16
 from hf_spam.benchmark.recipe import recipe_flops
 from hf_spam.benchmark.report import extrapolate, summarize
 from hf_spam.benchmark.runs import VARIANTS
+from hf_spam.benchmark.serving import format_serving, summarize_serving
 from hf_spam.data import load_sms_spam, tokenize
 
 
@@ -38,6 +39,8 @@ def test_recipe_flops_are_the_closed_form_count(sms_file):
     assert counted["tokens"] == sum(every)
     assert counted["prefix"] == sum(11 * (24 * t * d * d + 4 * t * t * d) for t in distinct)
     assert counted["evaluate"] == sum(top(t) for t in every)
+    # serving: each test message through all 12 blocks once (11 whole, the top at the pooled position)
+    assert counted["classify_test"] == sum(11 * (24 * t * d * d + 4 * t * t * d) + top(t) for t in lengths["test"])
     examples = 5 * (len(lengths["train"]) // 8) * 8  # 650 steps of 8
     assert counted["train"] == pytest.approx(examples * sum(trained(t) for t in lengths["train"]) / len(lengths["train"]), rel=1e-12)
 
@@ -106,3 +109,29 @@ def test_the_bf16_variants_are_left_out_on_a_cpu_without_hardware_bf16():
     assert variants == [v for v in VARIANTS if not v.endswith("_bf16")] and set(skipped) == {"hf_spam_bf16", "transformers_bf16"}
     assert "no hardware bf16" in skipped["transformers_bf16"] and "--variants" in skipped["transformers_bf16"]
     assert default_variants(True) == default_variants(None) == (list(VARIANTS), {})  # known, or unknown: all of them
+
+
+def serve_run(speed: float, probs: list[list[float]]) -> dict:
+    return {"messages_per_second": speed, "p50_ms": 10.0, "p95_ms": 20.0, "probs": probs, "labels": [0, 1, 1, 0], "peak_rss_mib": 1.0}
+
+
+def test_the_serving_section_compares_each_backend_with_eager_fp32_and_the_labels():
+    eager = [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]]  # right on 3 of 4
+    int8 = [[0.85, 0.15], [0.3, 0.7], [0.45, 0.55], [0.7, 0.3]]  # one label flipped (the third: now right)
+    serving = {
+        "pipeline_batched": [serve_run(10.0, eager), serve_run(12.0, eager)],
+        "eager": [serve_run(20.0, eager)],
+        "onnx_fp32": [serve_run(33.0, [[p + 1e-6 for p in row] for row in eager])],
+        "onnx_int8": [serve_run(60.0, int8)],
+    }
+    models = {name: {"path": name} for name in serving} | {"onnx_int8": {"path": "x", "export_s": 40.0, "bytes": 2e8}}
+    section = summarize_serving(serving, models, {"openvino_fp32": "not installed"}, limit_seconds=2.0)
+    assert section["best_backend"] == "onnx_int8"
+    assert section["serving_speedup_vs_pipeline_batched"] == pytest.approx(60.0 / 11.0)  # the reference's median
+    assert section["onnx_fp32_speedup_vs_pipeline_batched"] == pytest.approx(3.0)
+    assert section["int8_label_agreement"] == pytest.approx(0.75)
+    assert section["int8_test_accuracy_delta"] == pytest.approx(25.0)  # 4/4 against 3/4, in points
+    assert section["fp32_exports_max_abs_prob_diff"] == pytest.approx(1e-6, rel=0.05)  # float32 tensors
+    assert section["backends"]["onnx_int8"]["max_abs_prob_diff"] == pytest.approx(0.15, rel=1e-6)
+    assert section["backends"]["eager"]["fraction_of_fp32_limit"] == pytest.approx(2.0 * 20.0 / 4)  # limit s x messages/s / messages
+    assert "not installed" in format_serving(section)

@@ -92,6 +92,20 @@ def test_the_app_answers_like_classify_py_over_http(trained, demo_url):
         client.predict("   ", api_name="/classify")
 
 
+@pytest.mark.slow
+def test_an_exported_folder_serves_the_same_answer_on_onnx_runtime(trained, tmp_path):
+    from gradio_client import Client
+
+    from hf_spam.serving import export_classifier
+
+    export_classifier(trained, tmp_path / "onnx")
+    with serving(tmp_path / "onnx") as url:  # the backend is the folder's
+        answer = Client(url, verbose=False).predict(SPAM, api_name="/classify")
+    reference = expected(trained, SPAM)
+    assert answer["label"] == reference["label"]
+    assert {c["label"]: c["confidence"] for c in answer["confidences"]} == pytest.approx(reference["scores"], abs=1e-4)
+
+
 def test_a_person_types_a_message_in_a_real_browser(trained, demo_url, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

@@ -87,7 +87,7 @@ def test_no_module_imports_itself_back():
 
 def test_one_folder_per_concern():
     folders = {str(path.parent.relative_to(PACKAGE)) for path in PACKAGE.rglob("__init__.py")}
-    assert folders == {".", "models", "models/gpt", "cache", "training", "data", "benchmark", "cli"}, folders
+    assert folders == {".", "models", "models/gpt", "cache", "training", "data", "benchmark", "serving", "cli"}, folders
     assert {path.stem for path in PACKAGE.glob("*.py")} == TOP_LEVEL
     assert {path.name for path in MODEL.glob("*.py")} == {*SHIPPED_FILES, "__init__.py"}
 
@@ -120,6 +120,7 @@ RANKS = {
     "data": 2,
     "cache": 2,
     "inference": 3,
+    "serving": 3,  # inference's backends: exports, their runtimes, streams
     "training": 3,
     "demo": 4,
     "benchmark": 4,

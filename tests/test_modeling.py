@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, DynamicCache
 from transformers.utils import logging
 
 from hf_spam import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
@@ -456,3 +456,14 @@ def test_embeddings_resize_and_inputs_embeds_and_retained_gradients(head):
     out[key].flatten()[0].backward()
     assert hidden.grad is not None and attention.grad is not None
     assert model.get_input_embeddings().weight.grad[1005].abs().sum() > 0  # a new token's row trains
+
+
+def test_past_key_values_is_accepted_with_transformers_deprecation_warning_as_gpt2_does():
+    model, gpt2 = lm_and_gpt2()
+    ids = torch.tensor([[5, 6, 7]])
+    for network in (model, gpt2):
+        with pytest.warns(FutureWarning, match=r"`past_key_values` is deprecated .* Use `cache` instead"):
+            first = network(ids, past_key_values=DynamicCache(config=network.config), use_cache=True)
+        assert first.cache.get_seq_length() == 3  # the cache passed under the old name is the one filled
+    with pytest.warns(FutureWarning, match="past_key_values"):
+        model.model(ids, past_key_values=DynamicCache(config=model.config), use_cache=True)

@@ -3,9 +3,11 @@ the device (no data-dependent Python control flow), so it also compiles."""
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hf_spam import GPTForSequenceClassification
-from hf_spam.models.gpt.pooled_position import attention_at, block_at, pool, prefix, real_tokens, trunk_mask
+from hf_spam.models.gpt.pooled_position import _real_first, attention_at, block_at, pool, prefix, real_tokens, trunk_mask
 from hf_spam.training.model_setup import configure_trainable
 from tests.helpers import left_padded, right_padded, tiny_config
 
@@ -229,3 +231,14 @@ def test_the_classifier_compiles_as_one_graph():
         )
     torch.testing.assert_close(got.logits, expected.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=1e-5)
+
+
+@given(
+    st.lists(st.lists(st.booleans(), min_size=1, max_size=12), min_size=1, max_size=6).filter(lambda rows: len({len(r) for r in rows}) == 1)
+)
+def test_real_tokens_first_is_a_stable_sort_of_the_pad_mask(rows):
+    """The order is computed from ranks (ONNX has no stable sort to export); it must be exactly the stable argsort."""
+    mask = torch.tensor(rows, dtype=torch.long)
+    order, real = _real_first(torch.zeros_like(mask), mask)
+    expected = torch.argsort((~mask.bool()).to(torch.int8), dim=1, stable=True)
+    assert torch.equal(order, expected) and torch.equal(real, mask.bool().gather(1, expected))

@@ -20,6 +20,8 @@ by 650/20, evaluation by messages; hf_spam's prefix cache is built for all 1,494
 Modules: ``recipe`` (the work unit and its FLOPs), ``machine`` (the machine's limits, a process's peak
 memory), ``runs`` (one timed run, in a worker process), ``report`` (scaling, medians, ratios, the
 table), ``sweep`` (cost against message length and data size); :func:`orchestrate` runs them all.
+``serving`` times classifying on every backend (PyTorch, and ``hf-spam export``'s ONNX Runtime and OpenVINO, float32
+and int8) against ``pipeline(batch_size=32)``, with the same weights.
 ``model`` holds ``scripts/benchmark_model.py``'s measurements of the model itself (``generate()`` with and
 without the KV cache, a training step's peak memory with and without checkpointing).
 """
@@ -38,6 +40,7 @@ from .machine import NATIVE_BF16_FLAGS, machine_limits, native_bf16
 from .recipe import recipe_flops
 from .report import summarize
 from .runs import INFERENCE, VARIANTS, build_checkpoint
+from .serving import build_serving_models, summarize_serving
 
 
 def orchestrate(
@@ -48,32 +51,46 @@ def orchestrate(
     variants: Sequence[str] | None = None,
     seed: int = 123,
     baseline_reuses_freed_memory: bool = False,
+    training: bool = True,
+    serving_model: str | None = None,
 ) -> dict:
     """Every variant's runs (``transformers``, the reference, always), alternating over ``rounds`` (default: 2
     quick, 1 full), then inference, each run in a worker process of its own; the figures of :func:`summarize`.
-    ``variants`` defaults to :func:`default_variants`; the ones it leaves out are in ``skipped_variants``."""
+    ``variants`` defaults to :func:`default_variants`; the ones it leaves out are in ``skipped_variants``. Then the
+    serving section (``serving``: every backend on the same weights, the random GPT-2 small's or ``serving_model``'s;
+    one round when ``quick``); ``training=False`` runs that section alone."""
     skipped: dict[str, str] = {}
     if variants is None:
         variants, skipped = default_variants(native_bf16())
     rounds = rounds or (2 if quick else 1)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     recipe = recipe_flops(data_file)  # first: a failure here must not cost the timed runs
-    before = machine_limits()
+    times_bf16 = training and any(v.endswith("_bf16") for v in variants)
+    before = machine_limits(bf16=times_bf16)
     with tempfile.TemporaryDirectory() as folder:
         build_checkpoint(Path(folder), seed)
         common = [folder, data_file, str(seed), str(quick), str(baseline_reuses_freed_memory)]
-        runs = {v: [] for v in VARIANTS if v in variants or v == "transformers"}
+        runs = {v: [] for v in VARIANTS if v in variants or v == "transformers"} if training else {}
         for _ in range(rounds):
             for variant in runs:
                 runs[variant].append(_worker(variant, common, env))
-        inference = {v: [] for v in INFERENCE}
+        inference = {v: [] for v in INFERENCE} if training else {}
         for _ in range(max(rounds, 2)):
             for variant in inference:
                 inference[variant].append(_worker(f"infer_{variant}", common, env))
-    after = machine_limits()
+        models, skipped_backends = build_serving_models(folder, Path(folder) / "serving", seed, serving_model)
+        serving = {backend: [] for backend in models}
+        for _ in range(1 if quick else max(rounds, 2)):
+            for backend, model in models.items():
+                serving[backend].append(_worker(f"serve_{backend}", [model["path"], *common[1:]], env))
+    after = machine_limits(bf16=times_bf16)
     # the machine's speed drifts: the higher peak gives the lower fraction
-    limits = {name: max(before[name], after[name]) for name in before}
-    results = summarize(runs, inference, limits, recipe, quick)
+    limits = {name: None if before[name] is None else max(before[name], after[name]) for name in before}
+    results = summarize(runs, inference, limits, recipe, quick) if training else {"quick": quick}
+    limit_seconds = None if serving_model else recipe["classify_test"] / limits["fp32"]  # the count is gpt2-small's
+    section = summarize_serving(serving, models, skipped_backends, limit_seconds)
+    results["serving"] = section
+    results |= {key: value for key, value in section.items() if key not in ("backends", "skipped_backends")}
     results["seed"] = seed
     results["baseline_reuses_freed_memory"] = baseline_reuses_freed_memory
     results["skipped_variants"] = skipped

@@ -71,6 +71,11 @@ def native_bf16(cpuinfo: str | None = None) -> bool | None:
     return any(flag in flags for flag in NATIVE_BF16_FLAGS) if flags else None
 
 
-def machine_limits() -> dict:
-    """Peak matmul FLOP/s (fp32 and bf16) and copy bandwidth of this machine now."""
-    return {"fp32": matmul_peak_flops(), "bf16": matmul_peak_flops(dtype=torch.bfloat16), "bandwidth": memory_bandwidth()}
+def machine_limits(bf16: bool = True) -> dict:
+    """Peak matmul FLOP/s (fp32, and bf16 when ``bf16``: only bf16 runs need it, and without hardware bf16 one
+    2048-wide product alone takes half a minute) and copy bandwidth of this machine now."""
+    return {
+        "fp32": matmul_peak_flops(),
+        "bf16": matmul_peak_flops(dtype=torch.bfloat16) if bf16 else None,
+        "bandwidth": memory_bandwidth(),
+    }

@@ -55,6 +55,8 @@ def recipe_flops(data_file: str) -> dict:
         "train": FULL_STEPS * 8 * sum(train) / len(train),
         "evaluate": sum(per_message(n)[2] for n in every),
         "tokens": sum(every),
+        # classifying the test messages once, each at its own length: the serving section's FLOP limit
+        "classify_test": sum(per_message(n)[0] + per_message(n)[2] for n in lengths["test"]),
     }
 
 

@@ -71,7 +71,7 @@ def summarize(runs: dict, inference: dict, limits: dict, recipe: dict, quick: bo
         "machine": {
             "threads": torch.get_num_threads(),
             "matmul_peak_gflops": limits["fp32"] / 1e9,
-            "bf16_matmul_peak_gflops": limits["bf16"] / 1e9,
+            "bf16_matmul_peak_gflops": limits["bf16"] / 1e9 if limits["bf16"] else None,
             "copy_bandwidth_gb_s": limits["bandwidth"] / 1e9,
             "torch": torch.__version__,
         },
@@ -95,10 +95,11 @@ def summarize(runs: dict, inference: dict, limits: dict, recipe: dict, quick: bo
 def format_table(results: dict) -> str:
     machine = results["machine"]
     scope = "quick slice, extrapolated to the work unit" if results["quick"] else "full work unit"
+    bf16_peak = f"{machine['bf16_matmul_peak_gflops']:.1f}" if machine["bf16_matmul_peak_gflops"] else "not measured (no bf16 run)"
     lines = [
         f"Book recipe on gpt2-small (124M, random weights, seed {results['seed']}), {scope}; matmul peak "
         f"{machine['matmul_peak_gflops']:.1f} GFLOP/s fp32, "
-        f"{machine['bf16_matmul_peak_gflops']:.1f} bf16; copy {machine['copy_bandwidth_gb_s']:.1f} GB/s; {machine['threads']} threads",
+        f"{bf16_peak} bf16; copy {machine['copy_bandwidth_gb_s']:.1f} GB/s; {machine['threads']} threads",
         "| variant | wall s | setup s | prefix cache s | train loop s | evaluate s | peak RSS MiB | x transformers | train GFLOP/s | "
         "% of matmul peak | limit s | % of limit | test acc |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -7,11 +7,14 @@ import json
 import sys
 
 from .runs import run_variant, time_inference
+from .serving import time_serving
 
 
 def main(argv: list[str]) -> None:
     variant, checkpoint, data_file, seed, quick, baseline_reuses_memory = argv
-    if variant.startswith("infer_"):
+    if variant.startswith("serve_"):  # CHECKPOINT is then the backend's model folder
+        result = time_serving(variant.removeprefix("serve_"), checkpoint, data_file)
+    elif variant.startswith("infer_"):
         result = time_inference(variant.removeprefix("infer_"), checkpoint, data_file)
     else:
         result = run_variant(variant, checkpoint, data_file, quick == "True", int(seed), baseline_reuses_memory == "True")

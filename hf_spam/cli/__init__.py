@@ -12,6 +12,7 @@ import sys
 COMMANDS = {
     "train": "finetune the book's GPT as a text classifier (chapter 6's recipe by default)",
     "classify": "classify texts with a finetuned model (a saved folder or a Hub id)",
+    "export": "export a finetuned model for ONNX Runtime or OpenVINO (optionally int8)",
     "cache": "list and prune the prefix cache that training leaves on disk",
     "demo": "a Gradio app around a finetuned model, or a Hugging Face Space folder for one",
     "experiments": "chapter 6's bonus table of experiments (rows 1-19)",

@@ -6,6 +6,7 @@ to 120 as the book; ``*_bf16`` variants under ``--bf16``; plus inference on the 
 examples:
   hf-spam benchmark --data_file path/to/SMSSpamCollection --quick --json bench.json
   hf-spam benchmark --data_file path/to/SMSSpamCollection --variants hf_spam --rounds 1
+  hf-spam benchmark --data_file path/to/SMSSpamCollection --serving_only --json serving.json
   hf-spam benchmark --sweep                          # cost against message length and training-set size
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from ..benchmark import orchestrate
 from ..benchmark.report import format_table
 from ..benchmark.runs import VARIANTS
+from ..benchmark.serving import format_serving
 from ..benchmark.sweep import format_sweep, sweep
 from .common import Parser, log_warnings, report_errors
 
@@ -28,7 +30,7 @@ def parser() -> Parser:
     parser.add_option(
         "--quick",
         action="store_true",
-        help="time a fixed slice and extrapolate (about 10 min on 2 cores of a Xeon with AMX; about 40 on an AVX2-only CPU)",
+        help="time a fixed slice and extrapolate, then one round of the serving section (timings per machine: BENCHMARKS.md)",
     )
     parser.add_option("--rounds", type=int, default=None, help="alternating rounds of the variants (default: 2 quick, 1 full)")
     parser.add_option("--json", help="write the results here")
@@ -44,6 +46,15 @@ def parser() -> Parser:
         "--baseline_reuses_freed_memory",
         action="store_true",
         help="run the transformers baselines with hf_spam's --reuse_freed_memory too (by default they keep glibc's defaults)",
+    )
+    parser.add_option(
+        "--serving_only",
+        action="store_true",
+        help="only the serving section: every backend (PyTorch, ONNX Runtime, OpenVINO; fp32 and int8) against pipeline(batch_size=32)",
+    )
+    parser.add_option(
+        "--serving_model",
+        help="serve this trained folder instead of the random gpt2-small (a random head's answers are near ties, int8 flips them)",
     )
     parser.add_option("--sweep", action="store_true", help="only the sweep over message length and training-set size (about 3 min)")
     return parser
@@ -61,8 +72,12 @@ def benchmark(args: argparse.Namespace) -> dict:
         variants=args.variants,
         seed=args.seed,
         baseline_reuses_freed_memory=args.baseline_reuses_freed_memory,
+        training=not args.serving_only,
+        serving_model=args.serving_model,
     )
-    print(format_table(results))
+    if not args.serving_only:
+        print(format_table(results))
+    print(format_serving(results["serving"]))
     return results
 
 

@@ -5,6 +5,10 @@ examples:
   hf-spam classify runs/spam --file messages.txt --jsonl        # one text per line
   hf-spam classify runs/topics --threshold 0.3 "..."            # a multi-label model: every class above 0.3
   echo "Hey, are we still on for dinner?" | hf-spam classify runs/spam
+  hf-spam classify runs/spam-onnx --file big.txt --batch_size 64 > labels.tsv   # an hf-spam export folder
+
+A file or stdin is read and classified a chunk at a time (memory stays flat for any number of lines), each chunk
+in length-sorted batches; the answers come out in the input's order.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 
 from transformers.utils.logging import disable_progress_bar
 
 from ..errors import DataError
-from ..inference import check_batch_size, classify, load_classifier, read_text_file, split_lines, summary
+from ..inference import check_batch_size, load_classifier, read_lines, summary
+from ..serving.runtime import BACKENDS
+from ..serving.streaming import classify_stream, read_file
 from .common import Parser, log_warnings, report_errors
 
 
@@ -29,6 +36,13 @@ def parser() -> Parser:
     parser.add_option("--batch_size", type=int, default=8)
     parser.add_option("--device", default=None, help="e.g. cpu, cuda, cuda:1")
     parser.add_option(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="torch (a saved model), onnx or openvino (an export); default: the folder's",
+    )
+    parser.add_option("--progress", action="store_true", help="--file's progress bar on stderr (default: only on a terminal)")
+    parser.add_option(
         "--threshold",
         type=float,
         default=None,
@@ -37,24 +51,30 @@ def parser() -> Parser:
     return parser
 
 
-def read_texts(args: argparse.Namespace) -> list[str]:
+def read_texts(args: argparse.Namespace) -> Iterator[str]:
+    """The texts: the arguments, else --file's lines, else stdin's, read as they are classified."""
     if args.texts:
-        return args.texts
-    texts, where = (read_text_file(args.file), args.file) if args.file else (split_lines(sys.stdin.buffer.read(), "stdin"), "stdin")
-    if not texts:
+        yield from args.texts
+        return
+    where = args.file or "stdin"
+    lines = read_file(args.file, progress=args.progress or None) if args.file else read_lines(sys.stdin.buffer, "stdin")
+    empty = True
+    for text in lines:
+        empty = False
+        yield text
+    if empty:
         raise DataError(f"No texts to classify: {where} is empty. Pass texts as arguments, --file FILE (one per line), or lines on stdin.")
-    return texts
 
 
-def classify_texts(args: argparse.Namespace) -> list[dict]:
+def print_results(args: argparse.Namespace) -> None:
     check_batch_size(args.batch_size)
-    texts = read_texts(args)
-    return classify(load_classifier(args.model, args.device), texts, args.batch_size, args.threshold)
+    classifier = load_classifier(args.model, args.device, args.backend)
+    for result in classify_stream(classifier, read_texts(args), args.batch_size, args.threshold):
+        print(json.dumps(result, ensure_ascii=False) if args.jsonl else f"{summary(result)}\t{result['text']}")
 
 
 def main(argv: list[str]) -> None:
     args = parser().parse_intermixed_args(argv)
     log_warnings()
-    disable_progress_bar()  # stderr holds warnings and errors only
-    for result in report_errors(lambda: classify_texts(args)):
-        print(json.dumps(result, ensure_ascii=False) if args.jsonl else f"{summary(result)}\t{result['text']}")
+    disable_progress_bar()  # stderr holds warnings and errors only (and --file's progress bar, on a terminal)
+    report_errors(lambda: print_results(args))

@@ -3,6 +3,7 @@
 examples:
   hf-spam demo runs/spam                                    # a local folder, http://127.0.0.1:7860
   hf-spam demo you/spam-classifier --port 8000
+  hf-spam demo runs/spam-onnx                               # an hf-spam export, on ONNX Runtime
   hf-spam demo you/spam-classifier --space_dir space/       # write a ready-to-upload Space folder instead
 
 Needs the demo extra: pip install "hf_spam[demo]"
@@ -26,6 +27,12 @@ def parser() -> Parser:
         default=None,
         help="multi-label models: list every class whose probability is above this (default: the model's, from training)",
     )
+    parser.add_option(
+        "--backend",
+        choices=("torch", "onnx", "openvino"),
+        default=None,
+        help="torch (a saved model), onnx or openvino (an export); default: the folder's",
+    )
     parser.add_option("--space_dir", help="write a Hugging Face Space folder for this Hub model id and exit")
     return parser
 
@@ -37,7 +44,7 @@ def demo(args: argparse.Namespace) -> None:
         folder = write_space(args.model, args.space_dir)
         print(f"Space folder written to {folder}; upload it with: hf upload --repo-type space you/space-name {args.space_dir}")
         return
-    launch(args.model, args.port, args.host, args.threshold)
+    launch(args.model, args.port, args.host, args.threshold, args.backend)
 
 
 def main(argv: list[str]) -> None:

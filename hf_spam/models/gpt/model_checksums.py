@@ -53,11 +53,12 @@ def checked_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file() and (p.name.endswith(CHECKED_SUFFIXES) or p.name in CHECKED_NAMES))
 
 
-def write_checksums(folder: str | Path) -> None:
-    """``model_checksums.json`` for the model just saved in ``folder`` (written last, replacing any older one)."""
+def write_checksums(folder: str | Path, names: list[str] | None = None) -> None:
+    """``model_checksums.json`` for the model just saved in ``folder`` (written last, replacing any older one), over
+    ``names`` (default: the weights and config, :func:`checked_files`)."""
     folder = Path(folder)
     algorithms = ("xxh3_128", "crc32") if xxhash is not None else ("crc32",)
-    files = {name: file_checksums(folder / name, algorithms) for name in checked_files(folder)}
+    files = {name: file_checksums(folder / name, algorithms) for name in (checked_files(folder) if names is None else names)}
     partial = folder / f"{CHECKSUMS_NAME}.partial"
     partial.write_text(json.dumps({"files": files}, indent=1) + "\n")
     partial.replace(folder / CHECKSUMS_NAME)

@@ -21,6 +21,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutput
 from transformers.utils import cached_file, can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_gpt import BOOK_PADDED_POOLINGS, MULTI_LABEL, REGRESSION, SINGLE_LABEL, GPTConfig
 from .gpt_blocks import LayerNorm, TransformerBlock, padding_attention_mask
@@ -256,6 +257,7 @@ class GPTModel(GPTPreTrainedModel):
         return bool(output_attentions), bool(output_hidden_states)
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -265,17 +267,15 @@ class GPTModel(GPTPreTrainedModel):
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        past_key_values: Cache | None = None,
     ) -> BaseModelOutputWithPast:
         """Hidden states after ``final_norm``, (b, T, emb_dim).
 
         With ``use_cache`` (default: ``config.use_cache``) the keys and values of every block go into
         ``cache`` (a new ``DynamicCache`` if none is given), and a later call with the same cache
         passes only the new tokens (and the whole sequence's ``attention_mask``). ``past_key_values``
-        is transformers' older name for ``cache``.
+        is transformers' older name for ``cache``: accepted with its deprecation warning, as GPT-2 does.
         """
         output_attentions, output_hidden_states = self.output_flags(output_attentions, output_hidden_states)
-        cache = past_key_values if cache is None else cache
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             use_cache = False  # the recomputed blocks would write their keys and values twice
@@ -331,6 +331,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         return super().prepare_inputs_for_generation(input_ids, next_sequence_length, cache, attention_mask, inputs_embeds, **kwargs)
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -342,7 +343,6 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        past_key_values: Cache | None = None,
         **loss_kwargs,
     ) -> CausalLMOutputWithPast:
         """``labels`` are the inputs themselves (shifted here, as transformers does); -100 is ignored.
@@ -355,7 +355,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             input_ids,
             attention_mask,
             inputs_embeds,
-            cache=past_key_values if cache is None else cache,
+            cache=cache,
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,

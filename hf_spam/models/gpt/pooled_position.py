@@ -61,9 +61,12 @@ def trunk_mask(pooling: str, attention_mask: torch.Tensor | None) -> torch.Tenso
 
 def _real_first(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(b, T) gather order that puts each row's real tokens first, in their order, then its pads; and the
-    real-token mask in that order."""
+    real-token mask in that order. A stable argsort of the pad mask, computed from ranks (each real token's
+    count of real tokens before it; each pad's after all of them) because ONNX has no stable sort to export."""
     real = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
-    order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)
+    ranks = torch.where(real, real.cumsum(1) - 1, real.sum(1, keepdim=True) + (~real).cumsum(1) - 1)
+    positions = torch.arange(real.shape[1], device=real.device).expand_as(ranks)
+    order = torch.empty_like(ranks).scatter(1, ranks, positions)
     return order, real.gather(1, order)
 
 

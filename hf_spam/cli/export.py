@@ -1,0 +1,43 @@
+"""Export a finetuned classifier with transformers' exporters, for ONNX Runtime or OpenVINO (optionally int8).
+
+examples:
+  hf-spam export runs/spam --output_dir runs/spam-onnx                      # ONNX, float32
+  hf-spam export runs/spam --output_dir runs/spam-int8 --quantize int8      # int8 weights (ONNX Runtime)
+  hf-spam export runs/spam --output_dir runs/spam-ov --format openvino
+  hf-spam classify runs/spam-onnx "See you at 5?"                           # runs on ONNX Runtime, no run folder needed
+
+Needs the export extra: pip install "hf_spam[export]"
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..serving.export import EXPORT_FORMATS, QUANTIZATIONS
+from .common import Parser, log_warnings, report_errors
+
+
+def parser() -> Parser:
+    parser = Parser("export", __doc__)
+    parser.add_argument("model", help="folder written by hf-spam train, or a Hub id")
+    parser.add_option("--output_dir", required=True, help="a new folder for the export (it must not exist yet, or be empty)")
+    parser.add_option("--format", choices=EXPORT_FORMATS, default="onnx", help="onnx (ONNX Runtime) or openvino (default: onnx)")
+    parser.add_option("--quantize", choices=QUANTIZATIONS, default=None, help="int8 weights (default: float32, the model's own numbers)")
+    return parser
+
+
+def export(args: argparse.Namespace) -> None:
+    from ..serving.export import export_classifier  # the exporters' packages: imported only when exporting
+
+    report = export_classifier(args.model, args.output_dir, args.format, args.quantize)
+    print(
+        f"Exported {args.model} to {args.output_dir} ({report['format']}, {report['quantize'] or 'float32'}) in {report['seconds']:.0f} s, "
+        f"{report['bytes'] / 1e6:.1f} MB; against PyTorch: max |Δprob| {report['max_abs_prob_diff']:.2g}, "
+        f"labels {'identical' if report['labels_agree'] else 'differ'}."
+    )
+
+
+def main(argv: list[str]) -> None:
+    args = parser().parse_args(argv)
+    log_warnings()
+    report_errors(lambda: export(args))

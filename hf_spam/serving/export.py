@@ -1,0 +1,176 @@
+"""``hf-spam export``: a finetuned classifier through transformers' own exporters (``transformers.exporters``), so
+it runs on ONNX Runtime or OpenVINO without PyTorch's per-operator overhead, optionally with int8 weights.
+
+The exported folder holds the program (``export.json`` names its files), the config, the tokenizer, a model card
+section saying how it was made, and ``model_checksums.json`` over all of them. Before the folder is put in place,
+the export is run on a few texts and compared with the PyTorch model it came from: a float32 export whose
+probabilities differ by more than :data:`FP32_TOLERANCE` is refused; an int8 one's difference is recorded in its card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import OptionError, UnusableModelError
+from ..models.gpt.model_checksums import write_checksums
+from .runtime import EXPORT_MANIFEST, load_exported, require_extra
+
+EXPORT_FORMATS = ("onnx", "openvino")
+QUANTIZATIONS = ("int8",)
+# the largest |probability difference| an fp32 export may show against PyTorch on the check texts
+FP32_TOLERANCE = 1e-4
+CHECK_TEXTS = (
+    "WINNER!! As a valued network customer you have been selected to receive a £900 prize reward!",
+    "Ok lar... Joking wif u oni...",
+    "Nah I don't think he goes to usf, he lives around here though",
+    "Free entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005. Text FA to 87121 to receive entry question",
+    "",
+    "U dun say so early hor... U c already then say...",
+)
+
+
+def export_classifier(
+    model_dir: str | os.PathLike, output_dir: str | os.PathLike, export_format: str = "onnx", quantize: str | None = None
+) -> dict:
+    """Export the classifier saved in ``model_dir`` (a folder ``hf-spam train`` wrote, or a Hub id) to ``output_dir``,
+    which must not hold anything yet (an export never replaces files it did not write). Returns what the export
+    measured: ``seconds``, ``bytes`` (the program's files), and ``max_abs_prob_diff`` / ``labels_agree`` against
+    PyTorch on :data:`CHECK_TEXTS`, also written to the folder's card."""
+    check_options(output_dir, export_format, quantize)
+    require_extra(export_format, quantize)
+    from ..inference import load_classifier
+    from .predict import predict_proba
+
+    classifier = load_classifier(model_dir)
+    model, tokenizer = classifier.model.float().eval(), classifier.tokenizer
+    output = Path(output_dir)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        start = time.perf_counter()
+        exported = export_program(model, tokenizer, export_format, quantize)
+        seconds = time.perf_counter() - start
+        exported.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        programs = program_files(staging)
+        program_bytes = sum((staging / name).stat().st_size for name in programs)
+        write_checksums(staging, names=sorted({*programs, EXPORT_MANIFEST, "config.json"}))
+        check = compare_with_torch(model, tokenizer, load_exported(staging).model, predict_proba)
+        report = {"format": export_format, "quantize": quantize, "seconds": seconds, "bytes": program_bytes, **check}
+        refuse_a_wrong_export(report, model_dir)
+        write_card(staging, output, model_dir, report)
+        staging.replace(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def check_options(output_dir: str | os.PathLike, export_format: str, quantize: str | None) -> None:
+    if export_format not in EXPORT_FORMATS:
+        raise OptionError(f"--format {export_format}: choose one of {', '.join(EXPORT_FORMATS)}.")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise OptionError(f"--quantize {quantize}: choose {', '.join(QUANTIZATIONS)} (or leave it out for float32).")
+    output = Path(output_dir)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise OptionError(f"--output_dir {output} already exists and is not an empty folder; give a new one (an export replaces nothing).")
+
+
+def sample_inputs(tokenizer, limit: int) -> dict[str, torch.Tensor]:
+    """What the program is traced with: two texts of different lengths, padded, so that no axis is traced at size 1
+    (torch.export would specialize it) and the sequence axis stays within what the model reads."""
+    length = max(2, min(7, limit - 1))
+    ids = [[464] * length, [464] * (length - 1) + [tokenizer.eos_token_id]]
+    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor([[1] * length, [1] * (length - 1) + [0]])}
+
+
+def export_program(model, tokenizer, export_format: str, quantize: str | None):
+    """The transformers exporter's ``ExportedModel``: batch and sequence axes dynamic (``Dim.DYNAMIC``, which fails
+    the export rather than fix an axis to the sample's size); int8 is ONNX Runtime's dynamic quantization (int8
+    weights, activations quantized at run time) or NNCF's int8 weight compression for OpenVINO."""
+    from torch.export import Dim
+    from transformers import exporters
+
+    from .predict import token_limit
+
+    inputs = sample_inputs(tokenizer, token_limit(model.config))
+    dynamic = {"dynamic_shapes": {name: {0: Dim.DYNAMIC, 1: Dim.DYNAMIC} for name in inputs}}
+    if export_format == "onnx":
+        quantizer = exporters.OnnxRuntimeQuantizer(exporters.OnnxRuntimeDynamicConfig()) if quantize else None
+        return exporters.OnnxExporter().export(model, inputs, exporters.OnnxConfig(**dynamic, quantizer=quantizer))
+    quantizer = None
+    if quantize:
+        import nncf
+
+        quantizer = exporters.NNCFOpenVINOQuantizer(exporters.NNCFWeightCompressionConfig(mode=nncf.CompressWeightsMode.INT8_ASYM))
+    return exporters.OpenVINOExporter().export(model, inputs, exporters.OpenVINOConfig(**dynamic, quantizer=quantizer))
+
+
+def program_files(folder: Path) -> list[str]:
+    """The files of the programs the export's manifest names (with their weights files)."""
+    from transformers.exporters.auto import get_exporter_class
+
+    manifest = json.loads((folder / EXPORT_MANIFEST).read_text())
+    exporter = get_exporter_class(manifest["export_format"])
+    return [name for entry in manifest["components"].values() for name in exporter.program_files(entry["file"])]
+
+
+def compare_with_torch(model, tokenizer, exported, predict_proba) -> dict:
+    """The export against the model it came from, on :data:`CHECK_TEXTS`."""
+    texts = list(CHECK_TEXTS)
+    reference = predict_proba(model, tokenizer, texts)
+    probs = predict_proba(exported, tokenizer, texts)
+    return {
+        "max_abs_prob_diff": (probs - reference).abs().max().item(),
+        "labels_agree": bool((probs.argmax(-1) == reference.argmax(-1)).all()),
+    }
+
+
+def refuse_a_wrong_export(report: dict, model_dir) -> None:
+    """A float32 export computes what PyTorch computes; one that does not is a broken export, not a faster model."""
+    if report["quantize"] is None and report["max_abs_prob_diff"] > FP32_TOLERANCE:
+        raise UnusableModelError(
+            f"{model_dir}: the {report['format']} export's probabilities differ from PyTorch's by {report['max_abs_prob_diff']:.2g} "
+            f"(more than {FP32_TOLERANCE}); nothing was written. Report it with the model's config.json."
+        )
+
+
+def write_card(folder: Path, output: Path, model_dir, report: dict) -> None:
+    """A README (model card) section saying what the folder holds, how it was made and how to use it."""
+    from importlib.metadata import version
+
+    packages = ["torch", "transformers"] + (["onnx", "onnxscript", "onnxruntime"] if report["format"] == "onnx" else ["openvino"])
+    quantizer = "ONNX Runtime dynamic quantization" if report["format"] == "onnx" else "NNCF weight compression"
+    precision = f"int8 weights ({quantizer})" if report["quantize"] else "float32"
+    command = f"hf-spam export {model_dir} --output_dir {output} --format {report['format']}" + (
+        " --quantize int8" if report["quantize"] else ""
+    )
+    card = f"""---
+library_name: transformers
+tags: [hf_spam, text-classification, {report["format"]}]
+---
+
+# Exported classifier ({report["format"]}, {precision})
+
+Exported from `{model_dir}` by `{command}`
+with transformers' exporters (`transformers.exporters`), dynamic batch and sequence axes.
+Versions: {", ".join(f"{name} {version(name)}" for name in packages)}.
+
+Checked at export against the PyTorch model on {len(CHECK_TEXTS)} texts: largest probability difference \
+{report["max_abs_prob_diff"]:.2g}, labels {"identical" if report["labels_agree"] else "NOT identical"}.
+
+Use it without the run folder:
+
+```
+hf-spam classify {output} "See you at 5?"
+```
+
+or in Python: `hf_spam.load_classifier("{output}")("See you at 5?")`.
+"""
+    (folder / "README.md").write_text(card, encoding="utf-8")

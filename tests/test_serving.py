@@ -1,0 +1,201 @@
+"""Serving (``hf_spam.serving``, ``hf-spam export``, ``hf-spam classify --backend``): every export classifies as the
+PyTorch model it came from, on its own, and refuses what it cannot use in one line."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import DynamicCache
+from transformers.exporters import ExportedModel, OnnxConfig, OnnxExporter
+
+from hf_spam import GPTForCausalLM, GPTForSequenceClassification, GPTModel, gpt2_tokenizer, save_with_tokenizer
+from hf_spam.errors import OptionError, UnusableModelError
+from hf_spam.inference import classify, load_classifier, predict_proba
+from hf_spam.serving import classify_stream, export_classifier
+from hf_spam.serving.export import export_program
+from tests.helpers import ROOT, run_script, tiny_config
+
+TEXTS = [
+    "hi",
+    "WINNER!! You have been selected for a £900 prize. Text CLAIM to 81010 now, T&Cs apply, txt STOP to end",
+    "See you at 5?",
+    "",
+    "ok " * 40,  # past the tiny model's 32 tokens: cut as training cut it
+    "Free entry in 2 a wkly comp to win FA Cup final tkts",
+    "U dun say so early hor... U c already then say...",
+]
+
+
+def decisive(model):
+    """A head whose answers are far from a tie (as a trained one's are), so that int8's rounding keeps the labels."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        model.out_head.weight.normal_(0, 2.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def run_folder(gpt2_bpe, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("run") / "spam"
+    torch.manual_seed(0)
+    save_with_tokenizer(decisive(GPTForSequenceClassification(tiny_config(id2label={0: "ham", 1: "spam"}, pad_token_id=50256))), folder)
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"pooling": "last_non_pad"},
+        {"pooling": "last", "padded_length": 20},  # the book's fixed padding
+        {"pooling": "last"},
+        {"pooling": "first"},
+        {"pooling": "mean"},
+        {"pooling": "mean_all", "padded_length": 12},
+        {"pooling": "last_non_pad", "truncation_length": 10},
+    ],
+    ids=lambda fields: "-".join(f"{k}={v}" for k, v in fields.items()),
+)
+def test_an_onnx_export_gives_pytorchs_probabilities_for_every_pooling(fields, gpt2_bpe):
+    torch.manual_seed(0)
+    model = GPTForSequenceClassification(tiny_config(num_labels=3, pad_token_id=50256, **fields)).eval()
+    tokenizer = gpt2_tokenizer(32)
+    exported = export_program(model, tokenizer, "onnx", None)
+    expected = predict_proba(model, tokenizer, TEXTS, batch_size=3)  # batches of several lengths, padded
+    got = predict_proba(exported, tokenizer, TEXTS, batch_size=3)
+    assert torch.equal(got.argmax(-1), expected.argmax(-1))
+    assert (got - expected).abs().max() < 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("export_format", "quantize"), [("onnx", None), ("onnx", "int8"), ("openvino", None), ("openvino", "int8")])
+def test_each_backend_classifies_as_pytorch_from_its_own_folder_after_the_run_is_deleted(export_format, quantize, run_folder, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_folder, run)
+    expected = classify(load_classifier(run), TEXTS)
+    report = export_classifier(run, tmp_path / "exported", export_format, quantize)
+    assert report["labels_agree"] and (quantize or report["max_abs_prob_diff"] <= 1e-4)
+    shutil.rmtree(run)  # nothing of the run folder is needed
+    result = run_script("classify", str(tmp_path / "exported"), "--jsonl", "--", *TEXTS, timeout=300)
+    assert result.returncode == 0, result.stderr
+    got = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["label"] for r in got] == [r["label"] for r in expected]
+    tolerance = 0.05 if quantize else 1e-4
+    assert max(abs(g["score"] - e["score"]) for g, e in zip(got, expected, strict=True)) <= tolerance
+    card = (tmp_path / "exported" / "README.md").read_text()
+    assert f"--format {export_format}" in card and (quantize is None or "int8" in card)
+    backend = load_classifier(tmp_path / "exported")
+    assert [row[0]["label"] for row in backend(TEXTS)] == [r["label"] for r in expected]  # called as a pipeline is
+
+
+@pytest.mark.slow
+def test_a_damaged_export_is_refused_naming_its_file(run_folder, tmp_path):
+    export_classifier(run_folder, tmp_path / "exported")
+    data = tmp_path / "exported" / "model.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one weight's bits: ONNX Runtime would load it and compute other numbers
+    data.write_bytes(raw)
+    with pytest.raises(UnusableModelError, match=r"model\.onnx\.data does not match its checksum"):
+        load_classifier(tmp_path / "exported")
+
+
+def test_export_refuses_a_folder_that_holds_files(run_folder, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(OptionError, match="already exists and is not an empty folder"):
+        export_classifier(run_folder, tmp_path / "out")
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+
+
+def test_a_backend_other_than_the_folders_is_one_line(run_folder):
+    with pytest.raises(OptionError, match=f"is a PyTorch model, not a onnx export; run hf-spam export {run_folder} --format onnx"):
+        load_classifier(run_folder, backend="onnx")
+
+
+def one_line_error(*argv: str, prelude: str = "") -> str:
+    code = f"{prelude}\nfrom hf_spam.cli import main\nmain({list(argv)!r})"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result.stderr
+
+
+def test_bad_exports_are_one_line_each(run_folder, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "hf-spam export: error: argument --format: invalid choice: 'tflite'" in one_line_error(
+        "export", str(run_folder), "--output_dir", str(tmp_path / "o"), "--format", "tflite"
+    )
+    assert f"{empty}" in one_line_error("export", str(empty), "--output_dir", str(tmp_path / "o2"))
+    hide = "import sys; sys.modules['onnxruntime'] = None  # as if it were not installed"
+    missing = one_line_error("export", str(run_folder), "--output_dir", str(tmp_path / "o3"), prelude=hide)
+    assert 'needs onnxruntime, which is not installed: pip install "hf_spam[export]"' in missing
+    assert not (tmp_path / "o3").exists()
+
+
+def test_a_stream_is_classified_a_chunk_at_a_time_in_input_order(run_folder):
+    classifier = load_classifier(run_folder)
+    texts = [TEXTS[i % len(TEXTS)] + f" {i}" for i in range(50)]
+    pulled = []
+
+    def source():
+        for text in texts:
+            pulled.append(text)
+            yield text
+
+    stream = classify_stream(classifier, source(), batch_size=4, chunk_size=16)
+    first = next(stream)
+    assert len(pulled) == 16  # one chunk read, not the whole input
+    results = [first, *stream]
+    assert [r["text"] for r in results] == texts
+    assert [r["label"] for r in results] == [r["label"] for r in classify(classifier, texts, 4)]
+
+
+def test_classify_reads_a_file_as_it_goes_and_says_when_it_is_empty(run_folder, tmp_path):
+    short = ["hi", "See you at 5?", "", "Free entry in 2 a wkly comp"]
+    lines = [f"message {i}: {short[i % len(short)]}" for i in range(5000)]
+    lines[4500] = "too long " * 20  # in the second chunk: its warning counts from the file's start
+    (tmp_path / "many.txt").write_text("\n".join(lines) + "\n")
+    result = run_script("classify", str(run_folder), "--file", str(tmp_path / "many.txt"), "--batch_size", "64", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "WARNING hf_spam" in line] == [
+        "WARNING hf_spam.inference: Text 4500 has 41 tokens; only its first 32 are classified."
+    ]
+    printed = result.stdout.splitlines()
+    assert [line.split("\t", 2)[2] for line in printed] == lines
+    (tmp_path / "empty.txt").write_bytes(b"")
+    result = run_script("classify", str(run_folder), "--file", str(tmp_path / "empty.txt"))
+    assert result.returncode == 2 and "No texts to classify: " in result.stderr and result.stdout == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_class", [GPTModel, GPTForCausalLM])
+def test_the_trunk_and_the_causal_lm_export_too(model_class, gpt2_bpe):
+    torch.manual_seed(0)
+    model = model_class(tiny_config(use_cache=False)).eval()
+    sample = {"input_ids": torch.randint(0, 50000, (2, 7)), "attention_mask": torch.ones(2, 7, dtype=torch.long)}
+    exported = OnnxExporter().export(model, sample, OnnxConfig(dynamic=True))
+    inputs = {"input_ids": torch.randint(0, 50000, (3, 11)), "attention_mask": torch.ones(3, 11, dtype=torch.long)}
+    expected, got = model(**inputs), exported(**inputs)
+    name = "last_hidden_state" if model_class is GPTModel else "logits"
+    assert (getattr(got, name) - getattr(expected, name)).abs().max() < 1e-4
+
+
+@pytest.mark.slow
+def test_the_causal_lm_exports_for_generation_as_prefill_and_decode_with_its_kv_cache(gpt2_bpe, tmp_path):
+    torch.manual_seed(0)
+    model = GPTForCausalLM(tiny_config(pad_token_id=50256, eos_token_id=50256)).eval()
+    prompt = {"input_ids": torch.randint(0, 50000, (2, 7)), "attention_mask": torch.ones(2, 7, dtype=torch.long)}
+    exported = OnnxExporter().export_for_generation(model, prompt, OnnxConfig(dynamic=True))
+    assert set(exported.components) == {"prefill", "decode"}
+    exported.save_pretrained(tmp_path)
+    loaded = ExportedModel.from_pretrained(tmp_path, trust_remote_code=True)
+    prefill = loaded.runners["prefill"]
+    inputs = {"input_ids": torch.randint(0, 50000, (2, 9)), "attention_mask": torch.ones(2, 9, dtype=torch.long)}
+    expected = model(**inputs, cache=DynamicCache(config=model.config), use_cache=True)
+    got = prefill(**{key: value for key, value in inputs.items() if key in prefill.metadata.kwargs})
+    assert (got.logits[:, -1] - expected.logits[:, -1]).abs().max() < 1e-4
