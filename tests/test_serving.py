@@ -109,6 +109,10 @@ def test_export_refuses_a_folder_that_holds_files(run_folder, tmp_path):
     with pytest.raises(OptionError, match="already exists and is not an empty folder"):
         export_classifier(run_folder, tmp_path / "out")
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+    (tmp_path / "exported").mkdir()
+    (tmp_path / "exported" / "export.json").write_text('{"export_format": "onnx"}')
+    with pytest.raises(OptionError, match="is already an onnx export; give the folder hf-spam train wrote"):
+        export_classifier(tmp_path / "exported", tmp_path / "again")
 
 
 def test_a_backend_other_than_the_folders_is_one_line(run_folder):

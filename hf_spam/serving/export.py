@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 
 from ..errors import OptionError, UnusableModelError
+from ..inference import load_classifier
 from ..models.gpt.model_checksums import write_checksums
-from .runtime import EXPORT_MANIFEST, load_exported, require_extra
+from .predict import predict_proba, token_limit
+from .runtime import EXPORT_MANIFEST, exported_format, load_exported, require_extra
 
 EXPORT_FORMATS = ("onnx", "openvino")
 QUANTIZATIONS = ("int8",)
@@ -43,11 +45,8 @@ def export_classifier(
     which must not hold anything yet (an export never replaces files it did not write). Returns what the export
     measured: ``seconds``, ``bytes`` (the program's files), and ``max_abs_prob_diff`` / ``labels_agree`` against
     PyTorch on :data:`CHECK_TEXTS`, also written to the folder's card."""
-    check_options(output_dir, export_format, quantize)
+    check_options(model_dir, output_dir, export_format, quantize)
     require_extra(export_format, quantize)
-    from ..inference import load_classifier
-    from .predict import predict_proba
-
     classifier = load_classifier(model_dir)
     model, tokenizer = classifier.model.float().eval(), classifier.tokenizer
     output = Path(output_dir)
@@ -62,7 +61,7 @@ def export_classifier(
         programs = program_files(staging)
         program_bytes = sum((staging / name).stat().st_size for name in programs)
         write_checksums(staging, names=sorted({*programs, EXPORT_MANIFEST, "config.json"}))
-        check = compare_with_torch(model, tokenizer, load_exported(staging).model, predict_proba)
+        check = compare_with_torch(model, tokenizer, load_exported(staging).model)
         report = {"format": export_format, "quantize": quantize, "seconds": seconds, "bytes": program_bytes, **check}
         refuse_a_wrong_export(report, model_dir)
         write_card(staging, output, model_dir, report)
@@ -72,11 +71,13 @@ def export_classifier(
     return report
 
 
-def check_options(output_dir: str | os.PathLike, export_format: str, quantize: str | None) -> None:
+def check_options(model_dir: str | os.PathLike, output_dir: str | os.PathLike, export_format: str, quantize: str | None) -> None:
     if export_format not in EXPORT_FORMATS:
         raise OptionError(f"--format {export_format}: choose one of {', '.join(EXPORT_FORMATS)}.")
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise OptionError(f"--quantize {quantize}: choose {', '.join(QUANTIZATIONS)} (or leave it out for float32).")
+    if Path(model_dir).is_dir() and exported_format(model_dir):
+        raise OptionError(f"{model_dir} is already an {exported_format(model_dir)} export; give the folder hf-spam train wrote.")
     output = Path(output_dir)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise OptionError(f"--output_dir {output} already exists and is not an empty folder; give a new one (an export replaces nothing).")
@@ -96,8 +97,6 @@ def export_program(model, tokenizer, export_format: str, quantize: str | None):
     weights, activations quantized at run time) or NNCF's int8 weight compression for OpenVINO."""
     from torch.export import Dim
     from transformers import exporters
-
-    from .predict import token_limit
 
     inputs = sample_inputs(tokenizer, token_limit(model.config))
     dynamic = {"dynamic_shapes": {name: {0: Dim.DYNAMIC, 1: Dim.DYNAMIC} for name in inputs}}
@@ -121,7 +120,7 @@ def program_files(folder: Path) -> list[str]:
     return [name for entry in manifest["components"].values() for name in exporter.program_files(entry["file"])]
 
 
-def compare_with_torch(model, tokenizer, exported, predict_proba) -> dict:
+def compare_with_torch(model, tokenizer, exported) -> dict:
     """The export against the model it came from, on :data:`CHECK_TEXTS`."""
     texts = list(CHECK_TEXTS)
     reference = predict_proba(model, tokenizer, texts)
