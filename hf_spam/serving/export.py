@@ -76,8 +76,9 @@ def check_options(model_dir: str | os.PathLike, output_dir: str | os.PathLike, e
         raise OptionError(f"--format {export_format}: choose one of {', '.join(EXPORT_FORMATS)}.")
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise OptionError(f"--quantize {quantize}: choose {', '.join(QUANTIZATIONS)} (or leave it out for float32).")
-    if Path(model_dir).is_dir() and exported_format(model_dir):
-        raise OptionError(f"{model_dir} is already an {exported_format(model_dir)} export; give the folder hf-spam train wrote.")
+    already = exported_format(model_dir) if Path(model_dir).is_dir() else None
+    if already:
+        raise OptionError(f"{model_dir} is already an {already} export; give the folder hf-spam train wrote.")
     output = Path(output_dir)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise OptionError(f"--output_dir {output} already exists and is not an empty folder; give a new one (an export replaces nothing).")
