@@ -86,8 +86,13 @@ def gpt2_tokenizer(model_max_length: int = 1024) -> PreTrainedTokenizerBase:
 def save_with_tokenizer(
     model: PreTrainedModel, directory: str | os.PathLike, tokenizer: PreTrainedTokenizerBase | None = None, **kwargs
 ) -> None:
-    """``model.save_pretrained`` plus the GPT-2 tokenizer, so the folder works with ``AutoTokenizer`` and ``pipeline``."""
+    """``model.save_pretrained`` plus the GPT-2 tokenizer, so the folder works with ``AutoTokenizer`` and ``pipeline``;
+    an hf_spam model's ``model_checksums.json`` is rewritten to cover the tokenizer too."""
+    from .models.gpt.model_checksums import CHECKSUMS_NAME, write_checksums
+
     model.save_pretrained(directory, **kwargs)
     tokenizer = tokenizer or gpt2_tokenizer(model.config.context_length)
     tokenizer.save_pretrained(directory)
+    if Path(directory, CHECKSUMS_NAME).is_file():
+        write_checksums(directory)
     json.loads(Path(directory, "config.json").read_text())  # the folder must be loadable: fail here, not later

@@ -6,6 +6,7 @@ import logging
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,10 +14,11 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, TrainerCallback, pipeline
 
 from hf_spam.data import load_sms_spam, tokenize
-from hf_spam.errors import CheckpointError, TrainingError
-from hf_spam.training.checkpoints import MANIFEST, file_digest, resolve_checkpoint
+from hf_spam.errors import CheckpointError, OptionError, TrainingError
+from hf_spam.models.gpt.model_checksums import file_checksums
+from hf_spam.training.checkpoints import EARLIER_RUN, MANIFEST, resolve_checkpoint
 from hf_spam.training.recipe import run
-from tests.helpers import parse, run_script
+from tests.helpers import ROOT, parse, run_script
 
 # last block + head train (the cached path) on a 2-block model from random weights
 CACHED = ["--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2", "--initial_eval_batches", "0"]
@@ -95,9 +97,12 @@ def checkpointed(tmp_path_factory, sms_file):
     return out
 
 
-def fresh_copy(checkpointed, tmp_path):
+def fresh_copy(checkpointed, tmp_path, finished=True):
+    """A copy to damage; ``finished=False``: as if killed during its final save (a finished run is not resumed)."""
     copy = tmp_path / "run"
     shutil.copytree(checkpointed, copy)
+    if not finished:
+        (copy / "all_results.json").unlink()
     return copy
 
 
@@ -107,7 +112,7 @@ def test_every_checkpoint_carries_a_manifest_of_its_files(checkpointed):
         manifest = json.loads((folder / MANIFEST).read_text())
         on_disk = {p.name for p in folder.iterdir() if p.name != MANIFEST}
         assert set(manifest["files"]) == on_disk and {"optimizer.pt", "model.safetensors", "trainer_state.json"} <= on_disk
-        assert manifest["files"]["optimizer.pt"]["xxh3_128"] == file_digest(folder / "optimizer.pt")
+        assert manifest["files"]["optimizer.pt"] == file_checksums(folder / "optimizer.pt")
         assert manifest["trainable_parameters"] and all(
             n.startswith(("model.trf_blocks.1", "model.final_norm", "out_head")) for n in manifest["trainable_parameters"]
         )
@@ -132,22 +137,20 @@ def test_last_skips_a_checkpoint_whose_files_were_damaged(checkpointed, tmp_path
         assert f"Skipping {out / 'checkpoint-4'}: {reason}" in caplog.text
         with pytest.raises(CheckpointError, match=f"Cannot resume from {out / 'checkpoint-4'}: {reason}"):
             resolve_checkpoint(str(out / "checkpoint-4"), out)
-    optimizer.write_bytes(original[:1000])
     (out / "checkpoint-4" / MANIFEST).unlink()  # saved by another tool, or killed just before the manifest
-    with pytest.raises(CheckpointError, match=r"optimizer.pt is unreadable"):
+    with pytest.raises(CheckpointError, match=f"Cannot resume from {out / 'checkpoint-4'}: it has no {MANIFEST}"):
         resolve_checkpoint(str(out / "checkpoint-4"), out)
 
 
 @pytest.mark.slow
 def test_a_checkpoint_of_other_trainable_layers_is_a_clear_error(checkpointed, tmp_path, sms_file):
-    out = fresh_copy(checkpointed, tmp_path)
+    out = fresh_copy(checkpointed, tmp_path, finished=False)
     argv = [*CACHED, "--data_file", str(sms_file), *STEPS, "--trainable_layers", "all", "--resume_from_checkpoint", "last"]
     with pytest.raises(
         CheckpointError, match=r"checkpoint-4: it trained 20 parameter tensors, this run trains 38 .*Resume with the options"
     ):
         run(*parse(*argv, "--output_dir", str(out)))
-    (out / "checkpoint-4" / MANIFEST).unlink()  # without a manifest (named: `last` skips it) the optimizer state tells
-    with pytest.raises(CheckpointError, match=r"its optimizer holds 20 parameter tensors, this run trains 38"):
+    with pytest.raises(CheckpointError, match=r"checkpoint-4: it trained 20 parameter tensors, this run trains 38"):
         run(*parse(*argv, "--resume_from_checkpoint", str(out / "checkpoint-4"), "--output_dir", str(out)))
 
 
@@ -159,10 +162,11 @@ def test_resuming_with_the_cache_trains_on_the_checkpoints_weights(checkpointed,
     out = fresh_copy(checkpointed, tmp_path)
     argv = [*CACHED, "--data_file", str(sms_file), *STEPS, "--max_steps", "40", "--seed", "7", "--keep_checkpoints", "false"]
     resume = str(out / "checkpoint-4")  # named: `last` takes only this run's (this seed's) checkpoints
+    resumed = tmp_path / "resumed"
     results = run(
-        *parse(*argv, "--resume_from_checkpoint", resume, "--prefix_cache_dir", str(tmp_path / "cache"), "--output_dir", str(out))
+        *parse(*argv, "--resume_from_checkpoint", resume, "--prefix_cache_dir", str(tmp_path / "cache"), "--output_dir", str(resumed))
     )
-    model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(resumed, trust_remote_code=True).eval()
     splits = tokenize(load_sms_spam(sms_file), "longest_train", context_length=model.config.context_length).splits
     for split, key in (("test", "test_accuracy"), ("validation", "eval_accuracy"), ("train", "train_accuracy")):
         with torch.no_grad():
@@ -170,7 +174,7 @@ def test_resuming_with_the_cache_trains_on_the_checkpoints_weights(checkpointed,
             predicted = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
         accuracy = (predicted == torch.tensor(splits[split]["label"])).double().mean().item()
         assert accuracy == pytest.approx(results[key], abs=1e-9), split
-    assert json.loads((out / "all_results.json").read_text())["test_accuracy"] == results["test_accuracy"]
+    assert json.loads((resumed / "all_results.json").read_text())["test_accuracy"] == results["test_accuracy"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +196,7 @@ def csv_data(folder, sms_file, classes=("ham", "spam")):
 
 
 def digests(folder):
-    return {p.name: file_digest(p) for p in folder.iterdir() if p.is_file()}
+    return {p.name: file_checksums(p) for p in folder.iterdir() if p.is_file()}
 
 
 @pytest.mark.slow
@@ -204,36 +208,61 @@ def test_a_run_refuses_another_runs_output_dir_and_never_deletes_its_checkpoints
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
     assert f"--output_dir {out} is not empty (README.md" in refused.stderr and "--overwrite_output_dir true" in refused.stderr
 
-    # written into anyway: its checkpoints at other steps rotate among themselves, the first run's stay as they were
+    # written into anyway: the first run's checkpoints are moved aside once, as they were; this run's rotate (Trainer's own)
     steps = ["--save_steps", "3", "--max_steps", "6", "--save_total_limit", "1", "--keep_checkpoints", "false"]
     with caplog.at_level(logging.INFO):
         run(*parse(*other, *steps, "--overwrite_output_dir", "true", "--output_dir", str(out)))
-    assert f"Removed {out / 'checkpoint-3'} (--save_total_limit 1)" in caplog.text
+    assert f"Moved checkpoint-4, checkpoint-2 into {out / EARLIER_RUN}" in caplog.text
     assert f"Removed {out / 'checkpoint-6'} (pass --keep_checkpoints" in caplog.text
-    assert f"Kept checkpoint-4, checkpoint-2 in {out}: not written by this run" in caplog.text
-    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
-    assert {name: digests(out / name) for name in before} == before
+    assert not list(out.glob("checkpoint-*")) and json.loads((out / "all_results.json").read_text())["train_steps_per_second"] > 0
+    assert {name: digests(out / EARLIER_RUN / name) for name in before} == before
 
 
 @pytest.mark.slow
-def test_last_resumes_only_this_runs_checkpoints(checkpointed, tmp_path, sms_file, caplog):
-    """A second run (another seed) in the first one's folder, started with --resume_from_checkpoint last (as after
-    being killed before its first save): it skips the first run's checkpoints, trains from the start, and moves the
-    first run's checkpoint of a step it saves itself aside instead of writing into it."""
+def test_resume_never_takes_over_another_run_or_a_finished_one(checkpointed, tmp_path, sms_file):
+    """Red team v3: `--resume_from_checkpoint last` with another seed in a finished run's folder said "No intact
+    checkpoint of this run; training from the start" and replaced that run's model, metrics and card (exit 0). Now a
+    finished run is refused, and so is a folder whose checkpoints another run wrote; nothing in either is changed."""
     out = fresh_copy(checkpointed, tmp_path)
-    before = digests(out / "checkpoint-2")
-    with caplog.at_level(logging.INFO):
-        run(
-            *parse(
-                *CACHED, "--data_file", str(sms_file), *STEPS, "--seed", "7", "--resume_from_checkpoint", "last", "--output_dir", str(out)
-            )
-        )
-    assert f"Skipping {out / 'checkpoint-4'}: written by another run (seed 123 there, 7 here)" in caplog.text
-    assert "Resuming from" not in caplog.text and f"No intact checkpoint of this run in {out}" in caplog.text
-    assert f"Moved {out / 'checkpoint-2'} to checkpoint-2.another-run" in caplog.text
-    assert digests(out / "checkpoint-2.another-run") == before
-    own = json.loads((out / "checkpoint-2" / MANIFEST).read_text())
-    assert own["recipe"]["seed"] == 7 and own["data"] and own["id2label"] == {"0": "ham", "1": "spam"}
+    before = {p.relative_to(out): file_checksums(p) for p in out.rglob("*") if p.is_file()}
+    argv = [*CACHED, "--data_file", str(sms_file), *STEPS, "--resume_from_checkpoint", "last", "--output_dir", str(out)]
+    for seed in ("7", "123"):
+        with pytest.raises(OptionError, match=f"--output_dir {out} holds a finished run .* nothing to resume"):
+            run(*parse(*argv, "--seed", seed))
+    for name in ("all_results.json", "model_checksums.json"):  # as if killed before the final save: its checkpoints remain
+        (out / name).unlink()
+        del before[Path(name)]
+    with pytest.raises(CheckpointError, match=r"checkpoint-4 was written by another run \(seed 123 there, 7 here\)"):
+        run(*parse(*argv, "--seed", "7"))
+    assert {p.relative_to(out): file_checksums(p) for p in out.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_two_runs_on_one_output_dir_cannot_both_write_it(tmp_path, sms_file):
+    """Red team v3: two `hf-spam train` started together on one --output_dir both exited 0, the folder holding whichever
+    finished last. The second is refused at once while the first holds the folder; the first's model is whole."""
+    out = tmp_path / "run"
+    argv = ["--data_file", str(sms_file), *CACHED, *STEPS, "--output_dir", str(out)]
+    first = subprocess.Popen(
+        [sys.executable, "tests/support/train_probe.py", "--probe_pause_after_save", "2", *argv],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert next((line.strip() for line in first.stdout if line.startswith("saved")), None) == "saved checkpoint-2"
+        for extra in ([], ["--overwrite_output_dir", "true"], ["--resume_from_checkpoint", "last"]):
+            second = run_script("train.py", *argv, *extra, timeout=600)
+            assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-2000:]
+            assert f"--output_dir {out} is in use by another run" in second.stderr, extra
+    finally:
+        first.stdin.close()  # the first run goes on
+        first.stdout.read()
+    assert first.wait(timeout=600) == 0
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True) is not None
 
 
 @pytest.mark.slow
@@ -241,6 +270,7 @@ def test_resuming_with_other_classes_or_data_is_one_error_naming_both(tmp_path, 
     data = csv_data(tmp_path / "data", sms_file)
     out = tmp_path / "run"
     run(*parse(*CACHED, *data, *STEPS, "--output_dir", str(out)))
+    (out / "all_results.json").unlink()  # as if killed during its final save
     swapped = [*CACHED, *data, *STEPS, "--label_names", "spam", "ham", "--output_dir", str(out)]
     for resume in ("last", str(out / "checkpoint-4")):
         with pytest.raises(CheckpointError, match=r"checkpoint-4: its classes .* are \['ham', 'spam'\], this run's \['spam', 'ham'\]"):
@@ -266,15 +296,15 @@ def test_unverifiable_or_absent_checkpoints_are_refused_with_the_reason(checkpoi
     (folder / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match=f"optimizer.pt is not in {MANIFEST}"):
         resolve_checkpoint(str(folder), out)
-    # without a manifest: `last` skips it; named, an optimizer state of NaNs (what damaged bytes gave) is refused
+    # without a manifest: `last` skips it, and named it is refused (an optimizer state of NaNs could not be told apart)
     (folder / MANIFEST).unlink()
     state = torch.load(folder / "optimizer.pt", weights_only=True)
     next(iter(state["state"].values()))["exp_avg"].fill_(float("nan"))
     torch.save(state, folder / "optimizer.pt")
     with caplog.at_level(logging.WARNING):
         assert resolve_checkpoint("last", out) == str(out / "checkpoint-2")
-    assert f"Skipping {folder}: no {MANIFEST}, so its files cannot be checked" in caplog.text
-    with pytest.raises(CheckpointError, match=f"Cannot resume from {folder}: optimizer.pt holds NaN or infinite values"):
+    assert f"Skipping {folder}: it has no {MANIFEST}" in caplog.text
+    with pytest.raises(CheckpointError, match=f"Cannot resume from {folder}: it has no {MANIFEST}"):
         resolve_checkpoint(str(folder), out)
 
 

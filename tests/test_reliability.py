@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,10 +18,11 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from hf_spam import GPTForSequenceClassification, save_with_tokenizer
+from hf_spam.cli import main as cli_main
 from hf_spam.data import DataError, describe, load_sms_spam, load_text_classification
 from hf_spam.errors import UnusableModelError
 from hf_spam.inference import classify, load_classifier, read_text_file
-from hf_spam.models.gpt.model_checksums import ModelFilesError
+from hf_spam.models.gpt.model_checksums import ModelFilesError, write_checksums
 from hf_spam.training.checkpoints import MANIFEST, resolve_checkpoint, write_manifest
 from tests.helpers import ROOT, run_script, tiny_config
 
@@ -75,6 +77,9 @@ def test_another_vocabulary_is_refused(gpt2_bpe, tmp_path):
     words.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]").save_pretrained(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "[UNK]"}))
+    with pytest.raises(UnusableModelError, match="tokenizer.json has 888 bytes"):  # not the tokenizer saved with the model
+        load_classifier(tmp_path)
+    write_checksums(tmp_path)  # saved with the model on purpose: still not the model's vocabulary
     with pytest.raises(UnusableModelError, match="is not GPT-2's 50257-token BPE"):
         load_classifier(tmp_path)
 
@@ -118,7 +123,8 @@ def saved_folder(gpt2_bpe, tmp_path):
 def test_damaged_weights_are_refused_by_classify_and_by_the_shipped_code(saved_folder):
     """Bytes of the weights' data changed at the same size load without complaint in safetensors (the model then
     printed `ham nan`): the checksums saved beside them refuse it, in hf_spam and in the code shipped with the model."""
-    assert json.loads((saved_folder / "model_checksums.json").read_text())["files"].keys() == {"config.json", "model.safetensors"}
+    covered = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+    assert json.loads((saved_folder / "model_checksums.json").read_text())["files"].keys() == covered
     damage_data(saved_folder / "model.safetensors")
     result = run_script("classify.py", str(saved_folder), "Free entry: win a prize")
     assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == "", result.stderr[-2000:]
@@ -136,20 +142,80 @@ except OSError as error:
     assert "ModelFilesError" in loaded.stdout and "does not match its checksum" in loaded.stdout, loaded.stdout + loaded.stderr[-2000:]
 
 
+def swap_vocabulary_ids(folder: Path) -> None:
+    """Two tokens' ids exchanged in place in tokenizer.json (the file keeps its size), as a hand edit or another
+    vocabulary would: valid-looking ids that only the checksum can tell from the saved ones."""
+    text = (folder / "tokenizer.json").read_text()
+    assert '"Ġfree": 1479,' in text and '"Ġwin": 1592,' in text
+    (folder / "tokenizer.json").write_text(text.replace('"Ġfree": 1479,', '"Ġfree": 1592,', 1).replace('"Ġwin": 1592,', '"Ġwin": 1479,', 1))
+
+
+def keep_only_config_entry(folder: Path, keep_own_checksum: bool) -> None:
+    manifest = json.loads((folder / "model_checksums.json").read_text())
+    kept = {"files": {"config.json": manifest["files"]["config.json"]}}
+    if keep_own_checksum:
+        kept["files_checksum"] = manifest["files_checksum"]
+    (folder / "model_checksums.json").write_text(json.dumps(kept))
+
+
+def test_what_the_manifest_covers_cannot_be_changed_or_dropped_unnoticed(saved_folder, tmp_path, caplog):
+    """Red team v3, each silent before: a swapped vocabulary in tokenizer.json (the tokenizer was not covered; accuracy
+    moved), entries deleted from model_checksums.json (damaged weights then loaded), damaged weights with the manifest
+    deleted (`"score": NaN` for every text, exit 0). Each is now one line, exit 2, naming the file."""
+    cases = {
+        "tokenizer": (swap_vocabulary_ids, "tokenizer.json does not match its checksum in model_checksums.json"),
+        "entries": (
+            lambda folder: (damage_data(folder / "model.safetensors"), keep_only_config_entry(folder, keep_own_checksum=True)),
+            "model_checksums.json was edited after it was saved",
+        ),
+        "entries and the manifest's own checksum": (
+            lambda folder: (damage_data(folder / "model.safetensors"), keep_only_config_entry(folder, keep_own_checksum=False)),
+            "model.safetensors is not in model_checksums.json",
+        ),
+        "no manifest": (
+            lambda folder: (damage_data(folder / "model.safetensors"), (folder / "model_checksums.json").unlink()),
+            "model_checksums.json is missing, so its files cannot be checked",
+        ),
+    }
+    for name, (damage, message) in cases.items():
+        folder = tmp_path / name
+        shutil.copytree(saved_folder, folder)
+        damage(folder)
+        with pytest.raises(UnusableModelError, match=message):
+            load_classifier(folder)
+        caplog.clear()
+        with pytest.raises(SystemExit) as exited:
+            cli_main(["classify", str(folder), "Free entry: win a prize"])
+        assert exited.value.code == 2 and message in caplog.text, name
+    assert GPTForSequenceClassification.from_pretrained(tmp_path / "no manifest", verify_checksums=False).config.n_layers == 2
+
+
+def test_a_nan_score_is_never_an_answer(saved_folder):
+    """Weights that compute NaN (damage the checksums cannot see: loaded unchecked, or changed in memory) are an error
+    naming the model, not a `NaN` score or a label chosen among NaNs."""
+    classifier = load_classifier(saved_folder)
+    with torch.no_grad():
+        classifier.model.out_head.weight[0, 0] = float("nan")
+    with pytest.raises(UnusableModelError, match=f"{saved_folder}: the model computed NaN or infinite scores for 2 of 2 texts"):
+        classify(classifier, ["Free entry: win a prize", "see you at 6"])
+
+
 @pytest.mark.parametrize("fields", [{"n_layers": 1}, {"n_layers": 3}, {"n_heads": 2}])
 def test_an_edited_config_is_refused(saved_folder, fields):
-    """config.json of other sizes than the weights: refused by its checksum; without the checksums file (a folder
-    saved before hf_spam wrote one), layers that the weights lack or hold beyond the config are still an error. A head
+    """config.json of other sizes than the weights: refused by its checksum, and without the checksums file too;
+    loaded unchecked on purpose, layers that the weights lack or hold beyond the config are still an error. A head
     count (every tensor keeps its shape) is caught only by the checksum."""
     edit_config(saved_folder, **fields)
     with pytest.raises(ModelFilesError, match="config.json does not match its checksum in model_checksums.json"):
         GPTForSequenceClassification.from_pretrained(saved_folder)
     (saved_folder / "model_checksums.json").unlink()
+    with pytest.raises(ModelFilesError, match="model_checksums.json is missing"):
+        GPTForSequenceClassification.from_pretrained(saved_folder)
     if "n_layers" in fields:
         with pytest.raises(ModelFilesError, match="config.json does not describe the saved weights"):
-            GPTForSequenceClassification.from_pretrained(saved_folder)
+            GPTForSequenceClassification.from_pretrained(saved_folder, verify_checksums=False)
     else:
-        assert GPTForSequenceClassification.from_pretrained(saved_folder).config.n_heads == 2
+        assert GPTForSequenceClassification.from_pretrained(saved_folder, verify_checksums=False).config.n_heads == 2
 
 
 def test_classify_script_reports_bad_options_and_files_in_one_line(saved_folder, tmp_path):
@@ -225,46 +291,62 @@ def test_half_written_checkpoints_are_skipped(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert resolve_checkpoint("last", tmp_path) == str(tmp_path / "checkpoint-10")
     assert "checkpoint-30: no trainer_state.json" in caplog.text
-    assert f"checkpoint-20: no {MANIFEST}, so its files cannot be checked" in caplog.text
+    assert f"checkpoint-20: it has no {MANIFEST} (saving was interrupted before it, or another tool wrote it)" in caplog.text
     with pytest.raises(ValueError, match="Cannot resume from .*checkpoint-30: no trainer_state.json"):
         resolve_checkpoint(str(tmp_path / "checkpoint-30"), tmp_path)
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):  # named, a checkpoint without a manifest is resumed, saying it was not checked
-        assert resolve_checkpoint(str(tmp_path / "checkpoint-20"), tmp_path) == str(tmp_path / "checkpoint-20")
-    assert f"checkpoint-20 has no {MANIFEST}: its files could not be checked" in caplog.text
+    # named, a checkpoint without a manifest is refused too (red team v3: one exponent bit flipped in its optimizer.pt,
+    # finite at 4e36, trained the whole run and failed at the end)
+    with pytest.raises(ValueError, match=f"Cannot resume from .*checkpoint-20: it has no {MANIFEST} .* cannot be checked"):
+        resolve_checkpoint(str(tmp_path / "checkpoint-20"), tmp_path)
 
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path, sms_file):
-    """SIGKILL after a checkpoint, resume with --resume_from_checkpoint last: bitwise the uninterrupted run."""
+    """SIGKILL after a checkpoint, resume with --resume_from_checkpoint last: bitwise the uninterrupted run. Also when
+    killed after the checkpoint of the last step, during the final save (red team v3: Trainer then trained a 61st step)."""
     common = ["--data_file", str(sms_file), *TINY_RUN, "--max_steps", "60"]
     common += ["--save_strategy", "steps", "--save_steps", "20", "--load_best_model_at_end", "false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = run_script("train.py", *common, "--output_dir", str(tmp_path / "whole"), env=env, timeout=600)
     assert reference.returncode == 0, reference.stderr[-3000:]
-
-    interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen(
-        [sys.executable, "tests/support/train_probe.py", "--probe_pause_after_save", "20", *common, "--output_dir", str(interrupted)],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout.readline().strip() == "saved checkpoint-20", "the run ended before writing checkpoint-20"
-    process.send_signal(signal.SIGKILL)  # the run is paused right after checkpoint-20 is complete
-    process.wait()
-    assert (interrupted / "checkpoint-20" / "trainer_state.json").is_file()
-    assert not (interrupted / "all_results.json").exists(), "the run must have been killed before finishing"
-    resumed = run_script("train.py", *common, "--output_dir", str(interrupted), "--resume_from_checkpoint", "last", env=env, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Resuming from" in resumed.stderr
-
-    whole, again = (load_file(folder / "model.safetensors") for folder in (tmp_path / "whole", interrupted))
-    assert whole.keys() == again.keys() and all(torch.equal(whole[k], again[k]) for k in whole)
     timing = ("runtime", "per_second", "preparation_time")
-    metrics = [json.loads((folder / "all_results.json").read_text()) for folder in (tmp_path / "whole", interrupted)]
-    metrics = [{k: v for k, v in m.items() if not k.endswith(timing) and k != "train_running_loss"} for m in metrics]
-    assert metrics[0] == metrics[1]
+    expected = {k: v for k, v in json.loads((tmp_path / "whole" / "all_results.json").read_text()).items() if not k.endswith(timing)}
+    whole = load_file(tmp_path / "whole" / "model.safetensors")
+
+    for step in (20, 60):
+        interrupted = tmp_path / f"interrupted-{step}"
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "tests/support/train_probe.py",
+                "--probe_pause_after_save",
+                str(step),
+                *common,
+                "--output_dir",
+                str(interrupted),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        said = next((line.strip() for line in process.stdout if line.startswith("saved checkpoint-")), None)  # Trainer logs there too
+        assert said == f"saved checkpoint-{step}", f"the run ended before writing checkpoint-{step}"
+        process.send_signal(signal.SIGKILL)  # the run is paused right after the checkpoint is complete
+        process.wait()
+        assert (interrupted / f"checkpoint-{step}" / MANIFEST).is_file()
+        assert not (interrupted / "all_results.json").exists(), "the run must have been killed before finishing"
+        resumed = run_script(
+            "train.py", *common, "--output_dir", str(interrupted), "--resume_from_checkpoint", "last", env=env, timeout=600
+        )
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"Resuming from {interrupted / f'checkpoint-{step}'}" in resumed.stderr
+        again = load_file(interrupted / "model.safetensors")
+        assert whole.keys() == again.keys() and all(torch.equal(whole[k], again[k]) for k in whole), step
+        metrics = json.loads((interrupted / "all_results.json").read_text())
+        assert {k: v for k, v in metrics.items() if not k.endswith(timing) and k != "train_running_loss"} == {
+            k: v for k, v in expected.items() if k != "train_running_loss"
+        }, step
+    assert "nothing is left to train" in resumed.stderr

@@ -15,13 +15,14 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_
 from transformers import AutoModelForSequenceClassification, HfArgumentParser, TrainerCallback
 
 from hf_spam import GPTForSequenceClassification
+from hf_spam.errors import OptionError
 from hf_spam.models.gpt import SHIPPED_FILES
 from hf_spam.training.config import SpamTrainingArguments
 from hf_spam.training.evaluation import load_metric
 from hf_spam.training.model_setup import configure_trainable
-from hf_spam.training.recipe import run
+from hf_spam.training.recipe import pooling_for, run
 from hf_spam.training.trainer import SpamTrainer
-from tests.helpers import ROOT, TINY, parse, run_script, tiny_config
+from tests.helpers import ROOT, TINY, parse, right_padded, run_script, tiny_config
 
 
 def test_defaults_are_the_books_recipe():
@@ -521,3 +522,25 @@ def test_spam_trainer_used_alone_prepares_the_cache_and_reports_what_the_model_p
     with torch.no_grad():
         labels_of_model = [model.config.id2label[int(model(input_ids=batch["input_ids"]).logits.argmax())] for batch in ids]
     assert labels_of_folder == labels_of_model
+
+
+def test_poolings_that_read_pads_need_pads_that_do_not_depend_on_the_batch(tmp_path):
+    """Red team v3: `--pooling last`/`mean_all` under `--padding dynamic` reported 0.82 and saved a model that classified
+    0.60, moving with --batch_size. Refused before any data is read; under `--padding none` they read what last_non_pad and
+    mean read, which is what a batch of several lengths must see."""
+    for pooling in ("last", "mean_all"):
+        with pytest.raises(OptionError, match=f"--pooling {pooling} reads pad positions.*--padding longest_train"):
+            run(*parse("--pooling", pooling, "--output_dir", str(tmp_path / pooling)))
+        assert not (tmp_path / pooling).exists()
+    assert (pooling_for("last", "none"), pooling_for("mean_all", "none")) == ("last_non_pad", "mean")
+    assert pooling_for("last", "longest_train") == "last" and pooling_for("first", "dynamic") == "first"
+    # the equivalence the mapping rests on: each text alone (no pads) under the book's pooling == the batch under the other
+    torch.manual_seed(0)
+    texts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+    for book, unpadded in (("last", "last_non_pad"), ("mean_all", "mean")):
+        alone = GPTForSequenceClassification(tiny_config(pooling=book)).eval()
+        batched = GPTForSequenceClassification(tiny_config(pooling=unpadded)).eval()
+        batched.load_state_dict(alone.state_dict())
+        ids, mask = right_padded(texts)
+        expected = torch.cat([alone(torch.tensor([t])).logits for t in texts])
+        torch.testing.assert_close(batched(ids, attention_mask=mask).logits, expected, atol=1e-5, rtol=0)

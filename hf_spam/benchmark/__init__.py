@@ -33,7 +33,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .machine import NATIVE_BF16_FLAGS, machine_limits, native_bf16
@@ -53,13 +53,20 @@ def orchestrate(
     baseline_reuses_freed_memory: bool = False,
     training: bool = True,
     serving_model: str | None = None,
+    backends: Sequence[str] | None = None,
+    progress: Callable[[dict], None] | None = None,
 ) -> dict:
     """Every variant's runs (``transformers``, the reference, always), alternating over ``rounds`` (default: 2
     quick, 1 full), then inference, each run in a worker process of its own; the figures of :func:`summarize`.
     ``variants`` defaults to :func:`default_variants`; the ones it leaves out are in ``skipped_variants``. Then the
-    serving section (``serving``: every backend on the same weights, the random GPT-2 small's or ``serving_model``'s;
-    one round when ``quick``); ``training=False`` runs that section alone."""
+    serving section (``serving``: every backend, or those ``backends`` names, on the same weights, the random GPT-2
+    small's or ``serving_model``'s; one round when ``quick``); ``training=False`` runs that section alone.
+
+    A variant or backend that fails is reported with its one-line error under ``failed`` and left out of the
+    figures; the others are still measured. ``progress`` receives what has been measured so far after every run
+    (``partial: True``), so that an interrupted benchmark keeps it."""
     skipped: dict[str, str] = {}
+    failed: dict[str, str] = {}
     if variants is None:
         variants, skipped = default_variants(native_bf16())
     rounds = rounds or (2 if quick else 1)
@@ -67,30 +74,51 @@ def orchestrate(
     recipe = recipe_flops(data_file)  # first: a failure here must not cost the timed runs
     times_bf16 = training and any(v.endswith("_bf16") for v in variants)
     before = machine_limits(bf16=times_bf16)
+    raw: dict = {"partial": True, "failed": failed}
+
+    def attempt(name: str, argv: list[str], into: list) -> None:
+        """One worker run, its figures appended to ``into``; a failure is recorded in ``failed`` (its last line of
+        error), not raised. Then ``progress`` sees everything measured so far."""
+        try:
+            into.append(_worker(name, argv, env))
+        except WorkerError as error:
+            failed[name] = str(error)
+        if progress is not None:
+            progress(raw)
+
     with tempfile.TemporaryDirectory() as folder:
         build_checkpoint(Path(folder), seed)
         common = [folder, data_file, str(seed), str(quick), str(baseline_reuses_freed_memory)]
-        runs = {v: [] for v in VARIANTS if v in variants or v == "transformers"} if training else {}
+        runs = raw["runs"] = {v: [] for v in VARIANTS if v in variants or v == "transformers"} if training else {}
         for _ in range(rounds):
-            for variant in runs:
-                runs[variant].append(_worker(variant, common, env))
-        inference = {v: [] for v in INFERENCE} if training else {}
+            for variant in [v for v in runs if v not in failed]:
+                attempt(variant, common, runs[variant])
+        inference = raw["inference"] = {v: [] for v in INFERENCE} if training else {}
         for _ in range(max(rounds, 2)):
-            for variant in inference:
-                inference[variant].append(_worker(f"infer_{variant}", common, env))
-        models, skipped_backends = build_serving_models(folder, Path(folder) / "serving", seed, serving_model)
-        serving = {backend: [] for backend in models}
+            for variant in [v for v in inference if f"infer_{v}" not in failed]:
+                attempt(f"infer_{variant}", common, inference[variant])
+        models, skipped_backends, failed_exports = build_serving_models(folder, Path(folder) / "serving", seed, serving_model, backends)
+        failed |= failed_exports
+        serving = raw["serving"] = {backend: [] for backend in models}
         for _ in range(1 if quick else max(rounds, 2)):
-            for backend, model in models.items():
-                serving[backend].append(_worker(f"serve_{backend}", [model["path"], *common[1:]], env))
+            for backend in [b for b in models if f"serve_{b}" not in failed]:
+                attempt(f"serve_{backend}", [models[backend]["path"], *common[1:]], serving[backend])
     after = machine_limits(bf16=times_bf16)
     # the machine's speed drifts: the higher peak gives the lower fraction
     limits = {name: None if before[name] is None else max(before[name], after[name]) for name in before}
-    results = summarize(runs, inference, limits, recipe, quick) if training else {"quick": quick}
+    runs = {v: r for v, r in runs.items() if v not in failed}
+    inference = {v: r for v, r in inference.items() if f"infer_{v}" not in failed}
+    serving = {b: r for b, r in serving.items() if f"serve_{b}" not in failed}
+    # the ratios are against the reference runs: without them there is no training table to give
+    results = summarize(runs, inference, limits, recipe, quick) if training and "transformers" in runs else {"quick": quick}
     limit_seconds = None if serving_model else recipe["classify_test"] / limits["fp32"]  # the count is gpt2-small's
-    section = summarize_serving(serving, models, skipped_backends, limit_seconds)
+    if {"eager", "pipeline_batched"} <= serving.keys():  # the two every backend is compared with
+        section = summarize_serving(serving, models, skipped_backends, limit_seconds)
+        results |= {key: value for key, value in section.items() if key not in ("backends", "skipped_backends")}
+    else:
+        section = {"backends": {}, "skipped_backends": skipped_backends}
     results["serving"] = section
-    results |= {key: value for key, value in section.items() if key not in ("backends", "skipped_backends")}
+    results["failed"] = failed
     results["seed"] = seed
     results["baseline_reuses_freed_memory"] = baseline_reuses_freed_memory
     results["skipped_variants"] = skipped
@@ -110,10 +138,15 @@ def default_variants(has_native_bf16: bool | None) -> tuple[list[str], dict[str,
     return [v for v in VARIANTS if not v.endswith("_bf16")], {v: why for v in VARIANTS if v.endswith("_bf16")}
 
 
+class WorkerError(RuntimeError):
+    """A benchmark run that failed: the message is the last line its process wrote on stderr (an error's own line)."""
+
+
 def _worker(variant: str, common: list[str], env: dict) -> dict:
     """One run in a fresh process (``python -m hf_spam.benchmark.worker``): its peak memory is its own."""
     command = [sys.executable, "-m", "hf_spam.benchmark.worker", variant, *common]
     out = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if out.returncode:
-        raise RuntimeError(f"benchmark worker {variant} failed:\n{out.stderr[-4000:]}")
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        raise WorkerError(lines[-1].strip() if lines else f"exit status {out.returncode}, nothing on stderr")
     return json.loads(out.stdout.strip().splitlines()[-1])

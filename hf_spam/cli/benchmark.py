@@ -7,6 +7,7 @@ examples:
   hf-spam benchmark --data_file path/to/SMSSpamCollection --quick --json bench.json
   hf-spam benchmark --data_file path/to/SMSSpamCollection --variants hf_spam --rounds 1
   hf-spam benchmark --data_file path/to/SMSSpamCollection --serving_only --json serving.json
+  hf-spam benchmark --data_file path/to/SMSSpamCollection --serving_only --backends onnx_fp32 onnx_int8
   hf-spam benchmark --sweep                          # cost against message length and training-set size
 """
 
@@ -14,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ..benchmark import orchestrate
 from ..benchmark.report import format_table
 from ..benchmark.runs import VARIANTS
-from ..benchmark.serving import format_serving
+from ..benchmark.serving import SERVING, format_serving
 from ..benchmark.sweep import format_sweep, sweep
+from ..models.gpt.model_checksums import atomic_write_text
 from .common import Parser, log_warnings, report_errors
 
 
@@ -56,6 +57,13 @@ def parser() -> Parser:
         "--serving_model",
         help="serve this trained folder instead of the random gpt2-small (a random head's answers are near ties, int8 flips them)",
     )
+    parser.add_option(
+        "--backends",
+        nargs="+",
+        choices=[name for name, spec in SERVING.items() if spec is not None],
+        default=None,
+        help="which exports the serving section times (eager PyTorch and pipeline(batch_size=32) always; default: all installed)",
+    )
     parser.add_option("--sweep", action="store_true", help="only the sweep over message length and training-set size (about 3 min)")
     return parser
 
@@ -74,10 +82,14 @@ def benchmark(args: argparse.Namespace) -> dict:
         baseline_reuses_freed_memory=args.baseline_reuses_freed_memory,
         training=not args.serving_only,
         serving_model=args.serving_model,
+        backends=args.backends,
+        progress=(lambda raw: atomic_write_text(args.json, json.dumps(raw, indent=2))) if args.json else None,
     )
-    if not args.serving_only:
+    if "variants" in results:
         print(format_table(results))
     print(format_serving(results["serving"]))
+    for name, why in results["failed"].items():
+        print(f"Failed: {name}: {why}")
     return results
 
 
@@ -87,6 +99,6 @@ def main(argv: list[str]) -> None:
     if not args.sweep and not args.data_file:
         parser_.error("--data_file is needed (the SMS Spam Collection)")
     log_warnings()
-    results = report_errors(lambda: benchmark(args))
+    results = report_errors(lambda: benchmark(args))  # meanwhile --json holds what is measured so far ("partial": true)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        atomic_write_text(args.json, json.dumps(results, indent=2))

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import OptionError, UnusableModelError
 from ..inference import load_classifier
-from ..models.gpt.model_checksums import write_checksums
+from ..models.gpt.model_checksums import checked_files, write_checksums
 from .predict import predict_proba, token_limit
 from .runtime import EXPORT_MANIFEST, exported_format, load_exported, require_extra
 
@@ -60,7 +60,7 @@ def export_classifier(
         tokenizer.save_pretrained(staging)
         programs = program_files(staging)
         program_bytes = sum((staging / name).stat().st_size for name in programs)
-        write_checksums(staging, names=sorted({*programs, EXPORT_MANIFEST, "config.json"}))
+        write_checksums(staging, names=sorted({*programs, EXPORT_MANIFEST, *checked_files(staging)}))
         check = compare_with_torch(model, tokenizer, load_exported(staging).model)
         report = {"format": export_format, "quantize": quantize, "seconds": seconds, "bytes": program_bytes, **check}
         refuse_a_wrong_export(report, model_dir)
@@ -141,6 +141,12 @@ def refuse_a_wrong_export(report: dict, model_dir) -> None:
         )
 
 
+OPENVINO_NOTE = (
+    "hf_spam compiles it with OpenVINO's `INFERENCE_PRECISION_HINT` f32 (activations in float32 on every CPU; OpenVINO "
+    "would otherwise run it in bf16 on CPUs with native bf16).\n\n"
+)
+
+
 def write_card(folder: Path, output: Path, model_dir, report: dict) -> None:
     """A README (model card) section saying what the folder holds, how it was made and how to use it."""
     from importlib.metadata import version
@@ -162,6 +168,7 @@ Exported from `{model_dir}` by `{command}`
 with transformers' exporters (`transformers.exporters`), dynamic batch and sequence axes.
 Versions: {", ".join(f"{name} {version(name)}" for name in packages)}.
 
+{OPENVINO_NOTE if report["format"] == "openvino" else ""}\
 Checked at export against the PyTorch model on {len(CHECK_TEXTS)} texts: largest probability difference \
 {report["max_abs_prob_diff"]:.2g}, labels {"identical" if report["labels_agree"] else "NOT identical"}.
 

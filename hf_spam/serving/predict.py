@@ -63,4 +63,17 @@ def predict_proba(model: PreTrainedModel, tokenizer, texts: list[str], batch_siz
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt")
         logits = model(**batch.to(device)).logits
         probs[rows] = scores_of(logits, model.config.problem_type).cpu()
+    check_finite(probs, model)
     return probs
+
+
+def check_finite(scores: torch.Tensor, model) -> None:
+    """A NaN or infinite score is never an answer: it comes from damaged weights (or an overflow), and a file of
+    ``NaN`` scores, or a label chosen among them, would pass for a result."""
+    broken = int((~torch.isfinite(scores)).any(-1).sum())
+    if broken:
+        name = getattr(model.config, "_name_or_path", None) or "the model"
+        raise UnusableModelError(
+            f"{name}: the model computed NaN or infinite scores for {broken} of {len(scores)} texts, "
+            "so its weights are damaged or overflow; restore the folder from where it was saved, or train it again."
+        )

@@ -1,27 +1,37 @@
-"""Which ``checkpoint-*`` folder a run may resume from, the manifest that lets it tell, and which ones it may delete.
+"""Who owns an ``--output_dir``, which ``checkpoint-*`` folder a run may resume from, and the manifest that lets it tell.
 
 Trainer writes a checkpoint's files and nothing that says they are whole, or whose they are: a truncated
 ``optimizer.pt`` fails deep inside torch, random bytes inside it load silently and spoil the run, and a
-second run in the same ``--output_dir`` resumes (and rotates away) the first one's checkpoints. So after
-each checkpoint hf_spam writes ``hf_spam_checkpoint.json``: every file's size and xxh3-128, and what the
-run was (:func:`run_identity`: its classes, model, trained parameters, data and recipe). Resuming checks
-the files and the identity before anything is loaded; rotation and clean-up delete only this run's.
+second run in the same ``--output_dir`` would resume (and rotate away) the first one's checkpoints. So:
+
+- a folder belongs to one run at a time: :func:`claim_output_dir` holds a lock on it for the run's life, refuses
+  a folder holding another run's files (``--overwrite_output_dir`` moves the earlier checkpoints into
+  ``_earlier_run/`` once, so Trainer's own rotation only ever sees this run's), and refuses to resume into a
+  finished run;
+- after each checkpoint, :class:`CheckpointManifest` writes ``hf_spam_checkpoint.json`` through the one integrity
+  mechanism (``model_checksums``): every file's size and digests, and what the run was (:func:`run_identity`);
+- resuming (:func:`resolve_checkpoint`) requires that manifest, checks the files and the identity before anything
+  is loaded; a checkpoint without it (saving interrupted, or another tool's) cannot be checked and is not used.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import xxhash
 from safetensors.torch import load_file
-from transformers.trainer_pt_utils import safe_globals
+from transformers import TrainerCallback
 
 from ..errors import CheckpointError, OptionError
-from ..models.gpt.model_checksums import file_checksums
+from ..models.gpt.model_checksums import CHECKSUMS_NAME, checksum_problem, read_manifest, write_checksums
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +76,6 @@ MUST_MATCH = {
 }
 
 
-def file_digest(path: Path) -> str:
-    return file_checksums(path, ("xxh3_128",))["xxh3_128"]
-
-
 def trainable_names(model: torch.nn.Module) -> list[str]:
     return [name for name, parameter in model.named_parameters() if parameter.requires_grad]
 
@@ -105,35 +111,40 @@ def _enum_value(value):
 
 
 def write_manifest(folder: Path, identity: dict) -> None:
-    """``hf_spam_checkpoint.json`` for a complete checkpoint: every file's size and xxh3-128, and the run's identity."""
-    files = {
-        p.name: {"bytes": p.stat().st_size, "xxh3_128": file_digest(p)}
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name != MANIFEST
-    }
-    partial = folder / f"{MANIFEST}.partial"
-    partial.write_text(json.dumps({"files": files, **identity}, indent=1))
-    partial.rename(folder / MANIFEST)
+    """``hf_spam_checkpoint.json`` for a complete checkpoint: every file's size and digests, and the run's identity."""
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
+    write_checksums(folder, names, manifest=MANIFEST, extra=identity)
 
 
-def read_manifest(folder: Path) -> dict | None:
-    """The checkpoint's manifest, ``None`` when it has none or it cannot be read."""
-    try:
-        return json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
+class CheckpointManifest(TrainerCallback):
+    """Writes each checkpoint's manifest once every process has written its files (Trainer's ``on_save``)."""
+
+    def __init__(self, identity: dict) -> None:
+        self.identity = identity
+
+    def on_save(self, args, state, control, **kwargs):
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every process's rng_state_<rank>.pth is written
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if args.should_save and folder.is_dir():
+            write_manifest(folder, self.identity)
 
 
 def checkpoint_problem(folder: Path, needs_optimizer: bool = True) -> str | None:
     """Why ``folder`` cannot be resumed from (``None`` if it can): :func:`_incomplete`, then its files against its
     manifest; every file Trainer loads must be in the manifest (one added later, another run's ``optimizer.pt``,
-    is not trusted). Without a manifest, every file must at least load and hold finite numbers."""
+    is not trusted)."""
     problem = _incomplete(folder, needs_optimizer)
     if problem:
         return problem
-    if (folder / MANIFEST).is_file():
-        return _manifest_problem(folder)
-    return _loading_problem(folder)
+    if not (folder / MANIFEST).is_file():
+        return f"it has no {MANIFEST} (saving was interrupted before it, or another tool wrote it), so its files cannot be checked"
+    files = (read_manifest(folder / MANIFEST) or {}).get("files")
+    loaded = [p.name for p in folder.iterdir() if p.is_file() and (p.name == "model.safetensors" or p.name.startswith(TORCH_FILES))]
+    unrecorded = sorted(set(loaded) - set(files)) if isinstance(files, dict) else []
+    if unrecorded:
+        return f"{unrecorded[0]} is not in {MANIFEST} (added after the checkpoint was saved)"
+    return checksum_problem(folder / MANIFEST, lambda name: folder / name if (folder / name).is_file() else None)
 
 
 def _incomplete(folder: Path, needs_optimizer: bool) -> str | None:
@@ -155,60 +166,6 @@ def _incomplete(folder: Path, needs_optimizer: bool) -> str | None:
     return None
 
 
-def _manifest_problem(folder: Path) -> str | None:
-    manifest = read_manifest(folder)
-    try:
-        files = dict(manifest["files"])
-    except (KeyError, TypeError, ValueError):
-        return f"{MANIFEST} is unreadable"
-    loaded = [p.name for p in folder.iterdir() if p.is_file() and (p.name == "model.safetensors" or p.name.startswith(TORCH_FILES))]
-    unrecorded = sorted(set(loaded) - set(files))
-    if unrecorded:
-        return f"{unrecorded[0]} is not in {MANIFEST} (added after the checkpoint was saved)"
-    for name, recorded in files.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != recorded["bytes"]:
-            return f"{name} has {path.stat().st_size} bytes, {recorded['bytes']} were saved (truncated or overwritten)"
-        if file_digest(path) != recorded["xxh3_128"]:
-            return f"{name} does not match its checksum in {MANIFEST} (damaged after it was saved)"
-    return None
-
-
-def _loading_problem(folder: Path) -> str | None:
-    """Without a manifest (saved by another tool, or a run killed just before writing it): every file
-    Trainer will load must at least load, and hold finite numbers (random bytes in a float often do not)."""
-    try:
-        weights = load_file(folder / "model.safetensors")
-    except Exception as error:  # safetensors raises its own error types for bad headers
-        return f"model.safetensors is unreadable ({error})"
-    if any(t.is_floating_point() and not torch.isfinite(t).all() for t in weights.values()):
-        return "model.safetensors holds NaN or infinite weights"
-    for path in sorted(folder.glob("*.pt*")):
-        if path.name.startswith(TORCH_FILES):
-            try:
-                with safe_globals():  # the numpy types Trainer's RNG state holds, as Trainer loads it
-                    state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as error:  # torch raises several types for a damaged zip/pickle
-                return f"{path.name} is unreadable ({type(error).__name__}: {str(error)[:120]})"
-            if not all(torch.isfinite(t).all() for t in _float_tensors(state)):
-                return f"{path.name} holds NaN or infinite values"
-    return None
-
-
-def _float_tensors(value):
-    if isinstance(value, torch.Tensor):
-        if value.is_floating_point():
-            yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _float_tensors(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _float_tensors(item)
-
-
 def _other_run(manifest: dict, identity: dict) -> str | None:
     """How the checkpoint's recipe differs from this run's (``None``: the same run, or a manifest too old to say)."""
     recorded = manifest.get("recipe")
@@ -218,17 +175,8 @@ def _other_run(manifest: dict, identity: dict) -> str | None:
     return "; ".join(differs) or None
 
 
-def _mismatch(manifest: dict | None, folder: Path, identity: dict) -> str | None:
+def _mismatch(manifest: dict, identity: dict) -> str | None:
     """What the checkpoint and this run disagree on, among :data:`MUST_MATCH` (``None``: nothing)."""
-    if manifest is None:  # saved without a manifest: its optimizer state tells how many tensors it trained
-        optimizer = folder / "optimizer.pt"
-        trainable = identity["trainable_parameters"]
-        if optimizer.is_file():
-            groups = torch.load(optimizer, map_location="cpu", weights_only=True)["param_groups"]
-            saved = sum(len(group["params"]) for group in groups)
-            if saved != len(trainable):
-                return f"its optimizer holds {saved} parameter tensors, this run trains {len(trainable)}"
-        return None
     differences = []
     for key, what in MUST_MATCH.items():
         saved, here = manifest.get(key), identity.get(key)
@@ -262,12 +210,18 @@ def checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True)
 
 
+def finished(output_dir: Path) -> bool:
+    """A finished run is in ``output_dir``: its model (``model_checksums.json`` is written after the model's files) and
+    its ``all_results.json`` (written after the model)."""
+    return (output_dir / CHECKSUMS_NAME).is_file() and (output_dir / "all_results.json").is_file()
+
+
 def resolve_checkpoint(resume: str | None, output_dir: Path, needs_optimizer: bool = True, identity: dict | None = None) -> str | None:
-    """``--resume_from_checkpoint``: a checkpoint folder, or ``last`` for the newest intact one of this run in
-    ``output_dir``. ``last`` skips, with a message, damaged or incomplete checkpoints, those without a manifest
-    (their files cannot be checked) and those of another run (another recipe); a named folder is refused if
-    damaged, and accepted without a manifest with a warning. Either way a checkpoint that disagrees with this
-    run (``identity``, :func:`run_identity`) on its classes, model, trained parameters or data is an error."""
+    """``--resume_from_checkpoint``: a checkpoint folder, or ``last`` for the newest intact checkpoint in ``output_dir``,
+    which must be this run's (``identity``, :func:`run_identity`). ``last`` skips, with a message, damaged or incomplete
+    checkpoints (a run killed while saving), trains from the start when none is left, and refuses a folder whose
+    checkpoints another run wrote. A named folder is refused if it cannot be checked. Either way a checkpoint that
+    disagrees with this run on its classes, model, trained parameters or data is an error."""
     if resume is None:
         return None
     if resume != "last":
@@ -277,18 +231,12 @@ def resolve_checkpoint(resume: str | None, output_dir: Path, needs_optimizer: bo
             raise CheckpointError(
                 f"Cannot resume from {resume}: {problem}. Pass --resume_from_checkpoint last to use the newest intact one."
             )
-        if read_manifest(chosen) is None:
-            logger.warning(
-                "%s has no %s: its files could not be checked against what was saved (they load, and hold finite numbers).",
-                chosen,
-                MANIFEST,
-            )
     else:
         chosen = _last(output_dir, needs_optimizer, identity)
         if chosen is None:
-            logger.warning("No intact checkpoint of this run in %s; training from the start.", output_dir)
+            logger.warning("No intact checkpoint in %s; training from the start.", output_dir)
             return None
-    mismatch = _mismatch(read_manifest(chosen), chosen, identity) if identity is not None else None
+    mismatch = _mismatch(read_manifest(chosen / MANIFEST) or {}, identity) if identity is not None else None
     if mismatch:
         raise CheckpointError(
             f"Cannot resume from {chosen}: {mismatch}. Resume with the options and data it was trained with, or start afresh "
@@ -300,14 +248,14 @@ def resolve_checkpoint(resume: str | None, output_dir: Path, needs_optimizer: bo
 
 def _last(output_dir: Path, needs_optimizer: bool, identity: dict | None) -> Path | None:
     for folder in checkpoints(output_dir):
-        manifest = read_manifest(folder)
-        if manifest is None:
-            reason = _incomplete(folder, needs_optimizer) or (
-                f"no {MANIFEST}, so its files cannot be checked (name it in --resume_from_checkpoint to resume from it anyway)"
+        manifest = read_manifest(folder / MANIFEST)
+        other = _other_run(manifest, identity) if manifest is not None and identity is not None else None
+        if other:
+            raise CheckpointError(
+                f"Cannot resume in --output_dir {output_dir}: {folder.name} was written by another run ({other}). Resume with that "
+                "run's options, or choose another --output_dir (--overwrite_output_dir true moves its checkpoints aside)."
             )
-        else:
-            other = _other_run(manifest, identity) if identity is not None else None
-            reason = f"written by another run ({other})" if other else checkpoint_problem(folder, needs_optimizer)
+        reason = checkpoint_problem(folder, needs_optimizer)
         if reason is None:
             return folder
         logger.warning("Skipping %s: %s.", folder, reason)
@@ -326,76 +274,74 @@ def load_checkpoint_weights(model: torch.nn.Module, folder: str | Path) -> None:
         )
 
 
-def own_checkpoints(output_dir: Path, identity: dict) -> list[Path]:
-    """This run's ``checkpoint-*`` folders (their manifest records this identity), newest first."""
-    own = []
+def remove_checkpoints(output_dir: Path) -> None:
+    """Delete the ``checkpoint-*`` folders (each holds a full model and optimizer state): all are this run's."""
     for folder in checkpoints(output_dir):
-        manifest = read_manifest(folder)
-        if manifest is not None and all(manifest.get(key) == value for key, value in identity.items()):
-            own.append(folder)
-    return own
+        shutil.rmtree(folder)
+        logger.info("Removed %s (pass --keep_checkpoints to keep checkpoints).", folder)
 
 
-def move_aside(folder: Path, identity: dict) -> None:
-    """Before this run saves ``folder`` (``checkpoint-<step>``): if another run's checkpoint is there, rename it
-    ``checkpoint-<step>.another-run[-N]`` so that Trainer does not write into it; this run's own is left to be replaced."""
-    if folder in own_checkpoints(folder.parent, identity):
+EARLIER_RUN = "_earlier_run"  # a leading underscore: Trainer's Hub push leaves it out
+
+
+@contextlib.contextmanager
+def claim_output_dir(output_dir: Path, *, overwrite: bool, resume: str | None, main_process: bool = True) -> Iterator[None]:
+    """The run's hold on ``output_dir`` for as long as it runs: a lock (a second run on the same folder is refused
+    at once, instead of both finishing and one silently replacing the other's files), and the folder's ownership
+    settled once. A run writes into an empty (or new) folder, or one it resumes (:func:`resolve_checkpoint` then
+    checks whose checkpoints are there) unless that holds a finished run (there is nothing to resume, and its model
+    would be replaced); ``--overwrite_output_dir`` writes into any, once its ``checkpoint-*``
+    folders are moved into ``_earlier_run/``, so that Trainer's rotation and clean-up only ever see this run's.
+
+    The lock is the kernel's ``flock`` on the folder itself: no file is left in it, and a killed run holds nothing.
+    Only the main process takes it; the others run inside the same claim."""
+    if not main_process:
+        yield
         return
-    target, n = folder.with_name(f"{folder.name}.another-run"), 1
+    created = not output_dir.exists()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    handle = os.open(output_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OptionError(
+                f"--output_dir {output_dir} is in use by another run (hf-spam train) still running; wait for it, or choose "
+                "another --output_dir."
+            ) from None
+        entries = sorted(p.name for p in output_dir.iterdir())
+        if resume is not None and not overwrite and finished(output_dir):
+            raise OptionError(
+                f"--output_dir {output_dir} holds a finished run (its model and all_results.json): there is nothing to resume, and "
+                "resuming would replace its model. Choose another --output_dir, or --overwrite_output_dir true to train a new run there."
+            )
+        if entries and not overwrite and resume is None:
+            shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+            raise OptionError(
+                f"--output_dir {output_dir} is not empty ({shown}). Choose another --output_dir, pass --resume_from_checkpoint "
+                "last to continue the run saved there, or --overwrite_output_dir true to write this run into it anyway (its model "
+                f"files are replaced; its checkpoints are moved into {EARLIER_RUN}/)."
+            )
+        if overwrite:
+            _move_checkpoints_aside(output_dir)
+        try:
+            yield
+        finally:
+            if created and not any(output_dir.iterdir()):
+                output_dir.rmdir()  # a run that failed before writing anything leaves nothing behind
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def _move_checkpoints_aside(output_dir: Path) -> None:
+    found = checkpoints(output_dir)
+    if not found:
+        return
+    target, n = output_dir / EARLIER_RUN, 1
     while target.exists():
         n += 1
-        target = folder.with_name(f"{folder.name}.another-run-{n}")
-    folder.rename(target)
-    logger.warning(
-        "Moved %s to %s: it is not a complete checkpoint of this run (another run's, or one interrupted while saving), "
-        "and this run saves a checkpoint of the same step.",
-        folder,
-        target.name,
-    )
-
-
-def rotate_checkpoints(output_dir: Path, identity: dict, limit: int | None, best: str | None) -> None:
-    """Trainer's ``save_total_limit`` rotation over this run's checkpoints only (Trainer's own deletes every
-    ``checkpoint-*`` in the folder): the newest and the best are kept, each deletion is logged."""
-    if not limit or limit <= 0:
-        return
-    own = own_checkpoints(output_dir, identity)
-    protected = {own[0]} if own else set()
-    if best is not None:
-        protected.add(Path(best))
-    excess = len(own) - max(limit, len(protected))
-    for folder in reversed(own):  # oldest first
-        if excess <= 0:
-            break
-        if folder not in protected:
-            shutil.rmtree(folder)
-            logger.info("Removed %s (--save_total_limit %d).", folder, limit)
-            excess -= 1
-
-
-def remove_checkpoints(output_dir: Path, identity: dict, keep: str | None = None) -> None:
-    """Delete this run's ``checkpoint-*`` folders (each holds a full model and optimizer state) but ``keep``;
-    another run's are left where they are, and said so."""
-    own = own_checkpoints(output_dir, identity)
-    for folder in own:
-        if keep is None or folder != Path(keep):
-            shutil.rmtree(folder)
-            logger.info("Removed %s (pass --keep_checkpoints to keep checkpoints).", folder)
-    others = [folder.name for folder in checkpoints(output_dir) if folder not in own]
-    if others:
-        logger.info("Kept %s in %s: not written by this run.", ", ".join(others), output_dir)
-
-
-def check_output_dir(output_dir: Path, *, overwrite: bool, resuming: bool) -> None:
-    """A run writes into an empty (or new) ``--output_dir``, or into one it resumes: another run's model and
-    checkpoints are not overwritten by accident (as ``run_classification.py``'s ``--overwrite_output_dir``)."""
-    if overwrite or resuming or not output_dir.is_dir():
-        return
-    entries = sorted(p.name for p in output_dir.iterdir())
-    if entries:
-        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-        raise OptionError(
-            f"--output_dir {output_dir} is not empty ({shown}). Choose another --output_dir, pass --resume_from_checkpoint "
-            "last to continue the run saved there, or --overwrite_output_dir true to write this run into it anyway (its model "
-            "files are replaced; checkpoints another run wrote are kept)."
-        )
+        target = output_dir / f"{EARLIER_RUN}-{n}"
+    target.mkdir()
+    for folder in found:
+        folder.rename(target / folder.name)
+    logger.warning("Moved %s into %s: --overwrite_output_dir writes this run where they were.", ", ".join(f.name for f in found), target)

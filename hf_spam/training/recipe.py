@@ -18,13 +18,13 @@ from transformers import TrainerCallback
 from ..data import ClassificationData, TokenizedData, describe, load_sms_spam, load_text_classification, tokenize
 from ..data.reading import parse_encodings
 from ..data.tokenization import cross_split_duplicates
-from ..errors import DataError
+from ..errors import DataError, OptionError
 from ..inference import token_limit
 from ..models.gpt.configuration_gpt import BOOK_PADDED_POOLINGS, SINGLE_LABEL, GPTConfig
 from ..models.gpt.modeling_gpt import GPTForSequenceClassification
 from ..tokenizer import gpt2_tokenizer
 from .arguments import DataArguments, ModelArguments
-from .checkpoints import check_output_dir, data_fingerprint, load_checkpoint_weights, resolve_checkpoint, run_identity
+from .checkpoints import claim_output_dir, data_fingerprint, load_checkpoint_weights, resolve_checkpoint, run_identity
 from .config import SpamTrainingArguments, choose_best_metric
 from .model_card import RunRecord
 from .model_setup import build_model, configure_trainable, count_parameters
@@ -61,8 +61,27 @@ def run(
     """Prepare the data, finetune, evaluate on all splits, save model + tokenizer + code + card + plots; returns
     ``all_results.json``'s figures. ``callbacks`` are added to Trainer's; ``trainer_class`` lets a caller observe
     training (a subclass)."""
+    pooling = pooling_for(model_args.pooling, data_args.padding)
     output_dir = Path(training_args.output_dir)
-    check_output_dir(output_dir, overwrite=training_args.overwrite_output_dir, resuming=training_args.resume_from_checkpoint is not None)
+    claim = claim_output_dir(
+        output_dir,
+        overwrite=training_args.overwrite_output_dir,
+        resume=training_args.resume_from_checkpoint,
+        main_process=training_args.process_index == 0,
+    )
+    with claim:
+        return _run(model_args, data_args, training_args, pooling, callbacks, trainer_class)
+
+
+def _run(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: SpamTrainingArguments,
+    pooling: str,
+    callbacks: list[TrainerCallback] | None,
+    trainer_class: type[SpamTrainer],
+) -> dict:
+    output_dir = Path(training_args.output_dir)
     data = load_data(data_args, training_args.seed)
     choose_best_metric(training_args, data.problem_type)
     model = build_model(
@@ -71,7 +90,7 @@ def run(
         seed=training_args.seed,
         weights=model_args.weights,
         problem_type=data.problem_type,
-        pooling=model_args.pooling,
+        pooling=pooling,
         loss_ignore_index=model_args.loss_ignore_index,
         config_overrides=model_args.config_overrides,
         random_init=model_args.random_init,
@@ -105,12 +124,34 @@ def run(
         test_dataset=tokenized.splits["test"],
         processing_class=gpt2_tokenizer(token_limit(model.config)),
         run=run_record,
+        identity=identity,
         callbacks=callbacks,
     )
     trainer.evaluate_initial()
     trainer.evaluate_final(trainer.train(resume_from_checkpoint=resume))
     trainer.save_run()
     return trainer.run_metrics
+
+
+def pooling_for(pooling: str, padding: str) -> str:
+    """The pooling a run trains, evaluates and saves. ``last`` and ``mean_all`` read pad positions (the book's position
+    -1 is a pad after its fixed padding): under ``--padding dynamic`` how many pads a text gets depends on its batch,
+    so the run's figures and the saved model's answers would move with ``--batch_size``; that is refused. Under
+    ``--padding none`` a text has no pads of its own, so they read exactly what ``last_non_pad`` and ``mean`` read,
+    which are what stays true when evaluation and ``hf-spam classify`` batch texts of several lengths."""
+    if pooling not in BOOK_PADDED_POOLINGS:
+        return pooling
+    if padding == "dynamic":
+        raise OptionError(
+            f"--pooling {pooling} reads pad positions, and under --padding dynamic a text's pads depend on its batch, so the "
+            "figures and the saved model's answers would change with the batch size. Use --padding longest_train (the book's) "
+            "or max_length with it, or --pooling last_non_pad / mean, which read real tokens only."
+        )
+    if padding == "none":
+        unpadded = {"last": "last_non_pad", "mean_all": "mean"}[pooling]
+        logger.info("--pooling %s on unpadded texts reads what --pooling %s reads; the model is saved with the latter.", pooling, unpadded)
+        return unpadded
+    return pooling
 
 
 def record_inference_options(config: GPTConfig, tokenized: TokenizedData) -> None:

@@ -17,18 +17,18 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerState, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, TrainOutput
 
 from ..cache.build import cached_splits
 from ..cache.management import format_size, parse_size
 from ..errors import TrainingError
 from ..models.gpt.configuration_gpt import MULTI_LABEL, SINGLE_LABEL
-from ..models.gpt.model_checksums import CHECKSUMS_NAME
+from ..models.gpt.model_checksums import CHECKSUMS_NAME, write_checksums
 from ..models.gpt.modeling_gpt import GPTForSequenceClassification
 from ..tokenizer import gpt2_tokenizer
 from .callbacks import ValidationEarlyStopping
-from .checkpoints import move_aside, remove_checkpoints, rotate_checkpoints, run_identity, write_manifest
+from .checkpoints import CheckpointManifest, remove_checkpoints, run_identity, write_manifest
 from .config import SpamTrainingArguments
 from .evaluation import make_compute_metrics, metric_for, metric_results
 from .model_card import RunRecord, build_model_card
@@ -52,8 +52,9 @@ class SpamTrainer(Trainer):
     :meth:`evaluate_initial` and :meth:`evaluate_final`. ``run`` describes the run for the model card that
     :meth:`save_run` and ``push_to_hub`` write; without it, Trainer's own card.
 
-    Each checkpoint gets a manifest of its files and of the run (``checkpoints.run_identity``), and only this
-    run's checkpoints are rotated away or removed: another run's in the same ``--output_dir`` stay.
+    Each checkpoint gets a manifest of its files and of the run (``identity``: ``checkpoints.run_identity``, computed
+    here when not given). Trainer's own rotation (``save_total_limit``) keeps them: the folder holds no other run's
+    (``checkpoints.claim_output_dir``).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class SpamTrainer(Trainer):
         *,
         test_dataset=None,
         run: RunRecord | None = None,
+        identity: dict | None = None,
         callbacks=None,
         compute_metrics=None,
         **kwargs,
@@ -87,7 +89,8 @@ class SpamTrainer(Trainer):
         if splits["validation"] is not None:
             train_eval = _first_batches(splits["train"], args.train_eval_batches, args.per_device_eval_batch_size)
             eval_dataset = {"validation": splits["validation"], "train": train_eval}
-        callbacks = list(callbacks or [])
+        identity = identity or run_identity(model, args, run.data_fingerprint if run else None)
+        callbacks = [CheckpointManifest(identity), *(callbacks or [])]
         if args.early_stopping_patience:
             callbacks.append(ValidationEarlyStopping(args.early_stopping_patience))
         if compute_metrics is None and eval_dataset is not None:
@@ -98,8 +101,7 @@ class SpamTrainer(Trainer):
         super().__init__(
             model, args, data_collator, splits["train"], eval_dataset, callbacks=callbacks, compute_metrics=compute_metrics, **kwargs
         )
-        self.identity = run_identity(self.model, args, run.data_fingerprint if run else None)
-        self._checkpoint_limit = args.save_total_limit  # applied by _save_checkpoint: Trainer's sees None (see train)
+        self.identity = identity
         self._warn_if_fsdp_ignored()
 
     def _cache_frozen_prefix(self, model: torch.nn.Module, args: SpamTrainingArguments, splits: dict) -> tuple[dict, object] | None:
@@ -171,7 +173,8 @@ class SpamTrainer(Trainer):
         also per class (with its confusion matrix for single-label classes) or per target, and ``train()``'s own;
         its running loss as ``train_running_loss``, since ``train_loss`` is the final model's."""
         results = {k: v for k, v in train_output.metrics.items() if k != "train_loss"}
-        results["train_running_loss"] = train_output.metrics["train_loss"]
+        if "train_loss" in train_output.metrics:  # not when nothing was left to train (see train)
+            results["train_running_loss"] = train_output.metrics["train_loss"]
         train_eval = self.evaluate(self.train_dataset, metric_key_prefix="train")
         results.update({k: v for k, v in train_eval.items() if not k.endswith(TIMING_KEYS)})
         results.update(self.evaluate(self._split("validation"), metric_key_prefix="eval"))
@@ -194,32 +197,17 @@ class SpamTrainer(Trainer):
         self.run_metrics |= results
         return results
 
-    def train(self, *args, **kwargs) -> TrainOutput:
-        """Trainer's ``train()``, with ``save_total_limit`` applied here to this run's checkpoints only: Trainer's
-        rotation (after each save, and at the end with a limit of 1) deletes every ``checkpoint-*`` in the folder."""
-        limit = self._checkpoint_limit = self.args.save_total_limit
-        self.args.save_total_limit = None
-        try:
-            output = super().train(*args, **kwargs)
-        finally:
-            self.args.save_total_limit = limit
-        best = self.state.best_model_checkpoint
-        if self.args.should_save and best is not None and limit == 1:  # Trainer keeps only the best at the end
-            remove_checkpoints(Path(self.args.output_dir), self.identity, keep=best)
-        return output
-
-    def _save_checkpoint(self, model: torch.nn.Module, trial) -> None:
-        """Trainer's checkpoint, then its manifest (once every process has written its files), then the rotation.
-        Another run's checkpoint of the same step is moved aside first, not written over."""
-        folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
-        if self.args.should_save and folder.exists():
-            move_aside(folder, self.identity)
-        _barrier()
-        super()._save_checkpoint(model, trial)
-        _barrier()  # every process's rng_state_<rank>.pth is written
-        if self.args.should_save and folder.is_dir():
-            write_manifest(folder, self.identity)
-            rotate_checkpoints(folder.parent, self.identity, self._checkpoint_limit, self.state.best_model_checkpoint)
+    def train(self, resume_from_checkpoint: str | None = None, **kwargs) -> TrainOutput:
+        """Trainer's ``train()``, except that a checkpoint already at ``max_steps`` (a run killed while saving its final
+        model) is taken as the trained model: Trainer would skip the checkpoint's batches and train one step past the end."""
+        if resume_from_checkpoint and self.args.max_steps > 0:
+            state = TrainerState.load_from_json(str(Path(resume_from_checkpoint) / "trainer_state.json"))
+            if state.global_step >= self.args.max_steps:
+                logger.info("%s is this run's last step (%d): nothing is left to train.", resume_from_checkpoint, state.global_step)
+                self._load_from_checkpoint(resume_from_checkpoint)
+                self.state = state
+                return TrainOutput(state.global_step, None, {"total_flos": state.total_flos, "epoch": state.epoch})
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """Trainer's push of a checkpoint (``--hub_strategy checkpoint``: ``last-checkpoint/``, resumable elsewhere) and
@@ -248,23 +236,37 @@ class SpamTrainer(Trainer):
         if self.processing_class is None:  # every saved folder works with hf-spam classify, pipeline and the demo
             self.processing_class = gpt2_tokenizer(self.model.config.truncation_length or self.model.config.context_length)
         output_dir = Path(self.args.output_dir)
-        if self.is_world_process_zero():
-            output_dir.mkdir(parents=True, exist_ok=True)
-            self.save_metrics("all", self.run_metrics, combined=False)
-            examples_per_epoch = len(self.get_train_dataloader()) * self.args.per_device_train_batch_size * self.args.world_size
-            train_accuracy_examples = (len(self.eval_dataset["train"]), len(self.train_dataset))
-            plot_history(self.state.log_history, output_dir, examples_per_epoch, train_accuracy_examples)
-            self.create_model_card()
         if self.args.push_to_hub:
             # Trainer's push: saves the model (weights, config, code, tokenizer), writes the card, waits for any
             # checkpoint push, then uploads the output folder without checkpoint-* folders
+            self._write_report(output_dir)
             commit = self.push_to_hub(commit_message="hf_spam: finetuned classifier")
             if self.is_world_process_zero():
                 logger.info("Pushed to %s", commit.repo_url)
         else:
-            self.save_model()  # weights, config, model code, tokenizer
+            self.save_model()  # weights, config, model code, tokenizer, then their checksums
+            self._write_report(output_dir)  # all_results.json last: its presence says the run finished
         if self.is_world_process_zero() and not self.args.keep_checkpoints:
-            remove_checkpoints(output_dir, self.identity)
+            remove_checkpoints(output_dir)
+
+    def _write_report(self, output_dir: Path) -> None:
+        """The plots, the model card and ``all_results.json`` (:attr:`run_metrics`), by the main process."""
+        if not self.is_world_process_zero():
+            return
+        output_dir.mkdir(parents=True, exist_ok=True)
+        examples_per_epoch = len(self.get_train_dataloader()) * self.args.per_device_train_batch_size * self.args.world_size
+        train_accuracy_examples = (len(self.eval_dataset["train"]), len(self.train_dataset))
+        plot_history(self.state.log_history, output_dir, examples_per_epoch, train_accuracy_examples)
+        self.create_model_card()
+        self.save_metrics("all", self.run_metrics, combined=False)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Trainer's save (weights, config, code, then the tokenizer), then the model's ``model_checksums.json`` again,
+        now over the tokenizer too: a final model, a checkpoint, or what a Hub push uploads."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        folder = Path(output_dir or self.args.output_dir)
+        if self.args.should_save and (folder / CHECKSUMS_NAME).is_file():
+            write_checksums(folder)
 
     def floating_point_ops(self, inputs: dict) -> int:
         """Trainer's estimate, 6 x tokens x parameters, over the parameters the step runs through.
@@ -326,11 +328,6 @@ class SpamTrainer(Trainer):
         if self.is_world_process_zero():
             card = build_model_card(self.args.hub_model_id or self.args.output_dir, self.run, self.run_metrics)
             card.save(Path(self.args.output_dir) / "README.md")
-
-
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def _token_ids(dataset) -> bool:

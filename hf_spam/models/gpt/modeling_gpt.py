@@ -25,7 +25,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_gpt import BOOK_PADDED_POOLINGS, MULTI_LABEL, REGRESSION, SINGLE_LABEL, GPTConfig
 from .gpt_blocks import LayerNorm, TransformerBlock, padding_attention_mask
-from .model_checksums import CHECKSUMS_NAME, ModelFilesError, checksum_problem, write_checksums
+from .model_checksums import CHECKSUMS_NAME, MODEL_FILES, ModelFilesError, checksum_problem, write_checksums
 from .pooled_position import book_padding, first_tokens, pool, pooled_position, real_tokens, trunk_mask
 
 
@@ -65,10 +65,10 @@ class GPTPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, verify_checksums: bool = True, **kwargs):
         """transformers' loader, with what a trained folder needs checked rather than warned about: its files are
-        the ones saved (``model_checksums.json``, unless ``verify_checksums=False``; a folder saved without it
-        loads unchecked), a damaged weights file is named in the error, and a folder saved from this very class
-        loads whole (a missing or unexpected weight means its ``config.json`` and weights disagree). Each is a
-        :class:`ModelFilesError` naming the folder and the file."""
+        the ones saved (``model_checksums.json``, which every folder of this model has: without it, or with
+        ``verify_checksums=False``, nothing would tell damaged weights from good ones), a damaged weights file is
+        named in the error, and a folder saved from this very class loads whole (a missing or unexpected weight means
+        its ``config.json`` and weights disagree). Each is a :class:`ModelFilesError` naming the folder and the file."""
         wants_info = kwargs.pop("output_loading_info", False)
         try:
             model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
@@ -81,7 +81,7 @@ class GPTPreTrainedModel(PreTrainedModel):
             if problem:
                 raise ModelFilesError(
                     f"{pretrained_model_name_or_path}: {problem}. Restore the folder from where it was saved (or re-download it); "
-                    f"if config.json was edited on purpose, delete {CHECKSUMS_NAME} to load the folder unchecked."
+                    "to load its files as they are (config.json edited on purpose), pass verify_checksums=False."
                 )
         if cls.__name__ in (model.config.architectures or []):
             missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
@@ -94,7 +94,8 @@ class GPTPreTrainedModel(PreTrainedModel):
         return (model, info) if wants_info else model
 
     def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs) -> None:
-        """transformers' save, then ``model_checksums.json`` over the weights and config just written."""
+        """transformers' save, then ``model_checksums.json`` over the weights and config just written (and a tokenizer
+        already in the folder)."""
         super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
         if is_main_process:
             write_checksums(save_directory)
@@ -495,8 +496,8 @@ HUB_OPTIONS = ("cache_dir", "revision", "subfolder", "token", "local_files_only"
 
 
 def saved_files_problem(name_or_path: str, load_options: dict) -> str | None:
-    """Why the loaded folder's (or Hub snapshot's) files differ from its ``model_checksums.json`` (``None``: they
-    match, or there is none). Run after loading, so the files are already local and in the page cache."""
+    """Why the loaded folder's (or Hub snapshot's) files differ from its ``model_checksums.json``, or why they cannot
+    be checked (``None``: they match). Run after loading, so the files are already local and in the page cache."""
     if os.path.isdir(name_or_path):
         folder = os.path.join(name_or_path, load_options.get("subfolder") or "")
 
@@ -513,4 +514,6 @@ def saved_files_problem(name_or_path: str, load_options: dict) -> str | None:
             )
 
     manifest = locate(CHECKSUMS_NAME)
-    return None if manifest is None else checksum_problem(manifest, locate)
+    if manifest is None:
+        return f"{CHECKSUMS_NAME} is missing, so its files cannot be checked against what was saved (every save writes it)"
+    return checksum_problem(manifest, locate, required=MODEL_FILES)
