@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import io
 import logging
 import os
@@ -138,12 +139,35 @@ def split_lines(raw: bytes, name: str) -> list[str]:
     return list(read_lines(io.BytesIO(raw), name))
 
 
+def check_not_utf16_or_32(first_line: bytes, name: str) -> None:
+    for bom, encoding in (
+        (codecs.BOM_UTF32_LE, "UTF-32"),
+        (codecs.BOM_UTF32_BE, "UTF-32"),
+        (codecs.BOM_UTF16_LE, "UTF-16"),
+        (codecs.BOM_UTF16_BE, "UTF-16"),
+    ):
+        if first_line.startswith(bom):
+            raise DataError(
+                f"{name} is {encoding} text (its first bytes are {encoding}'s byte-order mark); texts are read as UTF-8, one per "
+                f"line. Convert it first, e.g. iconv -f {encoding} -t UTF-8 {name} > {name}.utf8.txt"
+            )
+
+
 def read_lines(handle, name: str) -> Iterator[str]:
     """One text per line of a binary file, read as it goes: split at ``\\n`` only (a CRLF's ``\\r`` dropped), as an
     editor numbers lines, so a form feed, U+0085 or U+2028 inside a message stays in it. Bytes that are not UTF-8
-    become U+FFFD, and the lines affected are reported when the file has been read."""
+    become U+FFFD, and the lines affected are reported when the file has been read. A UTF-8 byte-order mark is
+    dropped; a UTF-16/32 one, or a NUL byte (such text read as UTF-8 would be NUL-filled messages), is an error."""
     damaged = []
     for number, line in enumerate(handle, start=1):
+        if number == 1:
+            check_not_utf16_or_32(line, name)
+            line = line.removeprefix(codecs.BOM_UTF8)
+        if b"\0" in line:
+            raise DataError(
+                f"{name}: line {number} holds a NUL byte, which no text message has: the file is not UTF-8 text (UTF-16 "
+                "without a byte-order mark?). Convert it to UTF-8, e.g. iconv -f UTF-16 -t UTF-8."
+            )
         line = line.removesuffix(b"\n").removesuffix(b"\r")
         text = line.decode("utf-8", errors="replace")
         if "\ufffd" in text and "\ufffd".encode() not in line:

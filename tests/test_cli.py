@@ -2,6 +2,7 @@
 examples, one-line errors, exit 2), the prefix cache's options under their old names, a model folder saved before
 the sub-package layout, and a plain (non-editable) install into a fresh virtual environment."""
 
+import codecs
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import venv
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,11 @@ from transformers import AutoModelForSequenceClassification
 
 from hf_spam import GPTForSequenceClassification, save_with_tokenizer
 from hf_spam.cli import COMMANDS
-from hf_spam.errors import OptionError
-from hf_spam.inference import classify, load_classifier
+from hf_spam.cli import main as cli_main
+from hf_spam.errors import DataError, OptionError
+from hf_spam.inference import classify, load_classifier, read_text_file
+from hf_spam.training.model_setup import build_model
+from hf_spam.training.recipe import run
 from tests.helpers import ROOT, parse, run_script, tiny_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -174,3 +179,74 @@ def test_a_plain_install_in_a_fresh_environment_gives_a_working_command(tmp_path
     got = [json.loads(line) for line in answer.stdout.splitlines()]
     assert [r["label"] for r in got] == [r["label"] for r in expected]
     assert [r["score"] for r in got] == pytest.approx([r["score"] for r in expected], rel=1e-5)
+
+
+def test_version_and_options_that_do_not_exist(capsys, caplog):
+    """`hf-spam --version`; a misspelled option is named with the nearest one (train's HfArgumentParser and the other
+    commands' argparse alike), and a prefix of an option is not taken for it (a typo must not become another option)."""
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out == f"hf-spam {version('hf_spam')}\n"
+    for argv in (["train", "--data_fiel", "x"], ["train", "--data_fil", "x"]):
+        caplog.clear()
+        with pytest.raises(SystemExit) as exited:
+            cli_main([*argv, "--output_dir", "runs/none"])
+        assert exited.value.code == 2 and f"{argv[1]} is not an option; did you mean --data_file?" in caplog.text, argv
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["classify", "runs/none", "--batch_siz", "3"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == "hf-spam classify: error: --batch_siz is not an option; did you mean --batch_size?\n"
+
+
+@pytest.mark.slow
+def test_a_reader_that_stops_early_ends_the_command_quietly(gpt2_bpe, tmp_path):
+    """`hf-spam classify RUN --file big.txt | head -1`: the closed pipe was a BrokenPipeError traceback; now exit 0,
+    nothing on stderr, as `cat` does. (A real process and pipe: the process is the point.)"""
+    torch.manual_seed(0)
+    save_with_tokenizer(GPTForSequenceClassification(tiny_config(id2label={0: "ham", 1: "spam"})), tmp_path / "model")
+    (tmp_path / "big.txt").write_text("".join(f"message number {i}, long enough to fill the pipe's buffer\n" for i in range(6000)))
+    command = [sys.executable, "-m", "hf_spam.cli", "classify", str(tmp_path / "model"), "--file", str(tmp_path / "big.txt")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().endswith("message number 0, long enough to fill the pipe's buffer\n")
+    process.stdout.close()  # as head does after its line
+    assert process.wait(timeout=300) == 0
+    assert process.stderr.read() == ""
+
+
+def test_options_that_would_be_ignored_or_fail_deep_are_one_line(gpt2_bpe, sms_file, tmp_path, caplog):
+    """Red team v3, each silent or a traceback before: --threshold on a single-label model (ignored), --device bogus
+    (RuntimeError) or cuda on a machine without it (AssertionError), --label_names on the SMS data (ignored)."""
+    torch.manual_seed(0)
+    save_with_tokenizer(GPTForSequenceClassification(tiny_config(id2label={0: "ham", 1: "spam"})), tmp_path / "model")
+    cases = [
+        (["--threshold", "0.3"], "--threshold 0.3: "),
+        (["--device", "bogus"], "--device bogus: not a device"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "--device cuda: this machine has no CUDA GPU"))
+    for options, message in cases:
+        caplog.clear()
+        with pytest.raises(SystemExit) as exited:
+            cli_main(["classify", str(tmp_path / "model"), *options, "a text"])
+        assert exited.value.code == 2 and message in caplog.text and len(caplog.records) == 1, options
+    with pytest.raises(DataError, match="--label_names describe your own data"):
+        run(*parse("--data_file", str(sms_file), "--label_names", "spam", "ham", "--output_dir", str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_random_full_size_model_says_what_it_costs_before_training(caplog):
+    with caplog.at_level(logging.WARNING):
+        build_model("gpt2-small", {0: "ham", 1: "spam"}, seed=123, weights="random")
+    assert "--weights random without --config_overrides builds the full gpt2-small shape (124,441,346 parameters)" in caplog.text
+
+
+def test_texts_in_utf16_or_with_nul_bytes_are_refused_naming_the_file(tmp_path):
+    """A UTF-16 file was classified as three NUL-filled texts; a UTF-8 byte-order mark is not part of the first text."""
+    (tmp_path / "utf16.txt").write_bytes("hello\nworld\n".encode("utf-16"))
+    with pytest.raises(DataError, match=r"utf16.txt is UTF-16 text .* iconv -f UTF-16 -t UTF-8"):
+        read_text_file(tmp_path / "utf16.txt")
+    (tmp_path / "nul.txt").write_bytes(b"fine\nbro\x00ken\n")
+    with pytest.raises(DataError, match="nul.txt: line 2 holds a NUL byte"):
+        read_text_file(tmp_path / "nul.txt")
+    (tmp_path / "bom.txt").write_bytes(codecs.BOM_UTF8 + b"hello\nworld\n")
+    assert read_text_file(tmp_path / "bom.txt") == ["hello", "world"]

@@ -18,10 +18,12 @@ import json
 import sys
 from collections.abc import Iterator
 
+import torch
 from transformers.utils.logging import disable_progress_bar
 
-from ..errors import DataError
+from ..errors import DataError, OptionError
 from ..inference import check_batch_size, load_classifier, read_lines, summary
+from ..models.gpt.configuration_gpt import MULTI_LABEL
 from ..serving.runtime import BACKENDS
 from ..serving.streaming import classify_stream, read_file
 from .common import Parser, log_warnings, report_errors
@@ -68,9 +70,28 @@ def read_texts(args: argparse.Namespace) -> Iterator[str]:
 
 def print_results(args: argparse.Namespace) -> None:
     check_batch_size(args.batch_size)
+    check_device(args.device)
     classifier = load_classifier(args.model, args.device, args.backend)
+    problem_type = classifier.model.config.problem_type
+    if args.threshold is not None and problem_type != MULTI_LABEL:
+        raise OptionError(
+            f"--threshold {args.threshold}: {args.model} is a {problem_type or 'single_label_classification'} model, which "
+            "predicts its most probable class (or its values); a threshold applies to multi-label models only."
+        )
     for result in classify_stream(classifier, read_texts(args), args.batch_size, args.threshold):
         print(json.dumps(result, ensure_ascii=False) if args.jsonl else f"{summary(result)}\t{result['text']}")
+
+
+def check_device(device: str | None) -> None:
+    """``--device``: one torch knows, and one this machine has (torch's own errors are a traceback or an assertion)."""
+    if device is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise OptionError(f"--device {device}: not a device; give cpu, cuda or cuda:N (or leave it out).") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise OptionError(f"--device {device}: this machine has no CUDA GPU torch can use; leave --device out to run on the CPU.")
 
 
 def main(argv: list[str]) -> None:

@@ -4,18 +4,38 @@ handler that turns a user's mistake into one line and exit status 2."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..errors import HfSpamError
 
 
 class OneLineErrors:
-    """argparse reports a bad option as its usage plus the error; here the error alone, on one line, status 2."""
+    """argparse reports a bad option as its usage plus the error; here the error alone, on one line, status 2, and an
+    unknown option is named with the nearest one (prefixes are not taken: ``allow_abbrev=False``, so a typo never
+    becomes another option)."""
 
     def error(self, message: str):
+        if message.startswith("unrecognized arguments: "):
+            message = unknown_options(message.removeprefix("unrecognized arguments: ").split(), self._option_string_actions)
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def unknown_options(tokens: Iterable[str], options: Iterable[str]) -> str:
+    """``--data_fiel is not an option; did you mean --data_file?``, or the values no option takes."""
+    tokens = list(tokens)
+    unknown = [token.split("=", 1)[0] for token in tokens if token.startswith("-")]
+    if not unknown:
+        return (
+            f"values no option takes: {' '.join(tokens)}. Each option takes one value unless its --help says otherwise "
+            "(--train_file, --validation_file and --test_file take one file each; put several in one file or a folder, "
+            "see --dataset_name)."
+        )
+    nearest = difflib.get_close_matches(unknown[0], [o for o in options if o.startswith("--")], n=1, cutoff=0.6)
+    hint = f"; did you mean {nearest[0]}?" if nearest else " (see --help)."
+    return f"{unknown[0]} is not an option{hint}"
 
 
 class Parser(OneLineErrors, argparse.ArgumentParser):
@@ -23,7 +43,9 @@ class Parser(OneLineErrors, argparse.ArgumentParser):
     written with underscores (HfArgumentParser's style) and accepted with hyphens too."""
 
     def __init__(self, command: str, doc: str) -> None:
-        super().__init__(prog=f"hf-spam {command}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        super().__init__(
+            prog=f"hf-spam {command}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+        )
 
     def add_option(self, name: str, *other_names: str, **kwargs) -> argparse.Action:
         hyphenated = name.replace("_", "-")

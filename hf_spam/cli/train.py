@@ -11,6 +11,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
 import os
 
@@ -22,7 +23,7 @@ from ..training.allocator import reuse_freed_memory
 from ..training.arguments import DataArguments, ModelArguments
 from ..training.config import SpamTrainingArguments
 from ..training.recipe import run
-from .common import OneLineErrors, report_errors
+from .common import OneLineErrors, report_errors, unknown_options
 
 
 class TrainParser(OneLineErrors, HfArgumentParser):
@@ -35,6 +36,7 @@ def parser() -> TrainParser:
         prog="hf-spam train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
 
 
@@ -48,12 +50,8 @@ def parse_command_line(parser: HfArgumentParser, argv: list[str]):
     except ValueError as error:
         if "not used by the HfArgumentParser" not in str(error):
             raise
-        unused = str(error).split(":", 1)[1].strip()
-        raise OptionError(
-            f"Values no option takes: {unused}. Each option takes one value unless its --help says otherwise "
-            "(--train_file, --validation_file and --test_file take one file each; put several in one file or a folder, "
-            "see --dataset_name)."
-        ) from error
+        unused = ast.literal_eval(str(error).split(":", 1)[1].strip())
+        raise OptionError(unknown_options(unused, parser._option_string_actions)) from error
 
 
 def train(argv: list[str]) -> None:

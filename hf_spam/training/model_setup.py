@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -17,6 +18,8 @@ TRAINABLE_LAYERS = ("last_layer", "last_block", "last_two_blocks", "all", "lora"
 RANDOM_INITS = ("gpt2", "book")
 # appendix E puts LoRA on every Linear layer of the trunk; the new head is trained in full
 LORA_TARGETS = ["W_query", "W_key", "W_value", "out_proj", "layers.0", "layers.2"]
+
+logger = logging.getLogger(__name__)
 
 
 def build_model(
@@ -51,6 +54,14 @@ def build_model(
         model = GPTForSequenceClassification(config)
         if random_init == "book":
             book_init_(model)
+        if not config_overrides:  # the full shape, often a typo for a small test run: say what it costs before it costs
+            logger.warning(
+                "--weights random without --config_overrides builds the full %s shape (%s parameters), trained from scratch: on "
+                "a CPU that takes tens of minutes and leaves a prefix cache of hundreds of MB. For a quick run pass e.g. "
+                '--config_overrides "n_layers=2,emb_dim=128,n_heads=2".',
+                name_or_path,
+                f"{sum(p.numel() for p in model.parameters()):,}",
+            )
         return model
     if config_overrides:
         task.update(_parse_overrides(config_overrides))

@@ -186,9 +186,10 @@ def load_data(args: DataArguments, seed: int) -> ClassificationData:
             balance=args.balance,
             seed=seed,
         )
-    if args.problem_type not in (None, SINGLE_LABEL) or args.label_column != ["label"]:
+    if args.problem_type not in (None, SINGLE_LABEL) or args.label_column != ["label"] or args.label_names is not None:
         raise DataError(
-            "--problem_type and --label_column describe your own data (--train_file, a folder or --dataset_name); the SMS data is ham/spam."
+            "--problem_type, --label_column and --label_names describe your own data (--train_file, a folder or --dataset_name); "
+            "the SMS data is ham/spam."
         )
     splits = load_sms_spam(args.data_file, split=args.split)
     source = SMS_SOURCE if args.split == "chapter" else SMS_SOURCE.replace("as in chapter 6", "as in chapter 6's bonus experiments")
