@@ -20,7 +20,7 @@ from transformers import AutoModelForSequenceClassification
 from hf_spam import GPTForSequenceClassification, save_with_tokenizer
 from hf_spam.cli import COMMANDS
 from hf_spam.cli import main as cli_main
-from hf_spam.errors import DataError, OptionError
+from hf_spam.errors import DataError
 from hf_spam.inference import classify, load_classifier, read_text_file
 from hf_spam.training.model_setup import build_model
 from hf_spam.training.recipe import run
@@ -113,19 +113,6 @@ def test_options_written_with_hyphens_are_the_same_options(tmp_path):
     assert result.returncode == 0 and json.loads(result.stdout) == {"root": str(tmp_path), "keys": []}
     _, _, args = parse("--output-dir", str(tmp_path), "--prefix-cache-dir", str(tmp_path / "c"))
     assert args.output_dir == str(tmp_path) and args.prefix_cache_dir == str(tmp_path / "c")
-
-
-def test_the_prefix_caches_old_option_names_still_work_with_a_warning(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="hf_spam"):
-        _, _, args = parse(
-            "--output_dir", str(tmp_path), "--trunk_cache_dir", "old", "--cache_frozen_trunk", "false", "--cache_dtype", "bfloat16"
-        )
-    assert (args.prefix_cache_dir, args.prefix_cache, args.prefix_cache_dtype) == ("old", False, "bfloat16")
-    assert "--trunk_cache_dir is deprecated and will be removed in the next release: use --prefix_cache_dir." in caplog.text
-    with pytest.raises(OptionError, match="--trunk_cache_dir old and --prefix_cache_dir new: --trunk_cache_dir is the old name"):
-        parse("--output_dir", str(tmp_path), "--trunk_cache_dir", "old", "--prefix_cache_dir", "new")
-    result = run_script("cache", "list", "--trunk_cache_dir", str(tmp_path))
-    assert result.returncode == 0 and "--trunk_cache_dir is deprecated" in result.stderr and f"0 keys in {tmp_path}" in result.stdout
 
 
 def test_a_folder_saved_before_the_sub_package_layout_loads_and_computes_the_same():

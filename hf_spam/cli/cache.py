@@ -16,7 +16,7 @@ import json
 
 from ..cache.management import PruneResult, format_size, format_time, list_caches, parse_age, parse_size, prune_caches
 from ..cache.store import default_cache_dir
-from .common import Parser, Renamed, log_warnings, report_errors
+from .common import Parser, log_warnings, report_errors
 
 COLUMNS = ("key", "size", "examples", "model", "depth", "data", "split", "dtype", "created", "last used", "status")
 
@@ -25,7 +25,6 @@ def parser() -> Parser:
     parser = Parser("cache", __doc__)
     parser.add_argument("command", choices=["list", "prune"])
     parser.add_option("--prefix_cache_dir", default=None, help=f"the cache folder (default: {default_cache_dir()})")
-    parser.add_argument("--trunk_cache_dir", dest="prefix_cache_dir", action=Renamed, help=argparse.SUPPRESS)
     parser.add_option("--json", action="store_true", help="list: one JSON document instead of the table")
     parser.add_option("--older_than", help="prune: keys last used longer ago than this (7d, 12h, 30m)")
     parser.add_option("--max_size", help="prune: then least recently used keys until the rest fits (20GB, 500MB)")

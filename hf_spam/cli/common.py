@@ -52,15 +52,6 @@ class Parser(OneLineErrors, argparse.ArgumentParser):
         return self.add_argument(name, *([hyphenated] if hyphenated != name else []), *other_names, **kwargs)
 
 
-class Renamed(argparse.Action):
-    """An option under its old name: sets the new one's value, with a warning that the old name goes next release."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        new = "--" + self.dest
-        print(f"WARNING {parser.prog}: {option_string} is deprecated and will be removed in the next release: use {new}.", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
 def report_errors(function: Callable[[], object]) -> object:
     """``function()``; an :class:`~hf_spam.errors.HfSpamError` (its message names the input and what to do) is
     logged alone, without a traceback, and the process exits with status 2."""

@@ -23,15 +23,6 @@ from ..models.gpt.configuration_gpt import REGRESSION, SINGLE_LABEL
 logger = logging.getLogger(__name__)
 # the names Trainer gives the two evaluation sets SpamTrainer evaluates every epoch (eval_<name>_<metric>)
 EVALUATED_SPLITS = ("validation", "train")
-# the prefix cache's options under their names before it had one name (trunk, frozen prefix): accepted, with a
-# warning, until the next release
-RENAMED_OPTIONS = {
-    "cache_frozen_trunk": "prefix_cache",
-    "trunk_cache_dir": "prefix_cache_dir",
-    "trunk_cache_max_size": "prefix_cache_max_size",
-    "verify_trunk_cache": "verify_prefix_cache",
-    "cache_dtype": "prefix_cache_dtype",
-}
 
 
 @dataclass
@@ -129,11 +120,6 @@ class SpamTrainingArguments(TrainingArguments):
             "choices": ["float32", "bfloat16"],
         },
     )
-    cache_frozen_trunk: bool | None = field(default=None, metadata={"help": "Deprecated: --prefix_cache."})
-    trunk_cache_dir: str | None = field(default=None, metadata={"help": "Deprecated: --prefix_cache_dir."})
-    trunk_cache_max_size: str | None = field(default=None, metadata={"help": "Deprecated: --prefix_cache_max_size."})
-    verify_trunk_cache: bool | None = field(default=None, metadata={"help": "Deprecated: --verify_prefix_cache."})
-    cache_dtype: str | None = field(default=None, metadata={"help": "Deprecated: --prefix_cache_dtype."})
     initial_eval_batches: int = field(
         default=10, metadata={"help": "Batches per split for the accuracy before training (book: 10; 0 skips)."}
     )
@@ -154,7 +140,6 @@ class SpamTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        self._take_renamed_options()
         self._check_best_model()
         if not 0.0 <= self.threshold < 1.0:
             raise OptionError(f"--threshold {self.threshold}: give a probability in [0, 1) above which a class is predicted.")
@@ -164,21 +149,6 @@ class SpamTrainingArguments(TrainingArguments):
             _say_cpu_once()
             self.use_cpu = True
         super().__post_init__()
-
-    def _take_renamed_options(self) -> None:
-        """An option given under its old name sets the new one, with a warning; both names at once is an error."""
-        for old, new in RENAMED_OPTIONS.items():
-            value = getattr(self, old)
-            if value is None:
-                continue
-            default = type(self).__dataclass_fields__[new].default
-            if getattr(self, new) != default and getattr(self, new) != value:
-                raise OptionError(
-                    f"--{old} {value} and --{new} {getattr(self, new)}: --{old} is the old name of --{new}; give only --{new}."
-                )
-            logger.warning("--%s is deprecated and will be removed in the next release: use --%s.", old, new)
-            setattr(self, new, value)
-            setattr(self, old, None)
 
     def _check_best_model(self) -> None:
         """What "best" means must be one metric of one evaluated split, and keeping the best epoch needs a checkpoint

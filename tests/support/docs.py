@@ -37,7 +37,7 @@ from sybil.parsers.markdown.lexers import FencedCodeBlockLexer, RawFencedCodeBlo
 from hf_spam.benchmark.machine import cpu_flags
 
 REPO = Path(__file__).resolve().parents[2]
-DOCUMENTS = ["README.md", "docs/*.md"]
+DOCUMENTS = ["README.md", "CONTRIBUTING.md", "docs/*.md"]
 LANGUAGES = ("bash", "python", "output")
 RECORDED = re.compile(r"^<sub>Recorded on (?P<host>.+?), (?P<cores>\d+) cores?, (?P<versions>.+?), (?P<date>\d{4}-\d{2}-\d{2})\.</sub>$")
 # a number standing alone (not part of a hex key, a name or a version), with its decimals if it has any
