@@ -55,7 +55,7 @@ def _pipeline(name: str, device: str | int | None) -> Pipeline:
         )
     try:  # loaded here rather than by pipeline(), which turns a load's error into a ValueError holding every traceback
         model = AutoModelForSequenceClassification.from_pretrained(name, trust_remote_code=True)
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=True)
+        tokenizer = _tokenizer(name)
     except OSError as error:
         if Path(name).exists():  # the folder's own files: damaged, edited, or not a model's
             raise UnusableModelError(" ".join(str(error).split())) from error
@@ -64,6 +64,20 @@ def _pipeline(name: str, device: str | int | None) -> Pipeline:
             "Give the folder hf-spam train wrote, or the id of a model on the Hub (user/name; offline, one in the local Hub cache)."
         ) from error
     return pipeline("text-classification", model=model, tokenizer=tokenizer, top_k=None, device=device)
+
+
+def _tokenizer(name: str):
+    """The folder's tokenizer, or one line saying it has none that loads (transformers says "You need to have
+    sentencepiece or tiktoken installed" for a folder without tokenizer files, and a JSON error for a cut one)."""
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=True)
+    except ValueError as error:
+        missing = Path(name).is_dir() and not (Path(name) / "tokenizer.json").is_file()
+        why = "it has no tokenizer.json" if missing else f"{str(error).strip().splitlines()[0][:160]}"
+        raise UnusableModelError(
+            f"{name}: its tokenizer could not be loaded ({why}). A folder hf-spam train wrote holds tokenizer.json and "
+            "tokenizer_config.json: restore the folder from where it was saved, or save the model with hf_spam.save_with_tokenizer()."
+        ) from error
 
 
 def classify(

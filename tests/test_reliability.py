@@ -350,3 +350,15 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path, sms_file):
             k: v for k, v in expected.items() if k != "train_running_loss"
         }, step
     assert "nothing is left to train" in resumed.stderr
+
+
+def test_a_folder_without_a_loadable_tokenizer_is_one_line(saved_folder, tmp_path):
+    """A folder saved by `model.save_pretrained` alone, or one a kill left between the weights and the tokenizer files:
+    transformers' "You need to have sentencepiece or tiktoken installed" traceback became one line naming the folder."""
+    folder = tmp_path / "no tokenizer"
+    shutil.copytree(saved_folder, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    write_checksums(folder)  # as the model's own save left it: its files are whole, it has no tokenizer
+    with pytest.raises(UnusableModelError, match=f"{folder}: its tokenizer could not be loaded \\(it has no tokenizer.json\\)"):
+        load_classifier(folder)

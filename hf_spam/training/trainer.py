@@ -204,8 +204,10 @@ class SpamTrainer(Trainer):
             state = TrainerState.load_from_json(str(Path(resume_from_checkpoint) / "trainer_state.json"))
             if state.global_step >= self.args.max_steps:
                 logger.info("%s is this run's last step (%d): nothing is left to train.", resume_from_checkpoint, state.global_step)
-                self._load_from_checkpoint(resume_from_checkpoint)
                 self.state = state
+                self._load_from_checkpoint(resume_from_checkpoint)
+                if self.args.load_best_model_at_end and state.best_model_checkpoint is not None:  # as Trainer ends a run
+                    self._load_best_model()
                 return TrainOutput(state.global_step, None, {"total_flos": state.total_flos, "epoch": state.epoch})
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
