@@ -20,7 +20,9 @@ from transformers import AutoModelForSequenceClassification
 from hf_spam import GPTForSequenceClassification, save_with_tokenizer
 from hf_spam.cli import COMMANDS
 from hf_spam.cli import main as cli_main
-from hf_spam.errors import DataError
+from hf_spam.cli.train import parse_command_line
+from hf_spam.cli.train import parser as train_parser
+from hf_spam.errors import DataError, OptionError
 from hf_spam.inference import classify, load_classifier, read_text_file
 from hf_spam.training.model_setup import build_model
 from hf_spam.training.recipe import run
@@ -237,3 +239,32 @@ def test_texts_in_utf16_or_with_nul_bytes_are_refused_naming_the_file(tmp_path):
         read_text_file(tmp_path / "nul.txt")
     (tmp_path / "bom.txt").write_bytes(codecs.BOM_UTF8 + b"hello\nworld\n")
     assert read_text_file(tmp_path / "bom.txt") == ["hello", "world"]
+
+
+def test_an_options_file_is_checked_as_the_command_line_is(tmp_path, capsys, caplog):
+    """`hf-spam train recipe.yaml`: the file stands for the command line it spells (same dataclasses, list options split
+    as a shell splits them), and each mistake is one line naming the file: an unknown key with the nearest option, a
+    wrong type, an invalid choice, a list instead of options, invalid JSON, a missing file."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("output_dir: runs/x\nweights: random\nlabel_names: ham spam\nlearning_rate: 5.0e-4\nbf16: false\nseed: null\n")
+    argv = ["--output_dir", "runs/x", "--weights", "random", "--label_names", "ham", "spam", "--learning_rate", "5e-4"]
+    assert parse_command_line(train_parser(), [str(recipe)]) == parse_command_line(train_parser(), argv)
+    (tmp_path / "recipe.json").write_text(json.dumps({"output_dir": "runs/x", "label_names": ["ham", "spam"], "weights": "random"}))
+    assert parse_command_line(train_parser(), [str(tmp_path / "recipe.json")])[1].label_names == ["ham", "spam"]
+    cases = {
+        "data_fiel: x\n": f"{tmp_path / 'c.yaml'}: --data_fiel is not an option; did you mean --data_file?",
+        'max_steps: "ten"\n': f"hf-spam train {tmp_path / 'c.yaml'}: error: argument --max_steps/--max-steps: invalid int value: 'ten'",
+        "weights: randomm\n": "error: argument --weights: invalid choice: 'randomm'",
+        "- a\n- b\n": f"{tmp_path / 'c.yaml'} holds a list, not options",
+        "a: [1\n": f"{tmp_path / 'c.yaml'} is not valid YAML",
+    }
+    for text, message in cases.items():
+        (tmp_path / "c.yaml").write_text(text)
+        caplog.clear()
+        with pytest.raises(SystemExit) as exited:
+            cli_main(["train", str(tmp_path / "c.yaml")])
+        assert exited.value.code == 2 and message in caplog.text + capsys.readouterr().err, text
+    for name, message in (("c.json", "is not valid JSON"), ("missing.yaml", "missing.yaml: cannot be read")):
+        (tmp_path / "c.json").write_text('{"a": ')
+        with pytest.raises(OptionError, match=message):
+            parse_command_line(train_parser(), [str(tmp_path / name)])

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import logging
 import os
+import shlex
+from pathlib import Path
 
 import transformers
+import yaml
 from transformers import HfArgumentParser
 
 from ..errors import OptionError
@@ -41,17 +45,43 @@ def parser() -> TrainParser:
 
 
 def parse_command_line(parser: HfArgumentParser, argv: list[str]):
-    """The three dataclasses, from one JSON/YAML file or the options; values HfArgumentParser cannot place
-    (``--train_file a.csv b.csv``) are an option error."""
+    """The three dataclasses, from the options or from one JSON/YAML file of them; values HfArgumentParser cannot
+    place (``--train_file a.csv b.csv``) are an option error."""
+    source = ""
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        return (parser.parse_json_file if argv[0].endswith(".json") else parser.parse_yaml_file)(argv[0])
+        source = f"{argv[0]}: "
+        parser.prog = f"{parser.prog} {argv[0]}"  # argparse's errors name the file
+        argv = options_from_file(Path(argv[0]), parser)
     try:
         return parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:
         if "not used by the HfArgumentParser" not in str(error):
             raise
         unused = ast.literal_eval(str(error).split(":", 1)[1].strip())
-        raise OptionError(unknown_options(unused, parser._option_string_actions)) from error
+        raise OptionError(source + unknown_options(unused, parser._option_string_actions)) from error
+
+
+def options_from_file(path: Path, parser: HfArgumentParser) -> list[str]:
+    """A JSON or YAML file of ``option: value`` as the command line it stands for, so that it is checked as the command
+    line is (unknown options with the nearest name, types, choices): a list is the option's values, a string given to
+    an option of several values is split as a shell splits it (``label_names: ham spam``), ``null`` leaves the default."""
+    try:
+        text = path.read_text()
+        options = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except OSError as error:
+        raise OptionError(f"{path}: cannot be read ({error.strerror}); give the options file's path.") from error
+    except (ValueError, yaml.YAMLError) as error:
+        raise OptionError(f"{path} is not valid {path.suffix[1:].upper()}: {' '.join(str(error).split())}") from error
+    if not isinstance(options, dict):
+        raise OptionError(f"{path} holds a {type(options).__name__}, not options: write one option per line, as learning_rate: 5.0e-5.")
+    several = {action.dest for action in parser._actions if action.nargs in ("+", "*")}
+    argv = []
+    for key, value in options.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else shlex.split(value) if key in several and isinstance(value, str) else [value]
+        argv += [f"--{key}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
+    return argv
 
 
 def train(argv: list[str]) -> None:
