@@ -15,11 +15,9 @@ import os
 import tempfile
 from pathlib import Path
 
-import pytest
-from sybil.integration.pytest import SybilItem
-
-from tests.support.docs import make_sybil, tiktoken_cache_dir
-
+# Before anything imports huggingface_hub or datasets, which read these variables once, at import: set after the
+# imports below, the Hub was not offline in this process (a test that looked up a missing repo spent 46 s in retries)
+# and datasets' cache, with the prefix caches under it, was the user's ~/.cache.
 TEST_DATA = os.environ.get("HF_SPAM_TEST_DATA")
 USER_DATASETS_CACHE = os.environ.get("HF_DATASETS_CACHE")  # the user's own, where a download is kept between sessions
 USER_OFFLINE = any(os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE") for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
@@ -31,6 +29,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # datasets' cache (and the prefix caches under it) in a throwaway folder, not the user's ~/.cache
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="hf_spam_tests_datasets_")
+
+import pytest  # noqa: E402
+from sybil.integration.pytest import SybilItem  # noqa: E402
+
+from tests.support.docs import make_sybil, tiktoken_cache_dir  # noqa: E402
 
 NO_DATA = (
     "needs the SMS Spam Collection and GPT-2's BPE files, which could not be downloaded (offline?): set HF_SPAM_TEST_DATA "

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import zipfile
+from pathlib import Path
 
 import datasets
 import pytest
@@ -225,3 +226,13 @@ def test_a_clone_without_test_data_downloads_once_then_runs_offline(tmp_path, sm
     assert "set HF_SPAM_TEST_DATA to a folder holding sms_spam/SMSSpamCollection and tiktoken_cache/" in skipped.stdout
     strict = subprocess.run(command, cwd=ROOT, env=nothing | {"HF_SPAM_NO_SKIPS": "1"}, capture_output=True, text=True, timeout=600)
     assert strict.returncode == 1 and "HF_SPAM_NO_SKIPS=1, but 1 tests were skipped" in strict.stdout, strict.stdout[-3000:]
+
+
+def test_the_test_session_is_offline_and_keeps_datasets_cache_to_itself():
+    """conftest.py sets these before huggingface_hub and datasets are imported (they read them once): set later, the Hub
+    was online in this process (46 s of retries for a missing repo) and the prefix caches landed in the user's ~/.cache."""
+    import huggingface_hub
+
+    if os.environ.get("HF_HUB_OFFLINE", "1").upper() in ("1", "ON", "YES", "TRUE"):
+        assert huggingface_hub.constants.HF_HUB_OFFLINE
+    assert Path(datasets.config.HF_DATASETS_CACHE).name.startswith("hf_spam_tests_datasets_")
