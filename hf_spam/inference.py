@@ -73,7 +73,7 @@ def _tokenizer(name: str):
         return AutoTokenizer.from_pretrained(name, trust_remote_code=True)
     except ValueError as error:
         missing = Path(name).is_dir() and not (Path(name) / "tokenizer.json").is_file()
-        why = "it has no tokenizer.json" if missing else f"{str(error).strip().splitlines()[0][:160]}"
+        why = "it has no tokenizer.json" if missing else str(error).strip().splitlines()[0][:160]
         raise UnusableModelError(
             f"{name}: its tokenizer could not be loaded ({why}). A folder hf-spam train wrote holds tokenizer.json and "
             "tokenizer_config.json: restore the folder from where it was saved, or save the model with hf_spam.save_with_tokenizer()."
