@@ -411,6 +411,12 @@ def overwrite(path: Path, offset: int, data: bytes) -> None:
         handle.write(data)
 
 
+def _changed_digit(content: bytes, after: bytes) -> tuple[int, bytes]:
+    """The byte offset of the digit that follows ``after``, and a different digit: still valid JSON, same size."""
+    offset = content.index(after) + len(after)
+    return offset, b"9" if content[offset : offset + 1] != b"9" else b"8"
+
+
 def test_same_size_damage_anywhere_is_found_and_rebuilt(sms_tokens, tmp_path, caplog):
     """Random bytes in the middle of a shard, one flipped byte in an index or in meta.json: the sizes still
     match, the checksums do not, and the cache is rebuilt (with a warning naming it) instead of being read."""
@@ -419,12 +425,15 @@ def test_same_size_damage_anywhere_is_found_and_rebuilt(sms_tokens, tmp_path, ca
     expected = {i: cache.hidden_states(i).clone() for i in range(len(split))}
     shard, index, meta = next(cache.folder.glob("*.bin")), next(cache.folder.glob("*.index.npy")), cache.folder / "meta.json"
     size = shard.stat().st_size
+    # Each damage is located when it is made: a rebuild rewrites meta.json with a new "created" time whose
+    # repr can be a digit shorter or longer, which would move an offset read before the first rebuild.
     damages = {
-        "do not match their checksum": (shard, size // 2, np.random.default_rng(0).bytes(min(1 << 20, size // 4))),
-        "index.npy does not match its checksum": (index, index.stat().st_size - 7, bytes([index.read_bytes()[-7] ^ 0x40])),
-        "meta.json does not match its checksum": (meta, meta.read_text().index('"bytes": ') + 9, b"9"),
+        "do not match their checksum": lambda: (shard, size // 2, np.random.default_rng(0).bytes(min(1 << 20, size // 4))),
+        "index.npy does not match its checksum": lambda: (index, index.stat().st_size - 7, bytes([index.read_bytes()[-7] ^ 0x40])),
+        "meta.json does not match its checksum": lambda: (meta, *_changed_digit(meta.read_bytes(), b'"bytes": ')),
     }
-    for reason, (path, offset, data) in damages.items():
+    for reason, damage in damages.items():
+        path, offset, data = damage()
         overwrite(path, offset, data)
         assert path.stat().st_size in (size, index.stat().st_size, meta.stat().st_size)
         caplog.clear()
