@@ -130,3 +130,14 @@ def pytest_sessionfinish(session, exitstatus):
     if os.environ.get("HF_SPAM_NO_SKIPS") == "1" and _skipped:
         session.config.get_terminal_writer().line(f"HF_SPAM_NO_SKIPS=1, but {len(_skipped)} tests were skipped: {_skipped[:10]}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _library_log_levels():
+    """`hf-spam train` run in-process sets transformers' verbosity for its process (as a command should); a test
+    must not pass that on to the tests after it, whose log assertions would then see transformers' INFO lines."""
+    import transformers
+
+    level = transformers.utils.logging.get_verbosity()
+    yield
+    transformers.utils.logging.set_verbosity(level)
