@@ -1,7 +1,13 @@
 """Small builders shared by the tests."""
 
+import contextlib
+import io
+import logging
+import os
 import subprocess
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import torch
@@ -9,6 +15,7 @@ from transformers import GPT2Config, HfArgumentParser
 
 from hf_spam import GPTConfig
 from hf_spam.cli import COMMANDS
+from hf_spam.cli import main as cli_main
 from hf_spam.training.arguments import DataArguments, ModelArguments
 from hf_spam.training.config import SpamTrainingArguments
 from tests.support import book_reference
@@ -73,12 +80,26 @@ def parse(*argv: str):
 
 
 def run_script(
-    script: str, *argv: str, env: dict | None = None, input: str | bytes | None = None, timeout: float = 900, check: bool = False
+    script: str,
+    *argv: str,
+    env: dict | None = None,
+    input: str | bytes | None = None,
+    timeout: float = 900,
+    check: bool = False,
+    process: bool = False,
 ):
-    """``hf-spam <command> argv...`` where ``script`` names a command (``train.py``: ``python -m hf_spam.cli train``),
-    else ``python scripts/<script>`` (the developer scripts), from the repository as a user runs it: its output
-    captured (as text, unless ``input`` is bytes), its exit status kept (``check`` raises on a failure)."""
+    """``hf-spam <command> argv...`` where ``script`` names a command (``train.py``: ``hf-spam train``), else
+    ``python scripts/<script>`` (the developer scripts), from the repository as a user runs it: its output captured
+    (as text, unless ``input`` is bytes), its exit status kept (``check`` raises on a failure).
+
+    A command runs in this process (see :func:`run_cli`: an interpreter with torch and transformers costs seconds
+    to start) unless ``process`` is set or ``env`` is given (the libraries read their variables once, at import)."""
     command = script.removesuffix(".py")
+    if command in COMMANDS and not process and env is None:
+        result = run_cli(command, *argv, input=input)
+        if check:
+            result.check_returncode()
+        return result
     program = ["-m", "hf_spam.cli", command] if command in COMMANDS else [f"scripts/{script}"]
     return subprocess.run(
         [sys.executable, *program, *argv],
@@ -90,3 +111,73 @@ def run_script(
         timeout=timeout,
         check=check,
     )
+
+
+def run_cli(*argv: str, input: str | bytes | None = None) -> subprocess.CompletedProcess:
+    """``hf-spam argv...`` in this process, as a process would see it: stdin, stdout and stderr its own; every plain
+    logging handler (transformers' and datasets' own, which write to stderr) writing to its stderr; the root logger
+    bare as in a new interpreter, so that the command's ``logging.basicConfig`` takes effect; an exception that
+    escapes printed as a traceback, with exit status 1."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    raw = input.encode() if isinstance(input, str) else (input or b"")
+    root = logging.getLogger()
+    saved_handlers, saved_level, cwd = root.handlers[:], root.level, os.getcwd()
+    redirected = {handler: handler.stream for handler in _stream_handlers()}
+    code = 0
+    try:
+        for handler in redirected:
+            handler.setStream(stderr)
+        root.handlers = []
+        os.chdir(ROOT)
+        with (
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+            _stdin(io.TextIOWrapper(io.BytesIO(raw))),
+            _interpreter_warnings(stderr),
+        ):
+            try:
+                cli_main(list(argv))
+            except SystemExit as exited:
+                code = exited.code if isinstance(exited.code, int) else (0 if exited.code is None else 1)
+            except Exception:  # what the interpreter prints before it exits with 1
+                traceback.print_exc(file=stderr)
+                code = 1
+    finally:
+        os.chdir(cwd)
+        root.handlers = saved_handlers  # the command's own (basicConfig's, on its stderr) go with it
+        root.setLevel(saved_level)
+        for handler, stream in redirected.items():
+            handler.setStream(stream)
+    out, err = stdout.getvalue(), stderr.getvalue()
+    if isinstance(input, bytes):
+        out, err = out.encode(), err.encode()
+    return subprocess.CompletedProcess(["hf-spam", *argv], code, out, err)
+
+
+def _stream_handlers() -> list[logging.StreamHandler]:
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger))]
+    return [handler for logger in loggers for handler in logger.handlers if type(handler) is logging.StreamHandler]
+
+
+@contextlib.contextmanager
+def _interpreter_warnings(stderr: io.StringIO):
+    """Python's warnings as a new interpreter shows them (its default filters, printed on stderr), not as pytest
+    records them (its own filters, kept for the session's summary)."""
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line)
+        )
+        yield
+
+
+@contextlib.contextmanager
+def _stdin(stream):
+    saved, sys.stdin = sys.stdin, stream
+    try:
+        yield
+    finally:
+        sys.stdin = saved

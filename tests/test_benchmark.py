@@ -20,6 +20,7 @@ from hf_spam.data import load_sms_spam, tokenize
 from tests.helpers import tiny_config
 
 
+@pytest.mark.slow
 def test_recipe_flops_are_the_closed_form_count(sms_file):
     """GPT-2 small, d = 768, h = 12 heads: a block at length T does 24 T d^2 in its six matrix products plus 4 T^2 d in
     attention. The pooled top forms no keys or values: its six products plus the query through W_key and the context
@@ -93,6 +94,7 @@ def test_quick_runs_scale_to_the_work_unit_and_give_the_issue_figures():
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is Linux's")
+@pytest.mark.slow
 def test_a_workers_peak_memory_is_its_own_not_its_parents():
     """Workers are forked from the orchestrator, which holds ~1.6 GiB by then; a worker's peak must not include it."""
     held = bytearray(1 << 30)

@@ -16,12 +16,40 @@ from transformers import AutoModelForSequenceClassification, TrainerCallback, pi
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CheckpointError, OptionError, TrainingError
 from hf_spam.models.gpt.model_checksums import file_checksums
-from hf_spam.training.checkpoints import EARLIER_RUN, MANIFEST, resolve_checkpoint
+from hf_spam.training.checkpoints import EARLIER_RUN, MANIFEST, claim_output_dir, resolve_checkpoint
 from hf_spam.training.recipe import run
 from tests.helpers import ROOT, parse, run_script
 
 # last block + head train (the cached path) on a 2-block model from random weights
 CACHED = ["--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2", "--initial_eval_batches", "0"]
+
+
+def test_the_output_folder_is_claimed_once_and_settled_before_anything_is_written(tmp_path):
+    """claim_output_dir on small folders (no training): a second claim on a held folder, a used folder without
+    --resume or --overwrite, and a finished run asked to resume are refused; --overwrite moves only the checkpoints
+    aside; a new folder a run failed in before writing is removed again."""
+    used = tmp_path / "used"
+    (used / "checkpoint-4").mkdir(parents=True)
+    (used / "notes.txt").write_text("mine")
+    with pytest.raises(OptionError, match=r"used is not empty \(checkpoint-4, notes.txt\).*--overwrite_output_dir true"):
+        with claim_output_dir(used, overwrite=False, resume=None):
+            pass
+    with claim_output_dir(used, overwrite=False, resume="last"):
+        with pytest.raises(OptionError, match="is in use by another run"):
+            with claim_output_dir(used, overwrite=False, resume="last"):
+                pass
+    with claim_output_dir(used, overwrite=True, resume=None):
+        assert sorted(p.name for p in used.iterdir()) == [EARLIER_RUN, "notes.txt"]
+    assert (used / EARLIER_RUN / "checkpoint-4").is_dir()
+    for name in ("all_results.json", "model_checksums.json"):
+        (used / name).write_text("{}")
+    with pytest.raises(OptionError, match="holds a finished run"):
+        with claim_output_dir(used, overwrite=False, resume="last"):
+            pass
+    with pytest.raises(RuntimeError, match="failed before writing"):
+        with claim_output_dir(tmp_path / "new", overwrite=False, resume=None):
+            raise RuntimeError("failed before writing")
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.slow

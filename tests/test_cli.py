@@ -26,7 +26,7 @@ from hf_spam.errors import DataError, OptionError
 from hf_spam.inference import classify, load_classifier, read_text_file
 from hf_spam.training.model_setup import build_model
 from hf_spam.training.recipe import run
-from tests.helpers import ROOT, parse, run_script, tiny_config
+from tests.helpers import ROOT, parse, run_cli, run_script, tiny_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -66,19 +66,25 @@ def test_each_command_shows_its_options_and_examples(command):
     ],
 )
 def test_a_users_mistake_is_one_line_and_exit_2(argv, message):
-    result = subprocess.run([sys.executable, "-m", "hf_spam.cli", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = run_cli(*argv)
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]  # train also logs what it is doing
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.stderr, result.stderr
     assert argv[0] == "train" or result.stderr == errors[0] + "\n", result.stderr
 
 
+@pytest.mark.slow  # three interpreters: the environment is the point (read once, at import)
 @pytest.mark.parametrize(
     ("extra", "env", "message"),
     [
         pytest.param([], {}, "Offline, pass a local copy: --data_file path/to/SMSSpamCollection (or the UCI zip).", id="no-data"),
-        slow(["--data_file", "SMS"], {}, "Or train from random weights: --weights random."),
-        slow(["--data_file", "SMS", "--weights", "random"], {"TIKTOKEN_CACHE_DIR": "EMPTY"}, "Offline, point TIKTOKEN_CACHE_DIR (now "),
+        pytest.param(["--data_file", "SMS"], {}, "Or train from random weights: --weights random.", id="no-weights"),
+        pytest.param(
+            ["--data_file", "SMS", "--weights", "random"],
+            {"TIKTOKEN_CACHE_DIR": "EMPTY"},
+            "Offline, point TIKTOKEN_CACHE_DIR (now ",
+            id="no-bpe",
+        ),
     ],
 )
 def test_the_readmes_first_command_offline_names_the_option_to_pass(extra, env, message, sms_file, tmp_path):

@@ -106,6 +106,7 @@ def test_export_refuses_what_gpt2_cannot_express():
         dependent.to_gpt2()
 
 
+@pytest.mark.slow
 def test_hub_repo_id_loads_from_the_cache_offline(tmp_path):
     """The user's code path: from_gpt2("gpt2-small") -> openai-community/gpt2 -> the HF cache."""
     commit = "0123456789abcdef0123456789abcdef01234567"

@@ -79,6 +79,7 @@ def expected(trained, text):
     return classify(load_classifier(trained), [text])[0]
 
 
+@pytest.mark.slow
 def test_the_app_answers_like_classify_py_over_http(trained, demo_url):
     from gradio_client import Client
 
@@ -106,6 +107,7 @@ def test_an_exported_folder_serves_the_same_answer_on_onnx_runtime(trained, tmp_
     assert {c["label"]: c["confidence"] for c in answer["confidences"]} == pytest.approx(reference["scores"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_person_types_a_message_in_a_real_browser(trained, demo_url, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -140,6 +142,7 @@ def test_a_person_types_a_message_in_a_real_browser(trained, demo_url, tmp_path)
         driver.quit()
 
 
+@pytest.mark.slow
 def test_the_space_folder_is_ready_to_upload(trained, tmp_path):
     card = ModelCard.load(trained / "README.md")
     assert [w["text"] for w in card.data.to_dict()["widget"]], "the model card carries example texts for the demo"

@@ -75,6 +75,7 @@ def test_list_shows_the_19_rows_with_the_books_settings():
         select(["20"])
 
 
+@pytest.mark.slow
 def test_accumulating_8_single_examples_equals_one_batch_of_8(sms_file, tmp_path):
     """Row 15 (batch 1, 8 accumulation steps) and the book's batch of 8 take the same first step:
     the book divides each loss by the accumulation steps, as Trainer does for this model."""

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import hf_spam
 from hf_spam.models.gpt import SHIPPED_FILES
 
@@ -142,6 +144,7 @@ def test_concerns_import_only_their_own_rank_or_lower():
     assert not upward, sorted(upward)
 
 
+@pytest.mark.slow
 def test_the_public_names_import_on_first_use():
     """``import hf_spam`` registers the model and stops there; ``from hf_spam import SpamTrainer`` (as ``from trl
     import SFTTrainer``) and the other public names then import their modules."""

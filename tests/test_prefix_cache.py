@@ -271,6 +271,7 @@ def test_bf16_prefix_is_autocast_bit_for_bit_and_leaves_the_weights_alone(sms_to
     assert differs_from_fp32_rows, "autocast made no difference: the test would not see a prefix computed in fp32"
 
 
+@pytest.mark.slow
 def test_bf16_switch_reaches_the_cache(tmp_path, sms_file):
     """``--bf16 true`` (Trainer's autocast) also builds the prefix cache under autocast, in bf16."""
     from hf_spam.training.recipe import run

@@ -120,6 +120,7 @@ def saved_folder(gpt2_bpe, tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_damaged_weights_are_refused_by_classify_and_by_the_shipped_code(saved_folder):
     """Bytes of the weights' data changed at the same size load without complaint in safetensors (the model then
     printed `ham nan`): the checksums saved beside them refuse it, in hf_spam and in the code shipped with the model."""
@@ -262,6 +263,7 @@ def test_unseen_classes_and_empty_splits(tmp_path, caplog):
         load_text_classification(tmp_path / "few.csv")
 
 
+@pytest.mark.slow
 def test_offline_hub_error_says_what_to_do(tmp_path):
     script = "from hf_spam import GPTForCausalLM; GPTForCausalLM.from_gpt2('gpt2-medium')"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from hf_spam import GPTForCausalLM, GPTForSequenceClassification, gpt2_tokenizer, save_with_tokenizer
@@ -42,6 +43,7 @@ FRESH_PROCESS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_saved_classifier_loads_without_hf_spam(gpt2_bpe, tmp_path):
     torch.manual_seed(0)
     model = GPTForSequenceClassification(tiny_config(id2label={0: "ham", 1: "spam"})).eval()

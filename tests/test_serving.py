@@ -3,7 +3,6 @@ PyTorch model it came from, on its own, and refuses what it cannot use in one li
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from hf_spam.errors import OptionError, UnusableModelError
 from hf_spam.inference import classify, load_classifier, predict_proba
 from hf_spam.serving import classify_stream, export_classifier
 from hf_spam.serving.export import export_program
-from tests.helpers import ROOT, run_script, tiny_config
+from tests.helpers import run_cli, run_script, tiny_config
 
 TEXTS = [
     "hi",
@@ -139,23 +138,22 @@ def test_a_backend_other_than_the_folders_is_one_line(run_folder):
         load_classifier(run_folder, backend="onnx")
 
 
-def one_line_error(*argv: str, prelude: str = "") -> str:
-    code = f"{prelude}\nfrom hf_spam.cli import main\nmain({list(argv)!r})"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def one_line_error(*argv: str) -> str:
+    result = run_cli(*argv)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     return result.stderr
 
 
-def test_bad_exports_are_one_line_each(run_folder, tmp_path):
+def test_bad_exports_are_one_line_each(run_folder, tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "hf-spam export: error: argument --format: invalid choice: 'tflite'" in one_line_error(
         "export", str(run_folder), "--output_dir", str(tmp_path / "o"), "--format", "tflite"
     )
     assert f"{empty}" in one_line_error("export", str(empty), "--output_dir", str(tmp_path / "o2"))
-    hide = "import sys; sys.modules['onnxruntime'] = None  # as if it were not installed"
-    missing = one_line_error("export", str(run_folder), "--output_dir", str(tmp_path / "o3"), prelude=hide)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    missing = one_line_error("export", str(run_folder), "--output_dir", str(tmp_path / "o3"))
     assert 'needs onnxruntime, which is not installed: pip install "hf_spam[export]"' in missing
     assert not (tmp_path / "o3").exists()
 

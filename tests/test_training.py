@@ -57,6 +57,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="reuse_freed_memory acts on glibc's allocator only")
+@pytest.mark.slow
 def test_reuse_freed_memory_keeps_freed_memory_in_the_process():
     """With ``reuse_freed_memory()`` (what hf-spam train does under its default --reuse_freed_memory)
     freed activations stay in the process: the next batch does not fault the same 100 MiB in again page by page,
@@ -234,6 +235,7 @@ def test_same_seed_same_metrics_and_weights(tmp_path, sms_file):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+@pytest.mark.slow
 def test_lora_run_saves_a_merged_plain_model(tmp_path, sms_file):
     argv = [
         "--data_file",

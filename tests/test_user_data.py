@@ -146,6 +146,7 @@ def test_the_sms_path_is_unchanged(sms_file):
     assert [len(splits[s]) for s in ("train", "validation", "test")] == [1045, 149, 300]
 
 
+@pytest.mark.slow
 def test_three_classes_end_to_end_with_best_epoch_and_early_stopping(gpt2_bpe, tmp_path):
     """A real 3-class CSV (stdlib docstrings) with the user's column names and split files, through the
     training script's defaults: best epoch kept, early stopping, macro-averaged card, pipeline names."""
