@@ -31,6 +31,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="hf_spam_tests_datasets_")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the README's test command runs two workers on two cores: one thread each for the tests in the worker's own
+    # process; the processes tests start (hf-spam commands, the documents' blocks) keep the machine's default, so
+    # a document's quoted figures are computed as they were recorded
+    torch.set_num_threads(1)
 from sybil.integration.pytest import SybilItem  # noqa: E402
 
 from tests.support.docs import make_sybil, tiktoken_cache_dir  # noqa: E402
