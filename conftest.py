@@ -12,6 +12,7 @@ document, as one that cannot run here (``<!-- skip: next "why" -->``), and the s
 """
 
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -141,10 +142,31 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(autouse=True)
 def _library_log_levels():
-    """`hf-spam train` run in-process sets transformers' verbosity for its process (as a command should); a test
-    must not pass that on to the tests after it, whose log assertions would then see transformers' INFO lines."""
+    """`hf-spam` commands run in-process set transformers' verbosity and progress bars for their process (as a
+    command should); a test must not pass that on to the tests after it (whose log assertions would then see
+    transformers' INFO lines)."""
     import transformers
 
-    level = transformers.utils.logging.get_verbosity()
+    level, bars = transformers.utils.logging.get_verbosity(), transformers.utils.logging.is_progress_bar_enabled()
     yield
     transformers.utils.logging.set_verbosity(level)
+    (transformers.utils.logging.enable_progress_bar if bars else transformers.utils.logging.disable_progress_bar)()
+
+
+@pytest.fixture
+def small_or_read_only(tmp_path):
+    """Real filesystems: a read-only one and a 1 MiB one (tmpfs mounts where the tests run as root;
+    elsewhere a folder without write permission, and no small disk)."""
+    made = {}
+    if os.geteuid() == 0:
+        for name, options in (("read_only", "ro,size=1m"), ("small", "size=1m")):
+            made[name] = tmp_path / name
+            made[name].mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(made[name])], check=True)
+    else:
+        made["read_only"] = tmp_path / "read_only"
+        made["read_only"].mkdir(mode=0o555)
+    yield made
+    for folder in made.values():
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(folder)], check=True)

@@ -1,7 +1,13 @@
 """The errors a user can act on. Each message names the file, folder or option at fault and what to do,
-so ``hf-spam`` prints it alone, without a traceback, and exits with status 2."""
+so ``hf-spam`` prints it alone, without a traceback, and exits with the error's ``exit_status``: 2 for what the
+user gave, 74 (``EX_IOERR`` of BSD's sysexits.h) where the machine failed them (a full or read-only disk)."""
 
 from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Iterator
+from pathlib import Path
 
 
 class HfSpamError(Exception):
@@ -9,6 +15,8 @@ class HfSpamError(Exception):
 
     ``command_line`` is the same message for a user of ``hf-spam``, where what to do is an option (``--data_file``),
     not a Python argument (``data_file=``); ``str(error)`` stays the Python message."""
+
+    exit_status = 2
 
     def __init__(self, message: str, *, command_line: str | None = None) -> None:
         super().__init__(message)
@@ -46,3 +54,36 @@ class TrainingError(HfSpamError):
 
 class OptionError(HfSpamError, ValueError):
     """Options that cannot work together: the message names them and what to pass instead."""
+
+
+class DiskError(HfSpamError, OSError):
+    """A folder could not be written for a reason of the machine's (full, read-only, over quota): the message names
+    the folder, its option and the reason. A script can tell it from a user's mistake by the exit status."""
+
+    exit_status = 74
+
+
+# what the operating system's refusal means to the person who chose the folder
+DISK_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EFBIG: "a file would exceed the file system's (or the process's) size limit",
+}
+
+
+@contextlib.contextmanager
+def disk_errors(folder: str | Path, option: str, written: str = "") -> Iterator[None]:
+    """Turn the OS's refusal to write into ``folder`` (given as ``option``) into a :class:`DiskError`; any other
+    error passes through unchanged. ``written`` says what is left behind (e.g. "nothing was written")."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in DISK_ERRNOS:
+            raise
+        left = f"; {written}" if written else ""
+        raise DiskError(
+            f"{option} {folder}: cannot write there ({DISK_ERRNOS[error.errno]}){left}. Free space or fix its permissions, "
+            f"or choose another {option}."
+        ) from error

@@ -221,10 +221,12 @@ def test_a_clone_without_test_data_downloads_once_then_runs_offline(tmp_path, sm
     offline = subprocess.run(command, cwd=ROOT, env=env | {"HF_DATASETS_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
     assert offline.returncode == 0 and "1 passed" in offline.stdout, offline.stdout[-3000:]
     nothing = env | {"HF_DATASETS_CACHE": str(tmp_path / "empty"), "TIKTOKEN_CACHE_DIR": str(tmp_path / "empty-tiktoken")}
-    skipped = subprocess.run(command, cwd=ROOT, env=nothing, capture_output=True, text=True, timeout=600)
-    assert skipped.returncode == 0 and "1 skipped" in skipped.stdout, skipped.stdout[-3000:]
-    assert "set HF_SPAM_TEST_DATA to a folder holding sms_spam/SMSSpamCollection and tiktoken_cache/" in skipped.stdout
+    # one session for both: the skip and its message (-rs), and HF_SPAM_NO_SKIPS=1 failing the session for it
     strict = subprocess.run(command, cwd=ROOT, env=nothing | {"HF_SPAM_NO_SKIPS": "1"}, capture_output=True, text=True, timeout=600)
+    assert (
+        "1 skipped" in strict.stdout
+        and "set HF_SPAM_TEST_DATA to a folder holding sms_spam/SMSSpamCollection and tiktoken_cache/" in strict.stdout
+    )
     assert strict.returncode == 1 and "HF_SPAM_NO_SKIPS=1, but 1 tests were skipped" in strict.stdout, strict.stdout[-3000:]
 
 

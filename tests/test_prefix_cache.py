@@ -571,25 +571,6 @@ def test_a_build_that_cannot_write_says_so_without_a_traceback(sms_file, tmp_pat
     assert not list(cache.glob("[!.]*")), "nothing left behind"
 
 
-@pytest.fixture
-def small_or_read_only(tmp_path):
-    """Real filesystems: a read-only one and a 1 MiB one (tmpfs mounts where the tests run as root;
-    elsewhere a folder without write permission, and no small disk)."""
-    made = {}
-    if os.geteuid() == 0:
-        for name, options in (("read_only", "ro,size=1m"), ("small", "size=1m")):
-            made[name] = tmp_path / name
-            made[name].mkdir()
-            subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(made[name])], check=True)
-    else:
-        made["read_only"] = tmp_path / "read_only"
-        made["read_only"].mkdir(mode=0o555)
-    yield made
-    for folder in made.values():
-        if os.geteuid() == 0:
-            subprocess.run(["umount", str(folder)], check=True)
-
-
 def test_an_unusable_cache_folder_is_one_clear_error(sms_tokens, tmp_path, small_or_read_only):
     model, split = frozen_model(), sms_tokens["train"]
     a_file = tmp_path / "a_file"

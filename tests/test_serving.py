@@ -2,6 +2,7 @@
 PyTorch model it came from, on its own, and refuses what it cannot use in one line."""
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -156,6 +157,22 @@ def test_bad_exports_are_one_line_each(run_folder, tmp_path, monkeypatch):
     missing = one_line_error("export", str(run_folder), "--output_dir", str(tmp_path / "o3"))
     assert 'needs onnxruntime, which is not installed: pip install "hf_spam[export]"' in missing
     assert not (tmp_path / "o3").exists()
+
+
+@pytest.mark.slow
+def test_an_export_onto_a_full_or_read_only_disk_is_one_line_and_its_own_exit_status(run_folder, small_or_read_only):
+    """Red team v3: errno 30 and 28 tracebacks. The OS's refusal names the folder, its option and the reason, with
+    exit status 74 (the machine's failure, not the user's input: 2), and leaves nothing behind."""
+    reasons = {"read_only": "the file system is read-only" if os.geteuid() == 0 else "permission denied", "small": "the disk is full"}
+    for name, disk in small_or_read_only.items():
+        target = disk / "export"
+        result = run_cli("export", str(run_folder), "--output_dir", str(target))
+        assert result.returncode == 74 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert [line for line in result.stderr.splitlines() if "ERROR" in line] == [
+            f"ERROR hf_spam: --output_dir {target}: cannot write there ({reasons[name]}); nothing was written. Free space or fix "
+            "its permissions, or choose another --output_dir."
+        ]
+        assert not list(disk.iterdir())
 
 
 def test_a_stream_is_classified_a_chunk_at_a_time_in_input_order(run_folder):

@@ -145,25 +145,14 @@ def test_metric_module_agrees_with_scikit_learn():
 
 
 @pytest.mark.slow
-def test_readme_command_trains_a_spam_classifier_from_scratch(tmp_path, sms_file):
-    """The README's offline run: 2-layer GPT from random weights, all layers, lr 5e-4; the README shows
-    95.67 % test accuracy (measured 2026-11-23); far above chance (50 %) is what a working recipe guarantees."""
+def test_a_whole_run_saves_what_a_user_keeps_and_classifies(tmp_path, sms_file):
+    """A whole run of hf-spam train (every step of an epoch, every evaluation, the plots and the card) on a 1-block
+    model: what its folder holds and reports. The README's quick start (tested as a documentation block) checks the
+    accuracy a 2-block model reaches in 5 epochs."""
     out = tmp_path / "out"
-    argv = ["--data_file", str(sms_file), "--weights", "random"]
-    argv += [
-        "--config_overrides",
-        "n_layers=2,emb_dim=128,n_heads=2",
-        "--trainable_layers",
-        "all",
-        "--learning_rate",
-        "5e-4",
-        "--output_dir",
-        str(out),
-    ]
-    result = run_script("train.py", *argv)
+    result = run_script("train.py", "--data_file", str(sms_file), *TINY, "--num_train_epochs", "1", "--output_dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "all_results.json").read_text())
-    assert metrics["test_accuracy"] >= 0.9, metrics
     # the output folder holds what a user keeps or shares, nothing test-only and no leftover checkpoints
     assert {p.name for p in out.iterdir()} == {
         *("README.md", "all_results.json", "config.json", "model.safetensors", "training_args.bin"),
@@ -175,8 +164,8 @@ def test_readme_command_trains_a_spam_classifier_from_scratch(tmp_path, sms_file
     assert {"train_accuracy", "eval_accuracy", "test_accuracy", "test_precision", "test_recall", "test_f1", "initial_eval_accuracy"} <= set(
         metrics
     )
-    # the training run's throughput (5 epochs x 130 batches of 8), not the evaluation's
-    assert metrics["train_samples_per_second"] * metrics["train_runtime"] == pytest.approx(5 * 1040, rel=0.01)
+    # the training run's throughput (1 epoch of 130 batches of 8), not the evaluation's
+    assert metrics["train_samples_per_second"] * metrics["train_runtime"] == pytest.approx(1040, rel=0.01)
     for name in (
         "loss.png",
         "loss.pdf",
@@ -192,17 +181,8 @@ def test_readme_command_trains_a_spam_classifier_from_scratch(tmp_path, sms_file
     card = (out / "README.md").read_text()
     assert f"{metrics['test_accuracy'] * 100:.2f} %" in card
 
-    answer = subprocess.run(
-        [
-            *(sys.executable, "-m", "hf_spam.cli", "classify"),
-            str(out),
-            "--jsonl",
-            "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    answer = run_script(
+        "classify", str(out), "--jsonl", "You are a winner you have been specially selected to receive $1000 cash or a $2000 award."
     )
     assert answer.returncode == 0, answer.stderr[-3000:]
     reply = json.loads(answer.stdout.strip().splitlines()[-1])

@@ -19,7 +19,6 @@ import sys
 from collections.abc import Iterator
 
 import torch
-from transformers.utils.logging import disable_progress_bar
 
 from ..errors import DataError, OptionError
 from ..inference import check_batch_size, load_classifier, read_lines, summary
@@ -96,6 +95,5 @@ def check_device(device: str | None) -> None:
 
 def main(argv: list[str]) -> None:
     args = parser().parse_intermixed_args(argv)
-    log_warnings()
-    disable_progress_bar()  # stderr holds warnings and errors only (and --file's progress bar, on a terminal)
+    log_warnings()  # stderr holds warnings and errors only (and --file's progress bar, on a terminal)
     report_errors(lambda: print_results(args))

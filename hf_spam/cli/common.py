@@ -54,14 +54,17 @@ class Parser(OneLineErrors, argparse.ArgumentParser):
 
 def report_errors(function: Callable[[], object]) -> object:
     """``function()``; an :class:`~hf_spam.errors.HfSpamError` (its message names the input and what to do) is
-    logged alone, without a traceback, and the process exits with status 2."""
+    logged alone, without a traceback, and the process exits with its status (2: the user's input; 74: the disk)."""
     try:
         return function()
     except HfSpamError as error:
         logging.getLogger("hf_spam").error("%s", error.command_line)
-        sys.exit(2)
+        sys.exit(error.exit_status)
 
 
 def log_warnings() -> None:
-    """Warnings and errors on stderr, nothing else (stdout holds the command's answer)."""
+    """Warnings and errors on stderr, nothing else (stdout holds the command's answer): no loading bars either."""
+    from transformers.utils.logging import disable_progress_bar
+
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    disable_progress_bar()

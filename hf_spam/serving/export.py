@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import OptionError, UnusableModelError
+from ..errors import OptionError, UnusableModelError, disk_errors
 from ..inference import load_classifier
 from ..models.gpt.model_checksums import checked_files, write_checksums
 from .predict import predict_proba, token_limit
@@ -50,24 +50,25 @@ def export_classifier(
     classifier = load_classifier(model_dir)
     model, tokenizer = classifier.model.float().eval(), classifier.tokenizer
     output = Path(output_dir)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        start = time.perf_counter()
-        exported = export_program(model, tokenizer, export_format, quantize)
-        seconds = time.perf_counter() - start
-        exported.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        programs = program_files(staging)
-        program_bytes = sum((staging / name).stat().st_size for name in programs)
-        write_checksums(staging, names=sorted({*programs, EXPORT_MANIFEST, *checked_files(staging)}))
-        check = compare_with_torch(model, tokenizer, load_exported(staging).model)
-        report = {"format": export_format, "quantize": quantize, "seconds": seconds, "bytes": program_bytes, **check}
-        refuse_a_wrong_export(report, model_dir)
-        write_card(staging, output, model_dir, report)
-        staging.replace(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with disk_errors(output, "--output_dir", "nothing was written"):  # a full or read-only disk: one line, exit 74
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+        try:
+            start = time.perf_counter()
+            exported = export_program(model, tokenizer, export_format, quantize)
+            seconds = time.perf_counter() - start
+            exported.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            programs = program_files(staging)
+            program_bytes = sum((staging / name).stat().st_size for name in programs)
+            write_checksums(staging, names=sorted({*programs, EXPORT_MANIFEST, *checked_files(staging)}))
+            check = compare_with_torch(model, tokenizer, load_exported(staging).model)
+            report = {"format": export_format, "quantize": quantize, "seconds": seconds, "bytes": program_bytes, **check}
+            refuse_a_wrong_export(report, model_dir)
+            write_card(staging, output, model_dir, report)
+            staging.replace(output)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return report
 
 
