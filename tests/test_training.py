@@ -147,11 +147,17 @@ def test_metric_module_agrees_with_scikit_learn():
 @pytest.mark.slow
 def test_a_whole_run_saves_what_a_user_keeps_and_classifies(tmp_path, sms_file):
     """A whole run of hf-spam train (every step of an epoch, every evaluation, the plots and the card) on a 1-block
-    model: what its folder holds and reports. The README's quick start (tested as a documentation block) checks the
-    accuracy a 2-block model reaches in 5 epochs."""
+    model: what its folder holds and reports, and what it prints. The README's quick start (tested as a documentation
+    block) checks the accuracy a 2-block model reaches in 5 epochs."""
     out = tmp_path / "out"
     result = run_script("train.py", "--data_file", str(sms_file), *TINY, "--num_train_epochs", "1", "--output_dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
+    # what the run does, not transformers' INFO lines (each evaluation's size, each file saved) nor a bar per
+    # evaluation nested in the training bar: those were most of what a run printed
+    printed = result.stdout + result.stderr
+    assert "[transformers]" not in printed and "Running Evaluation" not in printed and "Configuration saved" not in printed
+    assert "/19 [" not in printed and "/131 [" not in printed, "a bar over the validation (19) or training-split (131) batches"
+    assert "***** final metrics *****" in printed and "Removed " in printed
     metrics = json.loads((out / "all_results.json").read_text())
     # the output folder holds what a user keeps or shares, nothing test-only and no leftover checkpoints
     assert {p.name for p in out.iterdir()} == {

@@ -18,6 +18,7 @@ import os
 import shlex
 from pathlib import Path
 
+import huggingface_hub
 import transformers
 import yaml
 from transformers import HfArgumentParser
@@ -95,5 +96,9 @@ def main(argv: list[str]) -> None:
     # the launcher's rank (torchrun, accelerate launch), known before the arguments: only the first process logs
     level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
-    transformers.utils.logging.set_verbosity(level)
+    # hf_spam says what the run does; transformers' INFO lines (each evaluation's size, each file a save writes)
+    # and its bars for loading and writing weights were most of a run's output. Downloads keep their bars.
+    transformers.utils.logging.set_verbosity(logging.WARNING)
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.enable_progress_bars()
     report_errors(lambda: train(argv))

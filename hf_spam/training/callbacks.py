@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from transformers import EarlyStoppingCallback
+from transformers.trainer_callback import ProgressCallback
 
 
 class ValidationEarlyStopping(EarlyStoppingCallback):
@@ -17,3 +18,12 @@ class ValidationEarlyStopping(EarlyStoppingCallback):
         metric = args.metric_for_best_model if args.metric_for_best_model.startswith("eval_") else f"eval_{args.metric_for_best_model}"
         if metric in metrics:
             super().on_evaluate(args, state, control, metrics, **kwargs)
+
+
+class TrainingProgress(ProgressCallback):
+    """transformers' progress bar for the training steps, without its bar per evaluation batch: hf_spam evaluates
+    two splits each epoch, and those bars, nested under the training bar, left about 20 lines per epoch in a log
+    (a quick start printed over 400). The evaluations' metrics are still printed as Trainer logs them."""
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        pass

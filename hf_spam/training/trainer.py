@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from transformers import Trainer, TrainerState, TrainingArguments
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import IntervalStrategy, TrainOutput
 
 from ..cache.build import cached_splits
@@ -27,7 +28,7 @@ from ..models.gpt.configuration_gpt import MULTI_LABEL, SINGLE_LABEL
 from ..models.gpt.model_checksums import CHECKSUMS_NAME, write_checksums
 from ..models.gpt.modeling_gpt import GPTForSequenceClassification
 from ..tokenizer import gpt2_tokenizer
-from .callbacks import ValidationEarlyStopping
+from .callbacks import TrainingProgress, ValidationEarlyStopping
 from .checkpoints import CheckpointManifest, remove_checkpoints, run_identity, write_manifest
 from .config import SpamTrainingArguments
 from .evaluation import make_compute_metrics, metric_for, metric_results
@@ -101,6 +102,8 @@ class SpamTrainer(Trainer):
         super().__init__(
             model, args, data_collator, splits["train"], eval_dataset, callbacks=callbacks, compute_metrics=compute_metrics, **kwargs
         )
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(TrainingProgress)
         self.identity = identity
         self._warn_if_fsdp_ignored()
 
