@@ -31,19 +31,35 @@ from tests.helpers import ROOT, parse, run_cli, run_script, tiny_config
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def slow(*values):
-    return pytest.param(*values, marks=pytest.mark.slow)
-
-
 TEXTS = ["You won a free prize! Text WIN to 80080", "See you at 5?"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
 def test_each_command_shows_its_options_and_examples(command):
     result = run_script(command, "--help")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: hf-spam {command}") and "\nexamples:\n  hf-spam " + command in result.stdout
+
+
+def test_train_help_shows_the_recipes_options_by_group_and_help_all_every_option():
+    """`hf-spam train --help` was 794 lines, 155 of them a usage block listing every TrainingArguments option."""
+    short, every = run_cli("train", "--help"), run_cli("train", "--help-all")
+    assert short.returncode == every.returncode == 0 and short.stderr == every.stderr == ""
+    assert short.stdout.startswith("usage: hf-spam train [options]") and len(short.stdout.splitlines()) < 300
+    headings = [line for line in short.stdout.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert headings == [
+        "examples:",
+        "options:",
+        "the model:",
+        "the data:",
+        "training (Trainer's TrainingArguments, with chapter 6's defaults):",
+    ]
+    for option in ("--trainable_layers", "--data_file", "--learning_rate", "--output_dir", "--prefix_cache_dir", "--push_to_hub"):
+        assert f"  {option} " in short.stdout, option
+    assert "--adam_beta1" not in short.stdout and "  --adam_beta1 " in every.stdout and len(every.stdout) > 2 * len(short.stdout)
+    # the hidden options still parse (only their help is left out)
+    _, _, args = parse("--output_dir", "o", "--adam_beta1", "0.8")
+    assert args.adam_beta1 == 0.8
 
 
 @pytest.mark.parametrize(
@@ -55,14 +71,14 @@ def test_each_command_shows_its_options_and_examples(command):
             "hf-spam train: error: argument --learning_rate/--learning-rate: invalid float value: 'fast'",
         ),
         (["classify", "runs/none", "hello"], "ERROR hf_spam: runs/none: no such folder here, and no Hub model of that id could be loaded"),
-        slow(["train", "--output_dir", "runs/none", "--threshold", "2"], "--threshold 2.0: give a probability in [0, 1)"),
-        slow(
+        (["train", "--output_dir", "runs/none", "--threshold", "2"], "--threshold 2.0: give a probability in [0, 1)"),
+        (
             ["classify", "runs/none", "--batch_size", "many"],
             "hf-spam classify: error: argument --batch_size/--batch-size: invalid int value: 'many'",
         ),
-        slow(["cache", "prune", "--keep", "-1"], "hf-spam cache: error: --keep -1: give how many keys to keep, 0 or more."),
-        slow(["demo"], "hf-spam demo: error: the following arguments are required: model"),
-        slow(["benchmark"], "hf-spam benchmark: error: --data_file is needed (the SMS Spam Collection)"),
+        (["cache", "prune", "--keep", "-1"], "hf-spam cache: error: --keep -1: give how many keys to keep, 0 or more."),
+        (["demo"], "hf-spam demo: error: the following arguments are required: model"),
+        (["benchmark"], "hf-spam benchmark: error: --data_file is needed (the SMS Spam Collection)"),
     ],
 )
 def test_a_users_mistake_is_one_line_and_exit_2(argv, message):

@@ -30,19 +30,69 @@ from ..training.config import SpamTrainingArguments
 from ..training.recipe import run
 from .common import OneLineErrors, report_errors, unknown_options
 
+# Trainer's options that --help shows beside hf_spam's own (SpamTrainingArguments' fields, which set the book's
+# recipe); --help-all shows every one of TrainingArguments' options
+SHOWN_TRAINER_OPTIONS = (
+    "output_dir",
+    "max_steps",
+    "gradient_accumulation_steps",
+    "warmup_steps",
+    "resume_from_checkpoint",
+    "bf16",
+    "fp16",
+    "use_cpu",
+    "disable_tqdm",
+    "report_to",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_private_repo",
+)
+
+
+class _Help(argparse.Action):
+    def __init__(self, option_strings, dest, help=None):
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help(every_option=option_string == "--help-all")
+        parser.exit()
+
 
 class TrainParser(OneLineErrors, HfArgumentParser):
-    """HfArgumentParser over the three dataclasses (``--output_dir`` and ``--output-dir`` alike), errors on one line."""
+    """HfArgumentParser over the three dataclasses (``--output_dir`` and ``--output-dir`` alike), errors on one line.
+    ``--help`` lists hf_spam's options and the Trainer options a run of the recipe uses; ``--help-all``, all of
+    TrainingArguments' (well over a hundred, and a usage block of as many lines, which buried the recipe's own)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            (ModelArguments, DataArguments, SpamTrainingArguments),
+            prog="hf-spam train",
+            usage="hf-spam train [options]  |  hf-spam train OPTIONS_FILE.yaml  (--help-all: every option)",
+            description=__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,
+            add_help=False,
+        )
+        self.add_argument("-h", "--help", action=_Help, help="show hf_spam's options and the Trainer options a run uses")
+        self.add_argument("--help-all", action=_Help, help="show every option, all of Trainer's TrainingArguments included")
+        own = {*vars(ModelArguments)["__annotations__"], *vars(DataArguments)["__annotations__"]}
+        own |= {*vars(SpamTrainingArguments)["__annotations__"], *SHOWN_TRAINER_OPTIONS}
+        self.trainer_only = [a for a in self._actions if a.dest not in own and a.dest != argparse.SUPPRESS]
+
+    def print_help(self, file=None, every_option: bool = False) -> None:
+        hidden = [] if every_option else self.trainer_only
+        shown = [action.help for action in hidden]
+        for action in hidden:
+            action.help = argparse.SUPPRESS
+        try:
+            super().print_help(file)
+        finally:
+            for action, text in zip(hidden, shown, strict=True):
+                action.help = text
 
 
 def parser() -> TrainParser:
-    return TrainParser(
-        (ModelArguments, DataArguments, SpamTrainingArguments),
-        prog="hf-spam train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
-    )
+    return TrainParser()
 
 
 def parse_command_line(parser: HfArgumentParser, argv: list[str]):

@@ -20,6 +20,8 @@ from .model_setup import RANDOM_INITS, TRAINABLE_LAYERS
 class ModelArguments:
     """Which model to finetune and which of its parameters train."""
 
+    _argument_group_name = "the model"  # HfArgumentParser puts each dataclass's options under its own heading
+
     model_name_or_path: str = field(
         default="gpt2-small",
         metadata={"help": "Book preset (gpt2-small|gpt2-medium|gpt2-large|gpt2-xl), GPT-2 Hub id, or a local GPT-2 / hf_spam folder."},
@@ -60,6 +62,8 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     """The data: the SMS Spam Collection by default, or any text-classification dataset with its own splits."""
+
+    _argument_group_name = "the data"
 
     data_file: str | None = field(default=None, metadata={"help": "Local SMSSpamCollection or the UCI zip (default: download it once)."})
     split: str = field(

@@ -32,6 +32,8 @@ class SpamTrainingArguments(TrainingArguments):
     the epoch with the best validation accuracy is the one saved (``--load_best_model_at_end false
     --save_strategy no`` keeps the last epoch, as the book)."""
 
+    _argument_group_name = "training (Trainer's TrainingArguments, with chapter 6's defaults)"
+
     label_names: list[str] | None = field(
         default=None,
         init=False,
