@@ -1,6 +1,7 @@
 """The errors a user can act on. Each message names the file, folder or option at fault and what to do,
 so ``hf-spam`` prints it alone, without a traceback, and exits with the error's ``exit_status``: 2 for what the
-user gave, 74 (``EX_IOERR`` of BSD's sysexits.h) where the machine failed them (a full or read-only disk)."""
+user gave; where the machine or the network failed them, BSD's sysexits.h codes: 74 (``EX_IOERR``: a full or
+read-only disk), 69 (``EX_UNAVAILABLE``: the Hub did not take an upload)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,13 @@ class DiskError(HfSpamError, OSError):
     the folder, its option and the reason. A script can tell it from a user's mistake by the exit status."""
 
     exit_status = 74
+
+
+class HubError(HfSpamError):
+    """The Hub refused or dropped an upload: the message names the repo, the reason, where the run is kept and how to
+    upload it again."""
+
+    exit_status = 69
 
 
 # what the operating system's refusal means to the person who chose the folder

@@ -56,6 +56,14 @@ def _pipeline(name: str, device: str | int | None) -> Pipeline:
     try:  # loaded here rather than by pipeline(), which turns a load's error into a ValueError holding every traceback
         model = AutoModelForSequenceClassification.from_pretrained(name, trust_remote_code=True)
         tokenizer = _tokenizer(name)
+    except ValueError as error:  # transformers' "Unrecognized model in NAME": a repo or folder without a model's config
+        if not str(error).startswith("Unrecognized model"):
+            raise
+        where = "folder" if Path(name).exists() else "Hub repo"
+        raise UnusableModelError(
+            f"{name}: this {where} holds no model config.json that transformers can read ({str(error).splitlines()[0]}). Give the "
+            "folder hf-spam train wrote (its --output_dir), or the Hub id it pushed to (its --hub_model_id)."
+        ) from error
     except OSError as error:
         if Path(name).exists():  # the folder's own files: damaged, edited, or not a model's
             raise UnusableModelError(" ".join(str(error).split())) from error

@@ -9,6 +9,7 @@ import sys
 import pytest
 from huggingface_hub import ModelCard
 
+from hf_spam.inference import load_classifier
 from hf_spam.models.gpt import SHIPPED_FILES
 from tests.helpers import run_script
 from tests.support import hub_double
@@ -102,3 +103,39 @@ def test_push_then_load_by_repo_id_without_hf_spam(tmp_path, sms_file, hub):
     local = pipeline("text-classification", model=str(out), trust_remote_code=True, top_k=None)(texts)
     for remote_row, local_row in zip(answer["scores"], local, strict=True):
         assert {r["label"]: r["score"] for r in remote_row} == pytest.approx({r["label"]: r["score"] for r in local_row}, abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("failure", "reason"), [(500, "HTTP 500: "), ("drop", "RemoteProtocolError: ")])
+def test_a_refused_or_dropped_upload_is_one_line_and_the_run_is_kept(tmp_path, sms_file, hub, failure, reason):
+    """Red team v3: HTTP 500 on the commit gave an HfHubHTTPError traceback, a dropped connection a RuntimeError (the
+    run intact both times). Now one line naming the repo, the reason, where the run is and the command that uploads
+    it, exit 69 (the Hub's or the network's failure, not the user's)."""
+    env, state = hub
+    state.failing_commits = failure
+    out = tmp_path / "out"
+    argv = ["--data_file", str(sms_file), "--weights", "random", "--config_overrides", "n_layers=1,emb_dim=64,n_heads=2"]
+    argv += ["--max_steps", "2", "--initial_eval_batches", "0", "--save_strategy", "no", "--load_best_model_at_end", "false"]
+    argv += ["--push_to_hub", "--hub_model_id", "reader/spam-tiny", "--hub_token", TOKEN, "--output_dir", str(out)]
+    result = run_script("train.py", *argv, env=env, timeout=600)
+    assert result.returncode == 69 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and f"--push_to_hub: the upload to reader/spam-tiny failed ({reason}" in errors[0], errors
+    assert f"The run is saved in {out}" in errors[0] and f"hf upload reader/spam-tiny {out} --exclude 'checkpoint-*'" in errors[0]
+    assert ("POST", "/api/models/reader/spam-tiny/commit/main") in state.requests and state.repos["reader/spam-tiny"].files == {}
+    assert json.loads((out / "all_results.json").read_text())["test_accuracy"] >= 0
+    assert load_classifier(str(out)).model.config.id2label == {0: "ham", 1: "spam"}  # the kept run loads, its checksums hold
+
+
+@pytest.mark.slow
+def test_a_hub_repo_without_a_model_config_is_one_line(hub):
+    """Red team v3: `hf-spam classify user/repo` on a repo without config.json was transformers' "ValueError:
+    Unrecognized model" traceback."""
+    env, state = hub
+    state.repos["reader/notes"] = hub_double.Repo(owner_token=None, private=False, files={"README.md": b"# notes\n"}, commits=["a" * 40])
+    result = run_script("classify", "reader/notes", "hello", env=env, timeout=300)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "ERROR hf_spam: reader/notes: this Hub repo holds no model config.json that transformers can read (Unrecognized model in "
+        "reader/notes. Should have a `model_type` key in its config.json.). Give the folder hf-spam train wrote (its --output_dir), "
+        "or the Hub id it pushed to (its --hub_model_id)."
+    ], result.stderr[-3000:]

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from huggingface_hub.errors import HfHubHTTPError
 from transformers import Trainer, TrainerState, TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import IntervalStrategy, TrainOutput
 
 from ..cache.build import cached_splits
 from ..cache.management import format_size, parse_size
-from ..errors import TrainingError
+from ..errors import HubError, TrainingError
 from ..models.gpt.configuration_gpt import MULTI_LABEL, SINGLE_LABEL
 from ..models.gpt.model_checksums import CHECKSUMS_NAME, write_checksums
 from ..models.gpt.modeling_gpt import GPTForSequenceClassification
@@ -36,6 +37,10 @@ from .model_card import RunRecord, build_model_card
 from .plots import plot_history
 
 logger = logging.getLogger(__name__)
+
+# the HTTP library's base error that huggingface_hub's own derives from (httpx's in huggingface_hub 1.x, httpx2's in
+# 2.x): an HTTP error status and a dropped or refused connection alike
+HUB_HTTP_ERROR = next(base for base in HfHubHTTPError.__mro__[1:] if base.__name__ == "HTTPError")
 
 # Trainer's timing figures of an evaluation: the final evaluation of the training split must not overwrite train()'s
 TIMING_KEYS = ("_runtime", "_per_second", "_model_preparation_time")
@@ -245,7 +250,7 @@ class SpamTrainer(Trainer):
             # Trainer's push: saves the model (weights, config, code, tokenizer), writes the card, waits for any
             # checkpoint push, then uploads the output folder without checkpoint-* folders
             self._write_report(output_dir)
-            commit = self.push_to_hub(commit_message="hf_spam: finetuned classifier")
+            commit = self._push(output_dir)
             if self.is_world_process_zero():
                 logger.info("Pushed to %s", commit.repo_url)
         else:
@@ -253,6 +258,21 @@ class SpamTrainer(Trainer):
             self._write_report(output_dir)  # all_results.json last: its presence says the run finished
         if self.is_world_process_zero() and not self.args.keep_checkpoints:
             remove_checkpoints(output_dir)
+
+    def _push(self, output_dir: Path):
+        """Trainer's ``push_to_hub``; the Hub's refusal (an HTTP error) or a dropped connection is one
+        :class:`~hf_spam.errors.HubError`: the run is saved in ``output_dir`` either way, and can be uploaded again."""
+        try:
+            return self.push_to_hub(commit_message="hf_spam: finetuned classifier")
+        except HUB_HTTP_ERROR as error:
+            response = getattr(error, "response", None)
+            why = f"HTTP {response.status_code}: " if response is not None else f"{type(error).__name__}: "
+            why += str(error).strip().splitlines()[0][:200] if str(error).strip() else "no answer"
+            repo = getattr(self, "hub_model_id", None) or self.args.hub_model_id
+            raise HubError(
+                f"--push_to_hub: the upload to {repo} failed ({why}). The run is saved in {output_dir} (its model, checksums and "
+                f"all_results.json); upload it when the Hub answers: hf upload {repo} {output_dir} --exclude 'checkpoint-*'"
+            ) from error
 
     def _write_report(self, output_dir: Path) -> None:
         """The plots, the model card and ``all_results.json`` (:attr:`run_metrics`), by the main process."""

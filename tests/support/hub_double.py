@@ -18,6 +18,7 @@ import hashlib
 import http.server
 import json
 import re
+import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ class HubState:
         self.lfs_objects: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
+        # what every commit gets instead of a commit: an HTTP status (as the Hub answers when it is down), or "drop"
+        # (the connection closed without an answer, as when the network goes)
+        self.failing_commits: int | str | None = None
 
 
 class HubHandler(http.server.BaseHTTPRequestHandler):
@@ -203,6 +207,13 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
 
     def commit(self, method: str, repo: str, rev: str) -> None:
         lines = [json.loads(line) for line in self._body().decode().splitlines() if line.strip()]
+        if self.state.failing_commits == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if self.state.failing_commits:
+            self._error(self.state.failing_commits, "InternalError", "Internal Error - We're working hard to fix this as soon as possible!")
+            return
         target = self._repo(repo)
         if target is None:
             return
