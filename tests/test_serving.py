@@ -175,6 +175,27 @@ def test_an_export_onto_a_full_or_read_only_disk_is_one_line_and_its_own_exit_st
         assert not list(disk.iterdir())
 
 
+@pytest.mark.slow
+def test_an_export_openvino_cannot_compile_is_one_line(run_folder, tmp_path, monkeypatch):
+    """Red team v3: a RuntimeError from inside OpenVINO's compile (seen exporting a --pooling last --padding
+    longest_train run; forced here, as it did not recur on this CPU): one line naming the folder and --format onnx,
+    exit 2, nothing written."""
+    import openvino
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:112:\nto_shape was called on a dynamic shape.")
+
+    monkeypatch.setattr(openvino.Core, "compile_model", refuse)
+    target = tmp_path / "ov"
+    result = run_cli("export", str(run_folder), "--output_dir", str(target), "--format", "openvino")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert [line for line in result.stderr.splitlines() if "ERROR" in line] == [
+        f"ERROR hf_spam: {target}: OpenVINO could not compile this export (Exception from src/inference/src/cpp/core.cpp:112:). "
+        "Export the run with --format onnx (ONNX Runtime) instead."
+    ]
+    assert not target.exists() and not list(tmp_path.glob(".ov*"))
+
+
 def test_a_stream_is_classified_a_chunk_at_a_time_in_input_order(run_folder):
     classifier = load_classifier(run_folder)
     texts = [TEXTS[i % len(TEXTS)] + f" {i}" for i in range(50)]

@@ -62,7 +62,7 @@ def export_classifier(
             programs = program_files(staging)
             program_bytes = sum((staging / name).stat().st_size for name in programs)
             write_checksums(staging, names=sorted({*programs, EXPORT_MANIFEST, *checked_files(staging)}))
-            check = compare_with_torch(model, tokenizer, load_exported(staging).model)
+            check = compare_with_torch(model, tokenizer, load_exported(staging, shown_as=output).model)
             report = {"format": export_format, "quantize": quantize, "seconds": seconds, "bytes": program_bytes, **check}
             refuse_a_wrong_export(report, model_dir)
             write_card(staging, output, model_dir, report)

@@ -93,9 +93,12 @@ class ExportedClassifier:
         return results[0] if single else results
 
 
-def load_exported(folder: str | os.PathLike, device: str | int | None = None) -> ExportedClassifier:
+def load_exported(
+    folder: str | os.PathLike, device: str | int | None = None, shown_as: str | os.PathLike | None = None
+) -> ExportedClassifier:
     """An exported folder on its runtime, after checking its files against ``model_checksums.json``: a damaged program
-    or weights file would otherwise compute quietly wrong probabilities."""
+    or weights file would otherwise compute quietly wrong probabilities. ``shown_as``: the folder's name in errors
+    (an export checks itself in a staging folder the user never named)."""
     from transformers import AutoTokenizer
     from transformers.exporters import ExportedModel
 
@@ -121,6 +124,13 @@ def load_exported(folder: str | os.PathLike, device: str | int | None = None) ->
         model = ExportedModel.from_pretrained(folder, device=device, trust_remote_code=True, **runner)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as error:
-        raise UnusableModelError(f"{folder}: {' '.join(str(error).split())}") from error
+        raise UnusableModelError(f"{shown_as or folder}: {' '.join(str(error).split())}") from error
+    except RuntimeError as error:  # OpenVINO's compile refuses a graph it cannot run on this device
+        if export_format != "openvino":
+            raise
+        raise UnusableModelError(
+            f"{shown_as or folder}: OpenVINO could not compile this export ({str(error).strip().splitlines()[0][:200]}). "
+            "Export the run with --format onnx (ONNX Runtime) instead."
+        ) from error
     check_tokenizer(folder, tokenizer, model.config)
     return ExportedClassifier(model, tokenizer)
