@@ -11,6 +11,7 @@ sets) turns any skipped test into a failed session; the one exception is a docum
 document, as one that cannot run here (``<!-- skip: next "why" -->``), and the session lists each with its reason.
 """
 
+import collections
 import os
 import subprocess
 import tempfile
@@ -112,6 +113,11 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if isinstance(item, SybilItem):  # every document runs whole commands: training runs among them
             item.add_marker(pytest.mark.slow)
+    # the files with the most slow tests first, each file's tests in their order: the README's test command hands whole
+    # files to two workers in this order (--no-loadscope-reorder), and a long file started last would run alone
+    slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+    first_seen = {path: n for n, path in reversed(list(enumerate(item.path for item in items)))}
+    items.sort(key=lambda item: (-slow[item.path], first_seen[item.path]))
 
 
 _skipped: list[str] = []
