@@ -12,6 +12,7 @@ document, as one that cannot run here (``<!-- skip: next "why" -->``), and the s
 """
 
 import collections
+import logging
 import os
 import subprocess
 import tempfile
@@ -148,15 +149,19 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(autouse=True)
 def _library_log_levels():
-    """`hf-spam` commands run in-process set transformers' verbosity and progress bars for their process (as a
-    command should); a test must not pass that on to the tests after it (whose log assertions would then see
-    transformers' INFO lines)."""
+    """`hf-spam` commands run in-process set transformers' verbosity, its and datasets' progress bars and hf_spam's log
+    level for their process (as a command should); a test must not pass that on to the tests after it (whose log
+    assertions would then see transformers' INFO lines)."""
+    import datasets
     import transformers
 
     level, bars = transformers.utils.logging.get_verbosity(), transformers.utils.logging.is_progress_bar_enabled()
+    data_bars, own_level = datasets.is_progress_bar_enabled(), logging.getLogger("hf_spam").level
     yield
     transformers.utils.logging.set_verbosity(level)
     (transformers.utils.logging.enable_progress_bar if bars else transformers.utils.logging.disable_progress_bar)()
+    (datasets.enable_progress_bars if data_bars else datasets.disable_progress_bars)()
+    logging.getLogger("hf_spam").setLevel(own_level)
 
 
 @pytest.fixture

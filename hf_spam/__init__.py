@@ -16,7 +16,7 @@ from .tokenizer import gpt2_tokenizer, save_with_tokenizer, tiktoken_gpt2
 
 if TYPE_CHECKING:
     from .data import load_sms_spam, load_text_classification, tokenize
-    from .inference import classify, load_classifier
+    from .serving.classifier import classify, load_classifier
     from .training import DataArguments, ModelArguments, SpamTrainer, SpamTrainingArguments
 
 AutoConfig.register(GPTConfig.model_type, GPTConfig, exist_ok=True)
@@ -56,8 +56,8 @@ __getattr__, __dir__ = lazy_names(
         "ModelArguments": ".training",
         "SpamTrainer": ".training",
         "SpamTrainingArguments": ".training",
-        "classify": ".inference",
-        "load_classifier": ".inference",
+        "classify": ".serving.classifier",
+        "load_classifier": ".serving.classifier",
         "load_sms_spam": ".data",
         "load_text_classification": ".data",
         "tokenize": ".data",

@@ -29,20 +29,16 @@ def load(model: str, backend: str | None = None) -> Pipeline:
     for a folder ``hf-spam export`` wrote (or another ``backend`` than torch), hf_spam's classifier on that runtime,
     called the same way (a Space's app, which has no hf_spam, serves PyTorch models only)."""
     if backend not in (None, "torch") or (Path(model) / "export.json").is_file():
-        from hf_spam.inference import load_classifier
+        from hf_spam.serving.classifier import load_classifier
 
         return load_classifier(model, backend=backend)
     return pipeline("text-classification", model=model, trust_remote_code=True, top_k=None)
 
 
 def token_limit(classifier: Pipeline) -> int:
-    """Tokens the model reads: the training pad length of a book-padded model, else the length training cut texts
-    to, else its context (as ``hf-spam classify``)."""
+    """Tokens the model reads (``GPTConfig.token_limit``, as ``hf-spam classify``), else its position embedding's length."""
     config = classifier.model.config
-    padded_length = getattr(config, "padded_length", None)
-    if getattr(config, "pooling", None) in ("last", "mean_all") and padded_length:
-        return padded_length
-    return getattr(config, "truncation_length", None) or getattr(config, "context_length", None) or getattr(config, "n_positions", 1024)
+    return getattr(config, "token_limit", None) or getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024)
 
 
 def model_threshold(classifier: Pipeline, threshold: float | None) -> float:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from hf_spam import GPTForSequenceClassification
-from hf_spam.cache.build import _stored_bytes, open_prefix_cache
+from hf_spam.cache.build import PrefixCacheOptions, _stored_bytes, open_prefix_cache
 from hf_spam.cache.management import list_caches, parse_age, parse_size, prune_caches
 from hf_spam.cache.store import usable_root
 from hf_spam.data import load_sms_spam, tokenize
@@ -34,7 +34,9 @@ def frozen(seed: int = 0):
 
 
 def build(root, split, seed=0, name="validation", depth=2):
-    return open_prefix_cache(frozen(seed), split, depth, root, provenance={"model": f"tiny seed {seed}", "data": "SMS", "split": name})
+    return open_prefix_cache(
+        frozen(seed), split, depth, PrefixCacheOptions(root, provenance={"model": f"tiny seed {seed}", "data": "SMS", "split": name})
+    )
 
 
 def age(cache, seconds_ago: float) -> None:
@@ -80,14 +82,14 @@ def test_least_recently_used_first_and_a_reuse_counts_as_a_use(splits, tmp_path)
 HOLDER = """
 import sys, torch
 from hf_spam import GPTForSequenceClassification
-from hf_spam.cache.build import _stored_bytes, open_prefix_cache
+from hf_spam.cache.build import PrefixCacheOptions, _stored_bytes, open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.training.model_setup import configure_trainable
 from tests.helpers import tiny_config
 split = tokenize(load_sms_spam(sys.argv[1]), "dynamic", context_length=128).splits["validation"]
 torch.manual_seed(int(sys.argv[3]))
 model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), "last_block")
-cache = open_prefix_cache(model, split, 2, sys.argv[2])
+cache = open_prefix_cache(model, split, 2, PrefixCacheOptions(sys.argv[2]))
 print(cache.folder.name, flush=True)
 sys.stdin.read()  # holds the cache until the test closes stdin
 """

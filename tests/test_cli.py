@@ -23,7 +23,7 @@ from hf_spam.cli import main as cli_main
 from hf_spam.cli.train import parse_command_line
 from hf_spam.cli.train import parser as train_parser
 from hf_spam.errors import DataError, OptionError
-from hf_spam.inference import classify, load_classifier, read_text_file
+from hf_spam.serving.classifier import classify, load_classifier, read_text_file
 from hf_spam.training.model_setup import build_model
 from hf_spam.training.recipe import run
 from tests.helpers import ROOT, parse, run_cli, run_script, tiny_config
@@ -291,3 +291,22 @@ def test_an_options_file_is_checked_as_the_command_line_is(tmp_path, capsys, cap
         (tmp_path / "c.json").write_text('{"a": ')
         with pytest.raises(OptionError, match=message):
             parse_command_line(train_parser(), [str(tmp_path / name)])
+
+
+def test_train_is_quiet_unless_verbose():
+    """``hf-spam train`` leaves transformers at WARNING with its and datasets' bars off and Trainer's logs as one line per
+    epoch (``TrainingProgress``); ``-v`` brings back transformers' INFO lines, the bars and every log (hf_spam at DEBUG)."""
+    import datasets
+    import transformers
+
+    from hf_spam.cli.train import quiet
+
+    quiet(verbose=False)
+    assert transformers.utils.logging.get_verbosity() == logging.WARNING and not datasets.is_progress_bar_enabled()
+    assert not transformers.utils.logging.is_progress_bar_enabled() and not logging.getLogger("hf_spam.training").isEnabledFor(
+        logging.DEBUG
+    )
+    quiet(verbose=True)
+    assert transformers.utils.logging.get_verbosity() == logging.INFO and datasets.is_progress_bar_enabled()
+    assert transformers.utils.logging.is_progress_bar_enabled() and logging.getLogger("hf_spam.training").isEnabledFor(logging.DEBUG)
+    assert "-v, --verbose" in train_parser().format_help()

@@ -11,7 +11,7 @@ import sys
 import pytest
 from huggingface_hub import ModelCard
 
-from hf_spam.inference import classify, load_classifier
+from hf_spam.serving.classifier import classify, load_classifier
 from hf_spam.training.recipe import run
 from tests.helpers import ROOT, parse, run_script
 

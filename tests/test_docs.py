@@ -93,3 +93,8 @@ def test_blocks_run_in_order_in_one_folder_and_a_wrong_quote_fails(tmp_path, sms
     assert outcomes[4].startswith("failed: ") and "line 1: quoted 0.25, printed 0.26" in outcomes[4], outcomes[4]
     assert outcomes[5:7] == ["passed", "skipped: needs a GPU"], outcomes  # the directive, then the block it skips
     assert outcomes[-1].startswith("failed: ") and "exit status 3" in outcomes[-1], outcomes
+
+
+def test_an_output_block_can_bound_how_many_lines_were_printed():
+    assert Quote.parse('lines="^x" at_most_lines=40') == Quote(lines="^x", at_most_lines=40)
+    assert Quote.parse("elsewhere=0.1").at_most_lines is None

@@ -9,8 +9,8 @@ import sys
 import pytest
 from huggingface_hub import ModelCard
 
-from hf_spam.inference import load_classifier
 from hf_spam.models.gpt import SHIPPED_FILES
+from hf_spam.serving.classifier import load_classifier
 from tests.helpers import run_script
 from tests.support import hub_double
 

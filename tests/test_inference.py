@@ -1,4 +1,4 @@
-"""Classifying with a saved model (``hf_spam.inference``, ``hf-spam classify``): one line is one message
+"""Classifying with a saved model (``hf_spam.serving.classifier``, ``hf-spam classify``): one line is one message
 whichever way it comes in, and a missing model or an empty input is a sentence, not a traceback."""
 
 import json
@@ -13,7 +13,7 @@ import torch
 from hf_spam import GPTForSequenceClassification, save_with_tokenizer
 from hf_spam.data import load_sms_spam
 from hf_spam.errors import ModelNotFoundError
-from hf_spam.inference import load_classifier, split_lines
+from hf_spam.serving.classifier import load_classifier, split_lines
 from hf_spam.training.recipe import run
 from tests.helpers import TINY, parse, run_script, tiny_config
 

@@ -16,9 +16,8 @@ PACKAGE = Path(hf_spam.__file__).parent
 MODEL = PACKAGE / "models" / "gpt"
 # the modules that take the command line's ModelArguments / DataArguments
 COMMAND_LINE_READERS = {"hf_spam.training.recipe", "hf_spam.training.experiments", "hf_spam.cli.train"}
-# beside the folders, only what every concern uses (errors, the tokenizer, lazy imports) and the two ways a
-# finished model is used (inference, demo)
-TOP_LEVEL = {"__init__", "errors", "lazy", "tokenizer", "inference", "demo"}
+# beside the folders, only what every concern uses (errors, the tokenizer, lazy imports) and the demo (a Space's app)
+TOP_LEVEL = {"__init__", "errors", "lazy", "tokenizer", "demo"}
 
 
 def module_name(path: Path) -> str:
@@ -67,24 +66,39 @@ def package_graph() -> dict[str, set[str]]:
     return {name: {m for m in imports(path) if m in files and m != name and m != "hf_spam"} for name, path in files.items()}
 
 
-def test_no_module_imports_itself_back():
-    graph = package_graph()
+def cycles_in(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every loop a depth-first walk of ``graph`` closes, as the path around it."""
     cycles, state = [], {}
 
-    def visit(module: str, path: list[str]) -> None:
-        state[module] = "open"
-        for target in sorted(graph[module]):
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for target in sorted(graph.get(node, ())):
             if state.get(target) == "open":
                 cycles.append(path[path.index(target) :] + [target])
             elif target not in state:
                 visit(target, [*path, target])
-        state[module] = "done"
+        state[node] = "done"
 
-    for module in sorted(graph):
-        if module not in state:
-            visit(module, [module])
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return cycles
+
+
+def test_no_module_imports_itself_back():
+    graph = package_graph()
     assert "hf_spam.models.gpt.modeling_gpt" in graph and graph["hf_spam.training.trainer"], "the graph was read"
-    assert not cycles, cycles
+    assert not cycles_in(graph), cycles_in(graph)
+
+
+def test_no_concern_imports_itself_back_even_within_one_rank():
+    """Concerns of one rank may import each other (the ranks allow it), but not both ways: two concerns that need each
+    other are one concern (``inference`` and ``serving`` were, until a finished model's use moved into ``serving``)."""
+    graph: dict[str, set[str]] = {}
+    for module, targets in package_graph().items():
+        graph.setdefault(concern(module), set()).update(concern(t) for t in targets if concern(t) != concern(module))
+    assert graph["serving"] and graph["training"], "the graph was read"
+    assert not cycles_in(graph), cycles_in(graph)
 
 
 def test_one_folder_per_concern():
@@ -121,8 +135,7 @@ RANKS = {
     "tokenizer": 1,
     "data": 2,
     "cache": 2,
-    "inference": 3,
-    "serving": 3,  # inference's backends: exports, their runtimes, streams
+    "serving": 3,  # a finished model used: loaded, classified, streamed, exported and run by other runtimes
     "training": 3,
     "demo": 4,
     "benchmark": 4,

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hf_spam import GPTForSequenceClassification
-from hf_spam.models.gpt.pooled_position import _real_first, attention_at, block_at, pool, prefix, real_tokens, trunk_mask
+from hf_spam.models.gpt.pooled_position import _real_first, attention_at, block_at, blocks_mask, pool, prefix, real_tokens
 from hf_spam.training.model_setup import configure_trainable
 from tests.helpers import left_padded, right_padded, tiny_config
 
@@ -16,7 +16,7 @@ ROWS = [[15496, 11, 995, 0, 318], [40, 1842], [464, 2068, 7586, 21831, 18045, 62
 
 def full_computation(model, ids, mask, labels):
     """The reference: every position through every block, then the pooling, head and loss."""
-    hidden = model.model(ids, trunk_mask(model.config.pooling, mask)).last_hidden_state
+    hidden = model.model(ids, blocks_mask(model.config.pooling, mask)).last_hidden_state
     logits = model.out_head(pool(model.config.pooling, hidden, real_tokens(ids, mask, model.config.pad_token_id, hidden)))
     return logits, torch.nn.functional.cross_entropy(logits, labels)
 
@@ -55,7 +55,7 @@ def test_one_position_top_block_equals_the_full_computation(pooling, padding, ca
 
     if cached:
         with torch.no_grad():
-            computed = prefix(model.model, ids, trunk_mask(model.config.pooling, mask), 2)
+            computed = prefix(model.model, ids, blocks_mask(model.config.pooling, mask), 2)
         out = model(input_ids=ids, attention_mask=mask, labels=labels, prefix_hidden_states=computed, prefix_depth=2)
     else:
         out = model(input_ids=ids, attention_mask=mask, labels=labels)
@@ -207,7 +207,7 @@ def test_the_forward_never_reads_values_back_to_the_host(pooling, request):
     ids, mask = left_padded(ROWS)
     labels = torch.tensor([0, 1, 1])
     with torch.no_grad():
-        computed = prefix(model.model, ids, trunk_mask(model.config.pooling, mask), 1)
+        computed = prefix(model.model, ids, blocks_mask(model.config.pooling, mask), 1)
     request.getfixturevalue("no_host_sync")
     out = model(input_ids=ids, attention_mask=mask, labels=labels)
     out.loss.backward()

@@ -17,11 +17,11 @@ from transformers import AutoModelForSequenceClassification
 
 from hf_spam import GPTForSequenceClassification
 from hf_spam.cache import build as cache_build
-from hf_spam.cache.build import frozen_depth, open_prefix_cache
+from hf_spam.cache.build import PrefixCacheOptions, frozen_depth, open_prefix_cache
 from hf_spam.cache.rows import CachedPrefix, collate_cached
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CacheError
-from hf_spam.models.gpt.pooled_position import prefix, trunk_mask
+from hf_spam.models.gpt.pooled_position import blocks_mask, prefix
 from hf_spam.training.model_setup import configure_trainable
 from tests.helpers import ROOT, parse, tiny_config
 
@@ -43,7 +43,7 @@ def test_cached_top_gives_the_same_loss_and_gradients(sms_splits, pooling, paddi
     assert depth == 2
     data = tokenize(sms_splits, padding, context_length=128)
     examples = data.splits["train"].select(range(8))
-    cached = open_prefix_cache(model, examples, depth, tmp_path, batch_size=3)  # other batches than the one trained on
+    cached = open_prefix_cache(model, examples, depth, PrefixCacheOptions(tmp_path, batch_size=3))  # other batches than the one trained on
     batch = collate_cached([cached[i] for i in range(8)], pad_token_id=50256)
     model.train()
     full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
@@ -85,14 +85,14 @@ def test_saved_model_reproduces_the_accuracy_measured_on_the_cache(tmp_path, sms
 def test_total_flos_counts_the_top_the_cached_steps_run(sms_splits, tmp_path):
     """Trainer's ``total_flos`` (6 x tokens x parameters) counts, on the cached prefix, the parameters each step
     runs through (last block, final norm, head), not the frozen blocks it never touches; uncached, the whole model."""
-    from hf_spam.cache.build import cached_splits
+    from hf_spam.cache.build import prepare
     from hf_spam.training.config import SpamTrainingArguments
     from hf_spam.training.trainer import SpamTrainer
 
     torch.manual_seed(0)
     model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), "last_block")
     data = tokenize(sms_splits, "dynamic", context_length=128)
-    cached, collator = cached_splits(model, data.splits, 8, tmp_path / "cache")
+    cached, collator = prepare(model, data.splits, PrefixCacheOptions(tmp_path / "cache", batch_size=8))
     top = sum(p.numel() for m in (model.model.trf_blocks[2], model.model.final_norm, model.out_head) for p in m.parameters())
     outside_embeddings = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("model.tok_emb", "model.pos_emb")))
     assert top < outside_embeddings
@@ -107,7 +107,6 @@ def test_total_flos_counts_the_top_the_cached_steps_run(sms_splits, tmp_path):
             save_strategy="no",
             load_best_model_at_end=False,
             report_to=[],
-            prefix_cache=False,  # the datasets are given as they are to train: cached prefixes, or token ids
         )
         trainer = SpamTrainer(model=model, args=args, train_dataset=train, data_collator=data_collator)
         trainer.train()
@@ -120,7 +119,7 @@ def test_gradient_norm_is_taken_on_logging_steps_only_and_is_the_true_norm(sms_s
     and the logged value is that step's norm (computed here independently, before the optimizer update)."""
     from transformers import TrainerCallback
 
-    from hf_spam.cache.build import cached_splits
+    from hf_spam.cache.build import prepare
     from hf_spam.training.config import SpamTrainingArguments
     from hf_spam.training.trainer import SpamTrainer
 
@@ -133,7 +132,9 @@ def test_gradient_norm_is_taken_on_logging_steps_only_and_is_the_true_norm(sms_s
 
     torch.manual_seed(0)
     model = configure_trainable(GPTForSequenceClassification(tiny_config(n_layers=3, context_length=128)), "last_block")
-    cached, collator = cached_splits(model, tokenize(sms_splits, "dynamic", context_length=128).splits, 8, tmp_path / "cache")
+    cached, collator = prepare(
+        model, tokenize(sms_splits, "dynamic", context_length=128).splits, PrefixCacheOptions(tmp_path / "cache", batch_size=8)
+    )
     args = SpamTrainingArguments(
         output_dir=str(tmp_path / "out"),
         max_steps=5,
@@ -167,47 +168,47 @@ def frozen_model(seed=0):
 
 def test_reused_when_unchanged_and_rebuilt_when_anything_changes(sms_tokens, tmp_path, monkeypatch, caplog):
     model, split = frozen_model(), sms_tokens["validation"]
-    first = open_prefix_cache(model, split, 2, tmp_path)
+    first = open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path))
     calls = []
     original = cache_build.prefix
     monkeypatch.setattr(cache_build, "prefix", lambda self, *a: calls.append(1) or original(self, *a))
     with caplog.at_level(logging.INFO):
-        again = open_prefix_cache(model, split, 2, tmp_path)
+        again = open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path))
     assert calls == [] and "Reusing the prefix cache" in caplog.text, "an unchanged input must not recompute the prefix"
     assert again.folder == first.folder and torch.equal(again.hidden_states(5), first.hidden_states(5))
 
     with torch.no_grad():
         model.model.trf_blocks[0].att.W_query.weight[0, 0] += 1e-3  # a frozen weight changed
-    changed_weights = open_prefix_cache(model, split, 2, tmp_path)
+    changed_weights = open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path))
     assert changed_weights.folder != first.folder and calls
     other_tokens = sms_tokens["validation"].select(range(1, len(split)))  # tokenization changed: one example fewer
-    assert open_prefix_cache(model, other_tokens, 2, tmp_path).folder not in (first.folder, changed_weights.folder)
-    assert open_prefix_cache(model, split, 1, tmp_path).folder not in (first.folder, changed_weights.folder)  # depth
+    assert open_prefix_cache(model, other_tokens, 2, PrefixCacheOptions(tmp_path)).folder not in (first.folder, changed_weights.folder)
+    assert open_prefix_cache(model, split, 1, PrefixCacheOptions(tmp_path)).folder not in (first.folder, changed_weights.folder)  # depth
     assert len(list(tmp_path.glob("[!.]*"))) == 4 and not list(tmp_path.glob("*.partial"))  # .locks/ aside
 
 
 def test_a_damaged_cache_is_rebuilt_never_read(sms_tokens, tmp_path, caplog):
     model, split = frozen_model(), sms_tokens["validation"]
-    cache = open_prefix_cache(model, split, 2, tmp_path)
+    cache = open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path))
     expected = cache.hidden_states(len(split) - 1).clone()
     shard = next(cache.folder.glob("*.bin"))
     with open(shard, "r+b") as handle:  # as if the writing process had been killed mid-file
         handle.truncate(shard.stat().st_size // 2)
     with caplog.at_level(logging.WARNING):
-        rebuilt = open_prefix_cache(model, split, 2, tmp_path)
+        rebuilt = open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path))
     assert "Rebuilding the prefix cache" in caplog.text and "wrong size" in caplog.text
     assert torch.equal(rebuilt.hidden_states(len(split) - 1), expected)
     (rebuilt.folder / "meta.json").unlink()  # killed before meta.json was written
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        open_prefix_cache(model, split, 2, tmp_path)
+        open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path))
     assert "meta.json is missing" in caplog.text
 
 
 def test_cached_rows_are_the_prefix_of_each_example(sms_tokens, tmp_path):
     model, split = frozen_model(), sms_tokens["validation"].select(range(20))
-    cache = open_prefix_cache(model, split, 2, tmp_path, batch_size=7)
-    half = open_prefix_cache(model, split, 2, tmp_path / "bf16", dtype=torch.bfloat16)
+    cache = open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path, batch_size=7))
+    half = open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path / "bf16", dtype=torch.bfloat16))
     assert sum(f.stat().st_size for f in half.folder.glob("*.bin")) * 2 == sum(f.stat().st_size for f in cache.folder.glob("*.bin"))
     with torch.no_grad():
         for i in (0, 7, 19):
@@ -230,7 +231,7 @@ def test_duplicate_examples_are_computed_once_and_read_back_as_their_own(sms_tok
     seen = []
     original = cache_build.prefix
     monkeypatch.setattr(cache_build, "prefix", lambda self, ids, *a: seen.append(ids.shape[0]) or original(self, ids, *a))
-    cache = open_prefix_cache(model, with_copies, 2, tmp_path)
+    cache = open_prefix_cache(model, with_copies, 2, PrefixCacheOptions(tmp_path))
     assert sum(seen) == 3, "three distinct messages, three prefix rows computed"
     distinct = sum(len(split[i]["input_ids"]) for i in (0, 1, 2))
     assert sum(f.stat().st_size for f in cache.folder.glob("*.bin")) == distinct * model.config.emb_dim * 4
@@ -239,12 +240,12 @@ def test_duplicate_examples_are_computed_once_and_read_back_as_their_own(sms_tok
             expected = prefix(model.model, torch.tensor([with_copies[i]["input_ids"]]), None, 2)[0]
             torch.testing.assert_close(cache.hidden_states(i), expected, atol=1e-5, rtol=1e-5)
     seen.clear()
-    masked = open_prefix_cache(model, other_mask, 2, tmp_path)
+    masked = open_prefix_cache(model, other_mask, 2, PrefixCacheOptions(tmp_path))
     assert sum(seen) == 4 and masked.folder != cache.folder
     with torch.no_grad():
         ids, mask = torch.tensor([other_mask[5]["input_ids"]]), torch.tensor([other_mask[5]["attention_mask"]])
         torch.testing.assert_close(
-            masked.hidden_states(5), prefix(model.model, ids, trunk_mask(model.config.pooling, mask), 2)[0], atol=1e-5, rtol=1e-5
+            masked.hidden_states(5), prefix(model.model, ids, blocks_mask(model.config.pooling, mask), 2)[0], atol=1e-5, rtol=1e-5
         )
     assert not torch.equal(masked.hidden_states(5), masked.hidden_states(0))
 
@@ -255,10 +256,10 @@ def test_bf16_prefix_is_autocast_bit_for_bit_and_leaves_the_weights_alone(sms_to
     stored in bf16 and keyed apart from fp32 rows and from fp32 rows stored in bf16; the model keeps its fp32 weights."""
     model, split = frozen_model(), sms_tokens["validation"].select(range(12))
     weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    cache = open_prefix_cache(model, split, 2, tmp_path, batch_size=1, autocast=torch.bfloat16)
+    cache = open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path, batch_size=1, autocast=torch.bfloat16))
     assert all(torch.equal(tensor, weights[name]) and tensor.dtype == torch.float32 for name, tensor in model.state_dict().items())
-    stored_in_bf16 = open_prefix_cache(model, split, 2, tmp_path, dtype=torch.bfloat16)
-    assert len({cache.folder, stored_in_bf16.folder, open_prefix_cache(model, split, 2, tmp_path).folder}) == 3
+    stored_in_bf16 = open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path, dtype=torch.bfloat16))
+    assert len({cache.folder, stored_in_bf16.folder, open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path)).folder}) == 3
     assert json.loads((cache.folder / "meta.json").read_text())["storage"] == "bfloat16"
     differs_from_fp32_rows = False
     with torch.inference_mode():
@@ -422,7 +423,7 @@ def test_same_size_damage_anywhere_is_found_and_rebuilt(sms_tokens, tmp_path, ca
     """Random bytes in the middle of a shard, one flipped byte in an index or in meta.json: the sizes still
     match, the checksums do not, and the cache is rebuilt (with a warning naming it) instead of being read."""
     model, split = frozen_model(), sms_tokens["train"]
-    cache = open_prefix_cache(model, split, 2, tmp_path)
+    cache = open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path))
     expected = {i: cache.hidden_states(i).clone() for i in range(len(split))}
     shard, index, meta = next(cache.folder.glob("*.bin")), next(cache.folder.glob("*.index.npy")), cache.folder / "meta.json"
     size = shard.stat().st_size
@@ -439,14 +440,14 @@ def test_same_size_damage_anywhere_is_found_and_rebuilt(sms_tokens, tmp_path, ca
         assert path.stat().st_size in (size, index.stat().st_size, meta.stat().st_size)
         caplog.clear()
         with caplog.at_level(logging.WARNING):
-            rebuilt = open_prefix_cache(model, split, 2, tmp_path)
+            rebuilt = open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path))
         assert f"Rebuilding the prefix cache {cache.folder}" in caplog.text and reason in caplog.text, caplog.text
         assert all(torch.equal(rebuilt.hidden_states(i), expected[i]) for i in range(len(split)))
 
 
 def test_rows_damaged_after_opening_are_refused_as_they_are_read(sms_tokens, tmp_path):
     model, split = frozen_model(), sms_tokens["validation"]
-    cache = open_prefix_cache(model, split, 2, tmp_path)
+    cache = open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path))
     first, rows = (int(x) for x in cache.index[3, 1:3])
     overwrite(next(cache.folder.glob("*.bin")), (first + rows // 2) * cache.row_bytes, b"\x00\x00\x80\x7f")  # one float: +inf
     with pytest.raises(CacheError, match=f"{cache.folder}: the cached rows of example 3 no longer match"):
@@ -462,7 +463,7 @@ def test_the_key_covers_every_field_of_the_config(sms_tokens, tmp_path):
     for heads in (2, 4):
         torch.manual_seed(0)
         model = configure_trainable(GPTForSequenceClassification(tiny_config(n_heads=heads, n_layers=3, context_length=128)), "last_block")
-        caches[heads] = open_prefix_cache(model, split, 2, tmp_path)
+        caches[heads] = open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path))
         with torch.no_grad():
             torch.testing.assert_close(
                 caches[heads].hidden_states(4), prefix(model.model, torch.tensor([split[4]["input_ids"]]), None, 2)[0]
@@ -471,13 +472,16 @@ def test_the_key_covers_every_field_of_the_config(sms_tokens, tmp_path):
     assert not torch.allclose(caches[2].hidden_states(4), caches[4].hidden_states(4))
     relabelled = frozen_model()
     relabelled.config.update({"id2label": {0: "no", 1: "yes"}, "label2id": {"no": 0, "yes": 1}, "loss_ignore_index": 50256})
-    assert open_prefix_cache(relabelled, split, 2, tmp_path).folder == open_prefix_cache(frozen_model(), split, 2, tmp_path).folder
+    assert (
+        open_prefix_cache(relabelled, split, 2, PrefixCacheOptions(tmp_path)).folder
+        == open_prefix_cache(frozen_model(), split, 2, PrefixCacheOptions(tmp_path)).folder
+    )
 
 
 CONCURRENT_PROBE = """
 import sys, time, torch
 from hf_spam import GPTForSequenceClassification
-from hf_spam.cache.build import open_prefix_cache
+from hf_spam.cache.build import PrefixCacheOptions, open_prefix_cache
 from hf_spam.data import load_sms_spam, tokenize
 from hf_spam.errors import CacheError
 from hf_spam.training.model_setup import configure_trainable
@@ -495,7 +499,7 @@ def slow_prefix(*args):  # a long build, so that the two runs overlap for certai
 cache_build.prefix = slow_prefix
 while not __import__("os").path.exists(go):
     time.sleep(0.01)
-cache = open_prefix_cache(model, split, 2, cache_dir, batch_size=8)
+cache = open_prefix_cache(model, split, 2, PrefixCacheOptions(cache_dir, batch_size=8))
 print("rows", sum(float(cache.hidden_states(i).double().sum()) for i in range(len(split))), flush=True)
 """
 
@@ -529,12 +533,12 @@ def test_a_failed_build_leaves_nothing_and_an_abandoned_one_is_swept(sms_tokens,
 
     monkeypatch.setattr(cache_build, "prefix", failing_prefix)
     with pytest.raises(RuntimeError, match="killed mid-build"):
-        open_prefix_cache(model, split, 2, tmp_path, batch_size=8)
+        open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path, batch_size=8))
     assert not list(tmp_path.glob("[!.]*")), "the failed build's partial folder was removed"
     abandoned = tmp_path / ("f" * 40 + ".partial")  # a run killed (SIGKILL) while building another key
     abandoned.mkdir()
     (abandoned / "shard-0-of-1.bin").write_bytes(b"\0" * 4096)
-    cache = open_prefix_cache(model, split, 2, tmp_path)
+    cache = open_prefix_cache(model, split, 2, PrefixCacheOptions(tmp_path))
     assert not abandoned.exists() and [p.name for p in tmp_path.glob("[!.]*")] == [cache.folder.name]
 
 
@@ -577,14 +581,14 @@ def test_an_unusable_cache_folder_is_one_clear_error(sms_tokens, tmp_path, small
     a_file.write_text("not a folder")
     for folder in (a_file, a_file / "below", small_or_read_only["read_only"] / "cache"):
         with pytest.raises(CacheError, match=rf"cache folder {folder} cannot be written .*--prefix_cache_dir"):
-            open_prefix_cache(model, split, 2, folder)
+            open_prefix_cache(model, split, 2, PrefixCacheOptions(folder))
     if "small" in small_or_read_only:  # 1 MiB cannot hold the ~7 MiB of rows: said before anything is computed
         calls = []
         original = cache_build.prefix
         cache_build.prefix = lambda *a: calls.append(1) or original(*a)
         try:
             with pytest.raises(CacheError, match=r"needs \d+\.\d MiB in .*small, which has 1\.0 MiB free.*--prefix_cache_dir"):
-                open_prefix_cache(model, split, 2, small_or_read_only["small"])
+                open_prefix_cache(model, split, 2, PrefixCacheOptions(small_or_read_only["small"]))
         finally:
             cache_build.prefix = original
         assert calls == [] and not list(small_or_read_only["small"].glob("[!.]*"))
@@ -630,17 +634,30 @@ def test_two_torchrun_jobs_at_once_share_one_cache(tmp_path, sms_file):
 def test_a_cache_build_shows_its_progress_unless_disable_tqdm(sms_file, tmp_path, capfd, disable_tqdm):
     """Building a split's cache can take minutes: a tqdm bar per split, as Trainer shows for its loops; none with
     ``--disable_tqdm true``."""
-    from hf_spam.training import SpamTrainer, SpamTrainingArguments
+    from hf_spam.cache import prepare
+    from hf_spam.training import SpamTrainingArguments
 
     data = tokenize(load_sms_spam(sms_file), "dynamic", context_length=128)
     args = SpamTrainingArguments(
         output_dir=str(tmp_path / "out"), prefix_cache_dir=str(tmp_path / "cache"), disable_tqdm=disable_tqdm, report_to=[]
     )
     capfd.readouterr()
-    SpamTrainer(frozen_model(), args, data.collator, data.splits["train"], data.splits["validation"], test_dataset=data.splits["test"])
+    prepare(frozen_model(), data.splits, args.prefix_cache_options())
     bars = re.findall(r"Prefix cache: 100%\|[^|]*\| (\d+)/(\d+)", capfd.readouterr().err)
     if disable_tqdm:
         assert bars == []
     else:
         distinct = {str(len({tuple(ids) for ids in split["input_ids"]})) for split in data.splits.values()}  # computed once each
         assert all(done == total for done, total in bars) and {total for _, total in bars} == distinct, bars
+
+
+def test_spam_trainer_builds_no_cache_itself(sms_splits, tmp_path):
+    """Constructing ``SpamTrainer`` computes nothing: given token ids it trains on them (the cache is a step of its own,
+    ``hf_spam.cache.prepare``, that a recipe or a notebook calls before it), and records no cache it did not get."""
+    from hf_spam.training import SpamTrainer, SpamTrainingArguments
+
+    data = tokenize(sms_splits, "dynamic", context_length=128)
+    args = SpamTrainingArguments(output_dir=str(tmp_path / "out"), prefix_cache_dir=str(tmp_path / "cache"), report_to=[])
+    trainer = SpamTrainer(frozen_model(), args, data.collator, data.splits["train"], data.splits["validation"])
+    assert trainer.train_dataset is data.splits["train"] and trainer.eval_dataset["validation"] is data.splits["validation"]
+    assert not (tmp_path / "cache").exists() and not any(name.startswith("prefix_cache") for name in trainer.run_metrics)

@@ -21,8 +21,8 @@ from hf_spam import GPTForSequenceClassification, save_with_tokenizer
 from hf_spam.cli import main as cli_main
 from hf_spam.data import DataError, describe, load_sms_spam, load_text_classification
 from hf_spam.errors import UnusableModelError
-from hf_spam.inference import classify, load_classifier, read_text_file
 from hf_spam.models.gpt.model_checksums import ModelFilesError, write_checksums
+from hf_spam.serving.classifier import classify, load_classifier, read_text_file
 from hf_spam.training.checkpoints import MANIFEST, resolve_checkpoint, write_manifest
 from tests.helpers import ROOT, run_script, tiny_config
 

@@ -14,8 +14,8 @@ from transformers.exporters import ExportedModel, OnnxConfig, OnnxExporter
 
 from hf_spam import GPTForCausalLM, GPTForSequenceClassification, GPTModel, gpt2_tokenizer, save_with_tokenizer
 from hf_spam.errors import OptionError, UnusableModelError
-from hf_spam.inference import classify, load_classifier, predict_proba
 from hf_spam.serving import classify_stream, export_classifier
+from hf_spam.serving.classifier import classify, load_classifier, predict_proba
 from hf_spam.serving.export import export_program
 from tests.helpers import run_cli, run_script, tiny_config
 
@@ -222,7 +222,7 @@ def test_classify_reads_a_file_as_it_goes_and_says_when_it_is_empty(run_folder, 
     result = run_script("classify", str(run_folder), "--file", str(tmp_path / "many.txt"), "--batch_size", "64", timeout=600)
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stderr.splitlines() if "WARNING hf_spam" in line] == [
-        "WARNING hf_spam.inference: Text 4500 has 41 tokens; only its first 32 are classified."
+        "WARNING hf_spam.serving.classifier: Text 4500 has 41 tokens; only its first 32 are classified."
     ]
     printed = result.stdout.splitlines()
     assert [line.split("\t", 2)[2] for line in printed] == lines
@@ -233,7 +233,7 @@ def test_classify_reads_a_file_as_it_goes_and_says_when_it_is_empty(run_folder, 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model_class", [GPTModel, GPTForCausalLM])
-def test_the_trunk_and_the_causal_lm_export_too(model_class, gpt2_bpe):
+def test_the_base_model_and_the_causal_lm_export_too(model_class, gpt2_bpe):
     torch.manual_seed(0)
     model = model_class(tiny_config(use_cache=False)).eval()
     sample = {"input_ids": torch.randint(0, 50000, (2, 7)), "attention_mask": torch.ones(2, 7, dtype=torch.long)}

@@ -11,7 +11,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error
 
 from hf_spam.data import DataError, load_text_classification
-from hf_spam.inference import classify, load_classifier
+from hf_spam.serving.classifier import classify, load_classifier
 from hf_spam.training.evaluation import load_metric
 from hf_spam.training.recipe import run
 from tests.helpers import TINY, parse, run_script

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -157,6 +158,9 @@ def test_a_whole_run_saves_what_a_user_keeps_and_classifies(tmp_path, sms_file):
     printed = result.stdout + result.stderr
     assert "[transformers]" not in printed and "Running Evaluation" not in printed and "Configuration saved" not in printed
     assert "/19 [" not in printed and "/131 [" not in printed, "a bar over the validation (19) or training-split (131) batches"
+    # one line for the epoch's evaluations, no Trainer log dicts (the losses are in the plots), no data preparation bars
+    assert re.search(r"epoch 1: validation_loss [\d.]+, validation_accuracy [\d.]+, train_loss [\d.]+, train_accuracy", printed)
+    assert "{'loss'" not in printed and "{'eval_" not in printed and "Tokenizing" not in printed
     assert "***** final metrics *****" in printed and "Removed " in printed
     metrics = json.loads((out / "all_results.json").read_text())
     # the output folder holds what a user keeps or shares, nothing test-only and no leftover checkpoints
@@ -273,7 +277,7 @@ def test_classify_pipeline_and_forward_agree_for_every_pooling(gpt2_bpe, tmp_pat
     from transformers import AutoTokenizer, pipeline
 
     from hf_spam import save_with_tokenizer
-    from hf_spam.inference import classify, load_classifier
+    from hf_spam.serving.classifier import classify, load_classifier
 
     torch.manual_seed(0)
     texts = ["Free entry in 2 a wkly comp", "Ok lar", "<|endoftext|>", "Sorry, I'll call later " * 3]
@@ -459,10 +463,12 @@ def test_activation_checkpointing_flag_trains_the_same_model(tmp_path, sms_file)
 
 
 @pytest.mark.slow
-def test_spam_trainer_used_alone_prepares_the_cache_and_reports_what_the_model_predicts(sms_file, tmp_path):
-    """docs/training.md's library example: SpamTrainer given token ids trains on the cached prefix, evaluates the
+def test_spam_trainer_used_alone_trains_on_the_prepared_cache_and_reports_what_the_model_predicts(sms_file, tmp_path):
+    """docs/training.md's library example: SpamTrainer given the cached prefixes of ``hf_spam.cache.prepare`` trains on
+    them (and records them), evaluates the
     validation and training splits, and its final test figures are those of the trained model itself, run on the
     token ids without any cache (an independent reading of the same weights)."""
+    from hf_spam.cache import prepare
     from hf_spam.cache.rows import CachedPrefix
     from hf_spam.data import load_sms_spam, tokenize
     from hf_spam.training.model_setup import build_model
@@ -479,8 +485,10 @@ def test_spam_trainer_used_alone_prepares_the_cache_and_reports_what_the_model_p
     args = SpamTrainingArguments(
         output_dir=str(tmp_path / "lib"), max_steps=20, learning_rate=1e-3, prefix_cache_dir=str(tmp_path / "cache"), report_to=[]
     )
-    trainer = SpamTrainer(model, args, data.collator, data.splits["train"], data.splits["validation"], test_dataset=data.splits["test"])
+    splits, collator = prepare(model, data.splits, args.prefix_cache_options())
+    trainer = SpamTrainer(model, args, collator, splits["train"], splits["validation"], test_dataset=splits["test"])
     assert isinstance(trainer.train_dataset, CachedPrefix) and set(trainer.eval_dataset) == {"validation", "train"}
+    assert trainer.run_metrics["prefix_cache_train_built"] and trainer.run_metrics["prefix_cache_test_bytes"] > 0
     initial = trainer.evaluate_initial()
     assert {"initial_train_accuracy", "initial_eval_accuracy", "initial_test_accuracy"} <= set(initial)
     final = trainer.evaluate_final(trainer.train())

@@ -11,10 +11,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, TrainerCallback, pipeline
 
-from ..cache.build import cached_splits
+from ..cache.build import PrefixCacheOptions, prepare
 from ..data import load_sms_spam, tokenize
-from ..inference import predict_proba
 from ..models.gpt.modeling_gpt import GPTForSequenceClassification
+from ..serving.classifier import predict_proba
 from ..tokenizer import gpt2_tokenizer
 from ..training.allocator import reuse_freed_memory
 from ..training.config import SpamTrainingArguments
@@ -151,8 +151,10 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool, seed
         # under bf16 the prefix runs under autocast as training does (what hf-spam train --bf16 does)
         folder = Path(output_dir) / "prefix_cache"
         # even in --quick the whole cache is built and timed: its fixed costs (hashing the frozen weights) do not scale
-        cached, collator = cached_splits(
-            model, data.splits, args.per_device_eval_batch_size * 4, folder, autocast=torch.bfloat16 if bf16 else None
+        cached, collator = prepare(
+            model,
+            data.splits,
+            PrefixCacheOptions(folder, batch_size=args.per_device_eval_batch_size * 4, autocast=torch.bfloat16 if bf16 else None),
         )
         timings["cache"] = time.perf_counter() - cache_started
         examples_cached = sum(map(len, cached.values()))

@@ -3,7 +3,7 @@
 ``pipeline("text-classification", batch_size=32)`` on transformers' ``GPT2ForSequenceClassification`` (``to_gpt2()``
 of the same classifier) is the reference; hf_spam's eager PyTorch (``predict_proba``: length-sorted batches) and the
 exports of ``hf-spam export`` (ONNX Runtime float32 and int8; OpenVINO float32 and int8 where it is installed) run
-through ``hf_spam.inference.classify``, as ``hf-spam classify`` does. Each backend runs in a worker process of its
+through ``hf_spam.serving.classifier.classify``, as ``hf-spam classify`` does. Each backend runs in a worker process of its
 own; each reports messages/s at batch 32, the latency of one message at batch 1 (p50, p95), and its probabilities,
 which :func:`summarize_serving` compares with eager float32's (label agreement, max |Δprob|) and with the labels
 (test accuracy).
@@ -20,7 +20,7 @@ import torch
 
 from ..data import load_sms_spam
 from ..errors import HfSpamError
-from ..inference import classify, load_classifier
+from ..serving.classifier import classify, load_classifier
 from .machine import peak_rss_mib
 
 # backend: (export format, quantization); "eager" is the saved PyTorch folder, "pipeline_batched" the reference

@@ -19,8 +19,8 @@ The cache, and why it is built this way:
   by hashing the model through ``dill`` and turn each row into nested lists). The operating system's
   page cache still keeps hot files in RAM when there is room.
 - **Keyed by what it depends on**: a sha256 over the model's whole config (less the fields only the
-  head reads), the frozen tensors (embeddings and blocks ``[0, depth)``), the depth, whether the trunk
-  reads the attention mask, the storage dtype, and the split's token ids and masks. Any change gives a
+  head reads), the frozen tensors (embeddings and blocks ``[0, depth)``), the depth, whether the blocks
+  read the attention mask, the storage dtype, and the split's token ids and masks. Any change gives a
   new cache, never a stale one; an unchanged run (another learning rate, another seed) reuses it.
 - **Never half-read, never read damaged, never built twice at once**: see :mod:`hf_spam.cache.store`
   (checksums per example's rows, a lock per key, a build folder published by a rename).
@@ -43,7 +43,9 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -52,7 +54,7 @@ from tqdm.auto import tqdm
 
 from ..errors import CacheError
 from ..models.gpt.modeling_gpt import GPTForSequenceClassification
-from ..models.gpt.pooled_position import prefix, trunk_mask
+from ..models.gpt.pooled_position import blocks_mask, prefix
 from . import store
 from .keys import first_copies, model_fingerprint, tensor_bytes, token_lengths, tokens_fingerprint
 from .management import format_size, make_room
@@ -61,16 +63,55 @@ from .rows import STORAGE, CachedPrefix, collate_cached, pad_ids
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PrefixCacheOptions:
+    """How a prefix cache is kept and built, passed down whole (``SpamTrainingArguments.prefix_cache_options`` makes
+    one from ``--prefix_cache_*``).
+
+    ``cache_dir``: where caches live (default: :func:`~hf_spam.cache.store.default_cache_dir`). ``dtype``: the
+    storage dtype (``bfloat16`` halves the size; default: the autocast dtype, else the model's own, exact).
+    ``autocast``: the prefix runs under ``torch.autocast`` in this dtype, as Trainer's ``--bf16`` runs the rest; part
+    of the key, as ``dtype`` is. ``batch_size``: examples per batch while building. ``verify``: a reused cache is read
+    whole against its checksums before it is trusted, and each row is checked as it is read. ``provenance``
+    (``model``, ``data``, ``split``): recorded for ``hf-spam cache list``. ``max_size`` (bytes): least recently used
+    keys are evicted before a build so that the folder stays within it. ``progress``: a bar while a split builds.
+    """
+
+    cache_dir: str | os.PathLike | None = None
+    dtype: torch.dtype | None = None
+    autocast: torch.dtype | None = None
+    batch_size: int = 32
+    verify: bool = True
+    provenance: Mapping[str, str] = field(default_factory=dict)
+    max_size: int | None = None
+    progress: bool = True
+
+    def storage(self, model: GPTForSequenceClassification) -> torch.dtype:
+        """The cache's storage dtype: as asked, else the autocast dtype, else the model's own (exact)."""
+        return self.dtype or self.autocast or next(model.parameters()).dtype
+
+    @property
+    def root(self) -> Path:
+        return Path(self.cache_dir or store.default_cache_dir())
+
+
+class PreparedSplits(NamedTuple):
+    """What :func:`prepare` gives Trainer: each split as its cached prefix, and the collator that batches them."""
+
+    splits: dict[str, CachedPrefix]
+    collator: Callable
+
+
 def frozen_depth(model: GPTForSequenceClassification) -> int:
     """How many leading blocks can be cached: embeddings and blocks with no trainable parameter, no dropout.
 
     0 means nothing can be cached (trainable embeddings, dropout, or adapters everywhere).
     """
-    trunk = model.model
-    if model.config.drop_rate > 0 or any(p.requires_grad for p in (*trunk.tok_emb.parameters(), *trunk.pos_emb.parameters())):
+    gpt = model.model
+    if model.config.drop_rate > 0 or any(p.requires_grad for p in (*gpt.tok_emb.parameters(), *gpt.pos_emb.parameters())):
         return 0
     depth = 0
-    for block in trunk.trf_blocks:
+    for block in gpt.trf_blocks:
         if any(p.requires_grad for p in block.parameters()):
             break
         depth += 1
@@ -135,21 +176,19 @@ def _compute_shard(
     dataset: Dataset,
     depth: int,
     folder: Path,
-    storage: torch.dtype,
-    batch_size: int,
+    options: PrefixCacheOptions,
     rank: int,
     world: int,
-    autocast: torch.dtype | None = None,
     max_batch_tokens: int = 2048,
-    progress: bool = True,
 ) -> dict:
     """Run embeddings + blocks ``[0, depth)`` over this process's share, in length-sorted batches, appending
     to its shard file; each example's rows get a checksum in the shard's index. Process 0 shows a progress bar
-    (``progress``), as Trainer does for its loops: a build can take minutes."""
+    (``options.progress``), as Trainer does for its loops: a build can take minutes."""
     lengths = token_lengths(dataset)
     mine = np.arange(len(dataset))[rank::world]
     copies = first_copies(dataset, mine)
     unique = mine[copies == mine]
+    storage, autocast = options.storage(model), options.autocast
     row_bytes = _row_bytes(model.config.emb_dim, storage)
     store.check_free_space(folder, int(lengths[unique].sum()) * row_bytes)  # before computing anything
     order = unique[np.argsort(lengths[unique], kind="stable")]
@@ -158,9 +197,9 @@ def _compute_shard(
     name = f"shard-{rank}-of-{world}"
     first_row, digest = np.zeros(len(dataset), dtype=np.uint64), np.zeros(len(dataset), dtype=np.uint64)
     written = 0
-    bar = tqdm(total=len(unique), desc="Prefix cache", unit="examples", disable=not progress or rank != 0)
+    bar = tqdm(total=len(unique), desc="Prefix cache", unit="examples", disable=not options.progress or rank != 0)
     with bar, open(folder / f"{name}.bin", "wb") as out, _linears_cast(model.model.trf_blocks[:depth], autocast):
-        for rows in _batches(order, lengths, batch_size, max_batch_tokens):
+        for rows in _batches(order, lengths, options.batch_size, max_batch_tokens):
             bar.update(len(rows))
             batch = dataset.select(rows)
             masks = batch["attention_mask"] if "attention_mask" in batch.column_names else [[1] * len(i) for i in batch["input_ids"]]
@@ -168,7 +207,7 @@ def _compute_shard(
                 [{"input_ids": i, "attention_mask": m} for i, m in zip(batch["input_ids"], masks, strict=True)], pad_token_id
             )
             # most length-sorted batches have no padding: without a mask SDPA runs its causal kernel (same result)
-            attention_mask = None if bool(mask.all()) else trunk_mask(model.config.pooling, mask.to(device))
+            attention_mask = None if bool(mask.all()) else blocks_mask(model.config.pooling, mask.to(device))
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 hidden = prefix(model.model, ids.to(device), attention_mask, depth)
             hidden = hidden.to(storage).cpu()
@@ -202,37 +241,12 @@ def _stored_bytes(dataset: Dataset, emb_dim: int, storage: torch.dtype) -> int:
     return int(token_lengths(dataset)[distinct].sum()) * _row_bytes(emb_dim, storage)
 
 
-def _storage(model: GPTForSequenceClassification, dtype: torch.dtype | None, autocast: torch.dtype | None) -> torch.dtype:
-    """The cache's storage dtype: as asked, else the autocast dtype, else the model's own (exact)."""
-    return dtype or autocast or next(model.parameters()).dtype
-
-
 def open_prefix_cache(
-    model: GPTForSequenceClassification,
-    dataset: Dataset,
-    depth: int,
-    cache_dir: str | os.PathLike | None = None,
-    dtype: torch.dtype | None = None,
-    batch_size: int = 32,
-    autocast: torch.dtype | None = None,
-    verify: bool = True,
-    provenance: dict | None = None,
-    max_size: int | None = None,
-    progress: bool = True,
+    model: GPTForSequenceClassification, dataset: Dataset, depth: int, options: PrefixCacheOptions = PrefixCacheOptions()
 ) -> CachedPrefix:
     """The split's cached prefix: reused when a complete, intact cache for exactly these inputs exists, else
-    built (by every process its share, under ``torchrun``/``accelerate launch``) and then opened.
-
-    ``autocast`` computes the prefix under ``torch.autocast`` (what ``--bf16`` does to the rest of the
-    model); it is part of the key, and so is ``dtype`` (the storage, see :func:`_storage`). ``verify``
-    reads a reused cache whole against its checksums before trusting it, and checks each row as it is read.
-    ``provenance`` (``model``, ``data``, ``split``) is recorded for ``hf-spam cache list``; ``max_size``
-    (bytes) evicts least recently used keys before a build so that the cache folder stays within it; ``progress``
-    shows a progress bar while it builds.
-    """
-    storage = _storage(model, dtype, autocast)
-    key_of_model = model_fingerprint(model, depth, storage, autocast)
-    return _open(model, dataset, depth, cache_dir, storage, batch_size, autocast, key_of_model, verify, provenance, max_size, progress)
+    built (by every process its share, under ``torchrun``/``accelerate launch``) and then opened."""
+    return _open(model, dataset, depth, options, model_fingerprint(model, depth, options.storage(model), options.autocast))
 
 
 def _agree(value):
@@ -244,26 +258,13 @@ def _agree(value):
     return value
 
 
-def _open(
-    model: GPTForSequenceClassification,
-    dataset: Dataset,
-    depth: int,
-    cache_dir: str | os.PathLike | None,
-    storage: torch.dtype,
-    batch_size: int,
-    autocast: torch.dtype | None,
-    model_key: str,
-    verify: bool = True,
-    provenance: dict | None = None,
-    max_size: int | None = None,
-    progress: bool = True,
-) -> CachedPrefix:
+def _open(model: GPTForSequenceClassification, dataset: Dataset, depth: int, options: PrefixCacheOptions, model_key: str) -> CachedPrefix:
     """:func:`open_prefix_cache` with the model's fingerprint already taken (one per model, not per split).
 
     Process 0 checks the folder and holds the key's build lock (another job building the same key is
     waited for, then its cache is reused); the other processes follow its decision."""
     key = hashlib.sha256((model_key + tokens_fingerprint(dataset)).encode()).hexdigest()[:40]
-    root = Path(cache_dir or store.default_cache_dir())
+    root, verify = options.root, options.verify
     folder = root / key
     rank, world = _world()
     waited = store.hold(root, key) if rank == 0 else False  # shared, to the end of the run: pruning skips what a run uses
@@ -277,7 +278,7 @@ def _open(
         if problem is None:
             logger.info("Reusing the prefix cache %s, built by another run meanwhile.", folder)
         else:
-            _build(model, dataset, depth, root, key, storage, batch_size, autocast, problem, provenance, max_size, progress)
+            _build(model, dataset, depth, key, options, problem)
         _barrier()
     if rank == 0:
         store.hold(root, key, announce=False)
@@ -292,23 +293,11 @@ def _opened(folder: Path, dataset: Dataset, depth: int, verify: bool, built: boo
     return cache
 
 
-def _build(
-    model: GPTForSequenceClassification,
-    dataset: Dataset,
-    depth: int,
-    root: Path,
-    key: str,
-    storage: torch.dtype,
-    batch_size: int,
-    autocast: torch.dtype | None,
-    problem: str,
-    provenance: dict | None = None,
-    max_size: int | None = None,
-    progress: bool = True,
-) -> None:
+def _build(model: GPTForSequenceClassification, dataset: Dataset, depth: int, key: str, options: PrefixCacheOptions, problem: str) -> None:
     """Compute every process's shard into ``<key>.partial``, then publish it as ``<key>`` (process 0 holds the lock).
 
     A build that fails removes its partial folder; one that cannot write raises a :class:`CacheError` naming it."""
+    root, storage = options.root, options.storage(model)
     folder, partial = root / key, root / f"{key}.partial"
     rank, world = _world()
     if rank == 0:
@@ -318,21 +307,21 @@ def _build(
         logger.info("Building the prefix cache %s (%d examples, %d processes).", folder, len(dataset), world)
         shutil.rmtree(partial, ignore_errors=True)  # this key's, abandoned: the lock is ours
         store.remove_abandoned_partials(root)
-        if max_size is not None:
-            make_room(root, key, _stored_bytes(dataset, model.config.emb_dim, storage), max_size)
+        if options.max_size is not None:
+            make_room(root, key, _stored_bytes(dataset, model.config.emb_dim, storage), options.max_size)
         partial.mkdir()
     _barrier()
     was_training = model.training
     model.eval()
     try:
-        shard = _compute_shard(model, dataset, depth, partial, storage, batch_size, rank, world, autocast, progress=progress)
+        shard = _compute_shard(model, dataset, depth, partial, options, rank, world)
         (partial / f"shard-{rank}-of-{world}.json").write_text(json.dumps(shard))
         _barrier()
         if rank == 0:
             shards = [json.loads((partial / f"shard-{r}-of-{world}.json").read_text()) for r in range(world)]
             meta = {"key": key, "examples": len(dataset), "emb_dim": model.config.emb_dim, "created": time.time()}
             meta["row_bytes"] = _row_bytes(model.config.emb_dim, storage)
-            meta |= {"provenance": {"depth": depth, **(provenance or {})}, "storage": STORAGE[storage][0], "shards": shards}
+            meta |= {"provenance": {"depth": depth, **options.provenance}, "storage": STORAGE[storage][0], "shards": shards}
             store.write_meta(partial, meta)  # written last: its presence (and checksum) means complete
             partial.rename(folder)
     except OSError as error:
@@ -344,59 +333,36 @@ def _build(
         model.train(was_training)
 
 
-def check_fits(splits: Mapping[str, Dataset], emb_dim: int, storage: torch.dtype, max_size: int, cache_dir) -> None:
+def check_fits(splits: Mapping[str, Dataset], emb_dim: int, storage: torch.dtype, options: PrefixCacheOptions) -> None:
     """Every split's cache is in the folder at once while a run trains: splits that cannot fit together under
-    ``max_size`` are an error before any of them is computed."""
+    ``options.max_size`` are an error before any of them is computed."""
     needed = {name: _stored_bytes(split, emb_dim, storage) for name, split in splits.items()}
-    if sum(needed.values()) > max_size:
+    if sum(needed.values()) > options.max_size:
         shown = ", ".join(f"{name} {format_size(size)}" for name, size in needed.items())
         raise CacheError(
             f"The prefix caches of this run need {format_size(sum(needed.values()))} together ({shown}) in "
-            f"{cache_dir or store.default_cache_dir()}, more than --prefix_cache_max_size {format_size(max_size)}. Raise the limit, "
+            f"{options.root}, more than --prefix_cache_max_size {format_size(options.max_size)}. Raise the limit, "
             "or pass --prefix_cache false."
         )
 
 
-def cached_splits(
-    model: GPTForSequenceClassification,
-    splits: Mapping[str, Dataset],
-    batch_size: int = 32,
-    cache_dir: str | os.PathLike | None = None,
-    dtype: torch.dtype | None = None,
-    autocast: torch.dtype | None = None,
-    verify: bool = True,
-    provenance: dict | None = None,
-    max_size: int | None = None,
-    progress: bool = True,
-) -> tuple[dict[str, CachedPrefix], Callable] | None:
-    """Every split of ``splits`` (token ids, as ``TokenizedData.splits``) as cached prefixes, with their collator; ``None``
-    when nothing can be cached exactly (see :func:`frozen_depth`). ``dtype``, ``autocast`` and ``verify``
-    as in :func:`open_prefix_cache`; ``provenance`` (``model``, ``data``) is recorded with each key for
-    ``hf-spam cache list``; ``max_size`` (bytes) evicts least recently used keys before a build, to fit; ``progress``
-    shows a progress bar while a split's cache is built."""
+def prepare(
+    model: GPTForSequenceClassification, splits: Mapping[str, Dataset], options: PrefixCacheOptions = PrefixCacheOptions()
+) -> PreparedSplits | None:
+    """Every split of ``splits`` (token ids, as ``TokenizedData.splits``) as its cached prefix, with their collator,
+    built where no intact cache exists (the one step of a run that can take minutes, so a named call of its own);
+    ``None`` when nothing can be cached exactly (see :func:`frozen_depth`). Each split's provenance is ``options``'
+    with the split's name."""
     depth = frozen_depth(model) if isinstance(model, GPTForSequenceClassification) else 0
     if not depth:
         return None
     started = time.perf_counter()
-    storage = _storage(model, dtype, autocast)
-    if max_size is not None:
-        check_fits(splits, model.config.emb_dim, storage, max_size, cache_dir)
-    model_key = model_fingerprint(model, depth, storage, autocast)
+    storage = options.storage(model)
+    if options.max_size is not None:
+        check_fits(splits, model.config.emb_dim, storage, options)
+    model_key = model_fingerprint(model, depth, storage, options.autocast)
     cached = {
-        name: _open(
-            model,
-            split,
-            depth,
-            cache_dir,
-            storage,
-            batch_size,
-            autocast,
-            model_key,
-            verify,
-            {**(provenance or {}), "split": name},
-            max_size,
-            progress,
-        )
+        name: _open(model, split, depth, replace(options, provenance={**options.provenance, "split": name}), model_key)
         for name, split in splits.items()
     }
     logger.info(
@@ -404,6 +370,8 @@ def cached_splits(
         depth,
         sum(map(len, cached.values())),
         time.perf_counter() - started,
-        next(iter(cached.values())).folder.parent,
+        options.root,
     )
-    return cached, functools.partial(collate_cached, pad_token_id=model.config.pad_token_id, dtype=next(model.parameters()).dtype)
+    return PreparedSplits(
+        cached, functools.partial(collate_cached, pad_token_id=model.config.pad_token_id, dtype=next(model.parameters()).dtype)
+    )

@@ -13,7 +13,7 @@ import torch
 from datasets import Dataset
 
 from ..models.gpt.modeling_gpt import GPTForSequenceClassification
-from ..models.gpt.pooled_position import trunk_mask
+from ..models.gpt.pooled_position import blocks_mask
 from . import store
 from .rows import STORAGE
 
@@ -42,20 +42,20 @@ def prefix_config(model: GPTForSequenceClassification) -> dict:
 
 def model_fingerprint(model: GPTForSequenceClassification, depth: int, dtype: torch.dtype, autocast: torch.dtype | None = None) -> str:
     """sha256 of everything the prefix's output depends on besides the tokens: the config (all of it
-    but the head's fields), the frozen tensors, the depth, the dtypes, whether the trunk reads the mask."""
+    but the head's fields), the frozen tensors, the depth, the dtypes, whether the blocks read the mask."""
     digest = hashlib.sha256()
-    trunk = model.model
+    gpt = model.model
     settings = {
         "format": store.CACHE_FORMAT,
         "depth": depth,
         "config": prefix_config(model),
-        "reads_mask": trunk_mask(model.config.pooling, torch.ones(1, 1)) is not None,
+        "reads_mask": blocks_mask(model.config.pooling, torch.ones(1, 1)) is not None,
         "storage": STORAGE[dtype][0],
         "compute": str(next(model.parameters()).dtype),
         "autocast": str(autocast),
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    frozen = {"tok_emb": trunk.tok_emb, "pos_emb": trunk.pos_emb, **{f"trf_blocks.{i}": trunk.trf_blocks[i] for i in range(depth)}}
+    frozen = {"tok_emb": gpt.tok_emb, "pos_emb": gpt.pos_emb, **{f"trf_blocks.{i}": gpt.trf_blocks[i] for i in range(depth)}}
     for owner, module in frozen.items():
         for name, tensor in module.state_dict().items():
             digest.update(f"{owner}.{name}{tuple(tensor.shape)}{tensor.dtype}".encode())

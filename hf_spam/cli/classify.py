@@ -21,8 +21,8 @@ from collections.abc import Iterator
 import torch
 
 from ..errors import DataError, OptionError
-from ..inference import check_batch_size, load_classifier, read_lines, summary
 from ..models.gpt.configuration_gpt import MULTI_LABEL
+from ..serving.classifier import check_batch_size, load_classifier, read_lines, summary
 from ..serving.runtime import BACKENDS
 from ..serving.streaming import classify_stream, read_file
 from .common import Parser, log_warnings, report_errors

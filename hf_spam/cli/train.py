@@ -18,6 +18,7 @@ import os
 import shlex
 from pathlib import Path
 
+import datasets
 import huggingface_hub
 import transformers
 import yaml
@@ -32,6 +33,7 @@ from .common import OneLineErrors, report_errors, unknown_options
 
 # Trainer's options that --help shows beside hf_spam's own (SpamTrainingArguments' fields, which set the book's
 # recipe); --help-all shows every one of TrainingArguments' options
+VERBOSE = ("-v", "--verbose")
 SHOWN_TRAINER_OPTIONS = (
     "output_dir",
     "max_steps",
@@ -75,9 +77,16 @@ class TrainParser(OneLineErrors, HfArgumentParser):
         )
         self.add_argument("-h", "--help", action=_Help, help="show hf_spam's options and the Trainer options a run uses")
         self.add_argument("--help-all", action=_Help, help="show every option, all of Trainer's TrainingArguments included")
+        # read by main() before the run is parsed (it sets up logging); declared here for --help and the typo check
+        self.add_argument(
+            *VERBOSE,
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print everything: transformers' INFO lines, every Trainer log and the data preparation's bars",
+        )
         own = {*vars(ModelArguments)["__annotations__"], *vars(DataArguments)["__annotations__"]}
         own |= {*vars(SpamTrainingArguments)["__annotations__"], *SHOWN_TRAINER_OPTIONS}
-        self.trainer_only = [a for a in self._actions if a.dest not in own and a.dest != argparse.SUPPRESS]
+        self.trainer_only = [a for a in self._actions if a.dest not in (*own, "verbose") and a.dest != argparse.SUPPRESS]
 
     def print_help(self, file=None, every_option: bool = False) -> None:
         hidden = [] if every_option else self.trainer_only
@@ -143,12 +152,22 @@ def train(argv: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
+    verbose = any(arg in VERBOSE for arg in argv)
+    argv = [arg for arg in argv if arg not in VERBOSE]
     # the launcher's rank (torchrun, accelerate launch), known before the arguments: only the first process logs
     level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
-    # hf_spam says what the run does; transformers' INFO lines (each evaluation's size, each file a save writes)
-    # and its bars for loading and writing weights were most of a run's output. Downloads keep their bars.
-    transformers.utils.logging.set_verbosity(logging.WARNING)
-    transformers.utils.logging.disable_progress_bar()
-    huggingface_hub.utils.enable_progress_bars()
+    quiet(verbose)
     report_errors(lambda: train(argv))
+
+
+def quiet(verbose: bool) -> None:
+    """hf_spam says what the run does, and Trainer's progress bar shows one line per evaluation (``TrainingProgress``).
+    transformers' INFO lines (each evaluation's size, each file a save writes), its bars for loading and writing weights,
+    every Trainer log and the data preparation's bars (a fraction of a second each) were most of a run's output: they
+    come back with ``-v``. Downloads keep their bars either way."""
+    transformers.utils.logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
+    (transformers.utils.logging.enable_progress_bar if verbose else transformers.utils.logging.disable_progress_bar)()
+    (datasets.enable_progress_bars if verbose else datasets.disable_progress_bars)()
+    huggingface_hub.utils.enable_progress_bars()
+    logging.getLogger("hf_spam").setLevel(logging.DEBUG if verbose else logging.NOTSET)

@@ -49,7 +49,12 @@ class ClassificationData:
             self.label_names = list(feature.names)
 
     def summary(self) -> str:
-        lines = [f"{name}: {len(split)} rows ({self.origin.get(name, 'given')})" for name, split in self.splits.items()]
+        """Where the splits came from, one line per source (their rows and classes are ``describe``'s), and what was
+        dropped."""
+        sources: dict[str, list[str]] = {}
+        for name in self.splits:
+            sources.setdefault(self.origin.get(name, "given"), []).append(name)
+        lines = [f"{', '.join(names)}: {origin}" for origin, names in sources.items()]
         for name, rows in self.dropped.items():
             if rows:
                 lines.append(f"{name}: dropped {len(rows)} invalid rows ({', '.join(rows[:5])}{', ...' if len(rows) > 5 else ''})")
@@ -141,9 +146,7 @@ def load_text_classification(
     origin = {name: f"user: {raw[name].where}" if name in given else f"cut from {raw['train'].where}" for name in data}
     if len(given) == 1:
         origin["train"] += f" (the rest after cutting {', '.join(n for n in data if n != 'train')})"
-    result = ClassificationData(data, source, origin, dropped_rows, problem_type, names)
-    logger.info("Splits:\n%s", result.summary())
-    return result
+    return ClassificationData(data, source, origin, dropped_rows, problem_type, names)
 
 
 def _is_missing(value) -> bool:

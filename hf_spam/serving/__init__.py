@@ -1,7 +1,7 @@
 """Serving a finetuned classifier: exported with transformers' own exporters (ONNX, OpenVINO, int8) and run by
 their runtimes (``export``, ``runtime``), its numbers in length-sorted batches whatever runs it (``predict``), and a
 file of any size classified in bounded memory (``streaming``). Names are imported on first use, so that
-``hf_spam.inference`` can use ``predict`` without importing the exporters."""
+``hf_spam.serving.classifier`` can use ``predict`` without importing the exporters."""
 
 from ..lazy import lazy_names
 

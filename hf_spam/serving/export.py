@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from ..errors import OptionError, UnusableModelError, disk_errors
-from ..inference import load_classifier
 from ..models.gpt.model_checksums import checked_files, write_checksums
+from .classifier import load_classifier
 from .predict import predict_proba, token_limit
 from .runtime import EXPORT_MANIFEST, exported_format, load_exported, require_extra
 

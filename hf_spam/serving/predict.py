@@ -7,7 +7,7 @@ import torch
 from transformers import PreTrainedModel
 
 from ..errors import UnusableModelError
-from ..models.gpt.configuration_gpt import BOOK_PADDED_POOLINGS, MULTI_LABEL, REGRESSION
+from ..models.gpt.configuration_gpt import MULTI_LABEL, REGRESSION
 
 
 def check_tokenizer(name, tokenizer, config) -> None:
@@ -21,14 +21,9 @@ def check_tokenizer(name, tokenizer, config) -> None:
 
 
 def token_limit(config) -> int:
-    """How many tokens of a text the model reads, as training read them: the training pad length for a
-    ``pooling="last"`` model trained on fixed-length padding (the book's ``classify_review`` cuts there too),
-    else the length training cut texts to, else the context length. The model itself cuts (and pads) its
-    input the same way (``GPTForSequenceClassification.as_trained``)."""
-    padded_length = getattr(config, "padded_length", None)
-    if getattr(config, "pooling", None) in BOOK_PADDED_POOLINGS and padded_length:
-        return padded_length
-    return getattr(config, "truncation_length", None) or getattr(config, "context_length", None) or getattr(config, "n_positions", 1024)
+    """How many tokens of a text the model reads: ``GPTConfig.token_limit`` (as training read them), else, for a model
+    of another kind, its position embedding's length."""
+    return getattr(config, "token_limit", None) or getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024)
 
 
 def scores_of(logits: torch.Tensor, problem_type: str | None) -> torch.Tensor:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..inference import classify, open_text_file, read_lines
+from .classifier import classify, open_text_file, read_lines
 
 # texts read and classified at once: enough for length-sorted batches to pad little, few enough to keep memory flat
 CHUNK_SIZE = 4096
@@ -19,7 +19,7 @@ CHUNK_SIZE = 4096
 def classify_stream(
     classifier, texts: Iterable[str], batch_size: int = 32, threshold: float | None = None, chunk_size: int = CHUNK_SIZE
 ) -> Iterator[dict]:
-    """:func:`~hf_spam.inference.classify`'s results for ``texts`` (any iterable, read lazily), ``chunk_size`` texts at
+    """:func:`~hf_spam.serving.classifier.classify`'s results for ``texts`` (any iterable, read lazily), ``chunk_size`` texts at
     a time, in order."""
     iterator, start = iter(texts), 0
     while chunk := list(itertools.islice(iterator, chunk_size)):

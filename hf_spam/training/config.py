@@ -10,6 +10,7 @@ book exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from ..cache.build import PrefixCacheOptions
+from ..cache.management import parse_size
 from ..errors import OptionError
 from ..models.gpt.configuration_gpt import REGRESSION, SINGLE_LABEL
 
@@ -152,6 +155,22 @@ class SpamTrainingArguments(TrainingArguments):
             self.use_cpu = True
         super().__post_init__()
 
+    def prefix_cache_options(self, provenance: dict[str, str] | None = None) -> PrefixCacheOptions | None:
+        """The ``--prefix_cache_*`` options as ``hf_spam.cache.prepare`` takes them (``None`` under ``--prefix_cache
+        false``): built in batches of 4 evaluation batches, under the autocast Trainer trains with (``--bf16``/``--fp16``)."""
+        if not self.prefix_cache:
+            return None
+        return PrefixCacheOptions(
+            cache_dir=self.prefix_cache_dir,
+            dtype=getattr(torch, self.prefix_cache_dtype) if self.prefix_cache_dtype else None,
+            autocast=torch.bfloat16 if self.bf16 else torch.float16 if self.fp16 else None,
+            batch_size=self.per_device_eval_batch_size * 4,
+            verify=self.verify_prefix_cache,
+            provenance=provenance or {},
+            max_size=parse_size(self.prefix_cache_max_size, "--prefix_cache_max_size") if self.prefix_cache_max_size else None,
+            progress=not self.disable_tqdm,
+        )
+
     def _check_best_model(self) -> None:
         """What "best" means must be one metric of one evaluated split, and keeping the best epoch needs a checkpoint
         of every evaluated epoch: anything else is an error naming the options, not a silent change of plan."""
@@ -181,17 +200,17 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
-def choose_best_metric(args: SpamTrainingArguments, problem_type: str) -> None:
-    """ "Best" for regression and multi-label: the default (validation accuracy) has no meaning for numbers and
-    counts every class decision for sets, so the lowest validation MSE, or the highest validation micro-F1,
-    is chosen instead, with a log line. A metric the problem type does not report is an error."""
+def choose_best_metric(args: SpamTrainingArguments, problem_type: str) -> SpamTrainingArguments:
+    """The arguments with "best" chosen for the problem type: for regression and multi-label the default (validation
+    accuracy) has no meaning for numbers and counts every class decision for sets, so the lowest validation MSE, or the
+    highest validation micro-F1, is chosen instead, with a log line. A metric the problem type does not report is an
+    error. ``args`` itself is left as it was given."""
     if args.metric_for_best_model is None or problem_type == SINGLE_LABEL:
-        return
+        return args
     metric, greater = ("validation_mse", False) if problem_type == REGRESSION else ("validation_f1_micro", True)
     if args.metric_for_best_model == "validation_accuracy":
         logger.info("Best model: %s (%s is the default of single-label classification).", metric, args.metric_for_best_model)
-        args.metric_for_best_model, args.greater_is_better = metric, greater
-        return
+        return dataclasses.replace(args, metric_for_best_model=metric, greater_is_better=greater)
     available = (
         ("loss", "mse", "mae", "pearson", "spearman")
         if problem_type == REGRESSION
@@ -200,4 +219,5 @@ def choose_best_metric(args: SpamTrainingArguments, problem_type: str) -> None:
     name = args.metric_for_best_model.removeprefix("eval_").split("_", 1)[1]
     if name not in available:
         raise OptionError(f"--metric_for_best_model {args.metric_for_best_model}: {problem_type} reports {', '.join(available)}.")
-    args.greater_is_better = name not in ("loss", "mse", "mae")  # Trainer's guess counts only names ending in "loss" as errors
+    # Trainer's guess counts only names ending in "loss" as errors
+    return dataclasses.replace(args, greater_is_better=name not in ("loss", "mse", "mae"))

@@ -16,7 +16,7 @@ from ..models.gpt.modeling_gpt import GPTForSequenceClassification
 TRAINABLE_LAYERS = ("last_layer", "last_block", "last_two_blocks", "all", "lora")
 # random weights: GPT-2's N(0, 0.02) initialisation, or the book's (PyTorch's defaults after torch.manual_seed(123))
 RANDOM_INITS = ("gpt2", "book")
-# appendix E puts LoRA on every Linear layer of the trunk; the new head is trained in full
+# appendix E puts LoRA on every Linear layer of the GPT model; the new head is trained in full
 LORA_TARGETS = ["W_query", "W_key", "W_value", "out_proj", "layers.0", "layers.2"]
 
 logger = logging.getLogger(__name__)
@@ -86,17 +86,17 @@ def book_init_(model: GPTForSequenceClassification, seed: int = 123) -> None:
     the 50257-way LM head included), then ``torch.manual_seed(123); model.out_head = Linear(emb_dim, 2)``.
     Replaying the draws in that order gives the book's tensors exactly (a test compares)."""
     torch.manual_seed(seed)
-    trunk = model.model
-    trunk.tok_emb.reset_parameters()
-    trunk.pos_emb.reset_parameters()
-    for block in trunk.trf_blocks:
+    gpt = model.model
+    gpt.tok_emb.reset_parameters()
+    gpt.pos_emb.reset_parameters()
+    for block in gpt.trf_blocks:
         for linear in (block.att.W_query, block.att.W_key, block.att.W_value, block.att.out_proj, block.ff.layers[0], block.ff.layers[2]):
             linear.reset_parameters()
         for norm in (block.norm1, block.norm2):
             norm.scale.fill_(1.0)
             norm.shift.zero_()
-    trunk.final_norm.scale.fill_(1.0)
-    trunk.final_norm.shift.zero_()
+    gpt.final_norm.scale.fill_(1.0)
+    gpt.final_norm.shift.zero_()
     torch.nn.Linear(model.config.emb_dim, model.config.vocab_size, bias=False)  # the book's LM head, replaced below: its draws still count
     torch.manual_seed(seed)
     model.out_head.reset_parameters()

@@ -9,17 +9,19 @@ with ``HfArgumentParser`` and calls :func:`run`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
+from .. import cache
 from ..data import ClassificationData, TokenizedData, describe, load_sms_spam, load_text_classification, tokenize
 from ..data.reading import parse_encodings
 from ..data.tokenization import cross_split_duplicates
 from ..errors import DataError, OptionError
-from ..inference import token_limit
 from ..models.gpt.configuration_gpt import BOOK_PADDED_POOLINGS, SINGLE_LABEL, GPTConfig
 from ..models.gpt.modeling_gpt import GPTForSequenceClassification
 from ..tokenizer import gpt2_tokenizer
@@ -83,7 +85,7 @@ def _run(
 ) -> dict:
     output_dir = Path(training_args.output_dir)
     data = load_data(data_args, training_args.seed)
-    choose_best_metric(training_args, data.problem_type)
+    training_args = choose_best_metric(training_args, data.problem_type)
     model = build_model(
         model_args.model_name_or_path,
         dict(enumerate(data.label_names)),
@@ -97,7 +99,8 @@ def _run(
     )
     context_length = min(data_args.context_length or model.config.context_length, model.config.context_length)
     tokenized = tokenize(data.splits, data_args.padding, max_length=data_args.max_length, context_length=context_length)
-    record_inference_options(model.config, tokenized)
+    model.config.update(inference_options(model.config, tokenized))
+    model.config.validate_book_fields()
     if training_args.process_index == 0:
         logger.info(
             "Data:\n%s\n%s", data.summary(), describe(data.splits, tokenized, training_args.per_device_train_batch_size, data.label_names)
@@ -114,15 +117,16 @@ def _run(
     resume = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir, not training_args.save_only_model, identity)
     if resume and isinstance(model, GPTForSequenceClassification):
         load_checkpoint_weights(model, resume)
+    splits, collator = prepare_prefix_cache(model, tokenized, training_args, run_record)
 
     trainer = trainer_class(
         model,
         training_args,
-        tokenized.collator,
-        tokenized.splits["train"],
-        tokenized.splits["validation"],
-        test_dataset=tokenized.splits["test"],
-        processing_class=gpt2_tokenizer(token_limit(model.config)),
+        collator,
+        splits["train"],
+        splits["validation"],
+        test_dataset=splits["test"],
+        processing_class=gpt2_tokenizer(model.config.token_limit),
         run=run_record,
         identity=identity,
         callbacks=callbacks,
@@ -131,6 +135,20 @@ def _run(
     trainer.evaluate_final(trainer.train(resume_from_checkpoint=resume))
     trainer.save_run()
     return trainer.run_metrics
+
+
+def prepare_prefix_cache(
+    model: torch.nn.Module, tokenized: TokenizedData, args: SpamTrainingArguments, run_record: RunRecord
+) -> tuple[dict, Callable]:
+    """Each split as its cached prefix (``hf_spam.cache.prepare``: the frozen embeddings and blocks run once, built
+    here when no intact cache exists) and their collator; the token ids and their collator when nothing is frozen or
+    ``--prefix_cache false`` (the whole model then runs every step)."""
+    options = args.prefix_cache_options(run_record.provenance)
+    prepared = cache.prepare(model, tokenized.splits, options) if options else None
+    if prepared is None:
+        logger.debug("Training the whole model on token ids (nothing frozen to cache, or --prefix_cache false).")
+        return tokenized.splits, tokenized.collator
+    return prepared
 
 
 def pooling_for(pooling: str, padding: str) -> str:
@@ -154,15 +172,16 @@ def pooling_for(pooling: str, padding: str) -> str:
     return pooling
 
 
-def record_inference_options(config: GPTConfig, tokenized: TokenizedData) -> None:
-    """How the run's texts were read, into the saved config: the book's pad length (position -1 is a pad) and the
-    length texts were cut to. ``hf-spam classify``, ``pipeline`` and the demo read them there, and the model itself cuts
-    and pads its input so (a multi-label model's threshold is recorded by ``SpamTrainer``)."""
+def inference_options(config: GPTConfig, tokenized: TokenizedData) -> dict:
+    """How the run's texts were read, for the saved config: the book's pad length (position -1 is a pad) and the
+    length texts were cut to. ``hf-spam classify``, ``pipeline`` and the demo read them there (``GPTConfig.token_limit``),
+    and the model itself cuts and pads its input so (a multi-label model's threshold is recorded by ``SpamTrainer``)."""
+    options = {}
     if config.pooling in BOOK_PADDED_POOLINGS and tokenized.max_length is not None:
-        config.padded_length = tokenized.max_length
+        options["padded_length"] = tokenized.max_length
     if tokenized.truncation_length < config.context_length:
-        config.truncation_length = tokenized.truncation_length
-    config.validate_book_fields()
+        options["truncation_length"] = tokenized.truncation_length
+    return options
 
 
 def load_data(args: DataArguments, seed: int) -> ClassificationData:

@@ -1,8 +1,8 @@
 """``SpamTrainer``: ``Trainer`` for the book's classifier, configured by
 :class:`~hf_spam.training.config.SpamTrainingArguments` (TRL's ``*_trainer.py`` beside its ``*_config.py``).
 
-Besides the book's optimizer and data details, it owns what a run does around ``train()``: it prepares the
-datasets (the frozen embeddings and blocks run once and cached, see ``hf_spam.cache``), evaluates the
+Besides the book's optimizer and data details, it owns what a run does around ``train()``: it trains on the
+datasets it is given (token ids, or the cached prefixes ``hf_spam.cache.prepare`` makes of them), evaluates the
 validation and the training split every epoch, measures every split before and after training, and writes
 the run's metrics, plots and model card.
 """
@@ -16,14 +16,13 @@ import shutil
 from pathlib import Path
 
 import torch
-from datasets import Dataset
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import Trainer, TrainerState, TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import IntervalStrategy, TrainOutput
 
-from ..cache.build import cached_splits
-from ..cache.management import format_size, parse_size
+from ..cache.management import format_size
+from ..cache.rows import CachedPrefix
 from ..errors import HubError, TrainingError
 from ..models.gpt.configuration_gpt import MULTI_LABEL, SINGLE_LABEL
 from ..models.gpt.model_checksums import CHECKSUMS_NAME, write_checksums
@@ -51,8 +50,8 @@ SHOWN = ("accuracy", "loss", "f1", "f1_micro", "f1_macro", "exact_match", "mse",
 class SpamTrainer(Trainer):
     """``Trainer`` with the book's weight decay and evaluation batches, its datasets prepared, and hf_spam's model card.
 
-    Given token-id datasets and ``args.prefix_cache``, the frozen prefix of the model runs once over
-    every split and training reads its cached output (exact: see ``hf_spam.cache``). ``eval_dataset`` is the
+    The datasets are token ids, or each split's cached prefix (``hf_spam.cache.prepare``: the frozen prefix of the
+    model run once, exact), which is recorded in :attr:`run_metrics`. ``eval_dataset`` is the
     validation split: Trainer evaluates it every epoch beside the first ``args.train_eval_batches`` batches of
     the training split (metrics ``eval_validation_*``, ``eval_train_*``). ``test_dataset`` is measured by
     :meth:`evaluate_initial` and :meth:`evaluate_final`. ``run`` describes the run for the model card that
@@ -86,15 +85,13 @@ class SpamTrainer(Trainer):
         self.run_metrics: dict = {f"dropped_rows_{name}": count for name, count in run.dropped_rows.items()} if run else {}
         self._top_parameters: dict[int, int] = {}
         splits = {"train": train_dataset, "validation": eval_dataset, "test": test_dataset}
-        if _token_ids(train_dataset):
-            cached = self._cache_frozen_prefix(model, args, {name: split for name, split in splits.items() if split is not None})
-            if cached:
-                splits.update(cached[0])
-                data_collator = cached[1]
-        self.test_dataset = splits["test"]
-        if splits["validation"] is not None:
-            train_eval = _first_batches(splits["train"], args.train_eval_batches, args.per_device_eval_batch_size)
-            eval_dataset = {"validation": splits["validation"], "train": train_eval}
+        self.run_metrics |= _prefix_cache_metrics(splits)
+        self.test_dataset = test_dataset
+        if eval_dataset is not None:
+            eval_dataset = {
+                "validation": eval_dataset,
+                "train": _first_batches(train_dataset, args.train_eval_batches, args.per_device_eval_batch_size),
+            }
         identity = identity or run_identity(model, args, run.data_fingerprint if run else None)
         callbacks = [CheckpointManifest(identity), *(callbacks or [])]
         if args.early_stopping_patience:
@@ -105,48 +102,12 @@ class SpamTrainer(Trainer):
         if getattr(model.config, "problem_type", None) == MULTI_LABEL:
             model.config.threshold = args.threshold  # the saved model predicts as this run was evaluated
         super().__init__(
-            model, args, data_collator, splits["train"], eval_dataset, callbacks=callbacks, compute_metrics=compute_metrics, **kwargs
+            model, args, data_collator, train_dataset, eval_dataset, callbacks=callbacks, compute_metrics=compute_metrics, **kwargs
         )
         if self.pop_callback(ProgressCallback) is not None:
             self.add_callback(TrainingProgress)
         self.identity = identity
         self._warn_if_fsdp_ignored()
-
-    def _cache_frozen_prefix(self, model: torch.nn.Module, args: SpamTrainingArguments, splits: dict) -> tuple[dict, object] | None:
-        """The splits as cached prefixes and their collator; ``None`` (the whole model trains on token ids) when
-        nothing is frozen or ``--prefix_cache false``. Records each split's cache in :attr:`run_metrics`."""
-        cached = None
-        if args.prefix_cache:
-            max_size = parse_size(args.prefix_cache_max_size, "--prefix_cache_max_size") if args.prefix_cache_max_size else None
-            cached = cached_splits(
-                model,
-                splits,
-                args.per_device_eval_batch_size * 4,
-                args.prefix_cache_dir,
-                getattr(torch, args.prefix_cache_dtype) if args.prefix_cache_dtype else None,
-                torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None,  # the autocast Trainer will train under
-                args.verify_prefix_cache,
-                self.run.provenance if self.run else None,
-                max_size,
-                progress=not args.disable_tqdm,
-            )
-        if cached is None:
-            logger.info("Training the whole model on token ids (nothing frozen to cache, or --prefix_cache false).")
-            return None
-        for name, cache in cached[0].items():
-            logger.info(
-                "Prefix cache for %s: %s, %s (%s).",
-                name,
-                cache.folder,
-                "built by this run" if cache.built else "reused",
-                format_size(cache.bytes),
-            )
-            self.run_metrics |= {
-                f"prefix_cache_{name}_key": cache.folder.name,
-                f"prefix_cache_{name}_built": cache.built,
-                f"prefix_cache_{name}_bytes": cache.bytes,
-            }
-        return cached
 
     def _warn_if_fsdp_ignored(self) -> None:
         """accelerate turns FSDP on only for accelerators (GPUs and the like): asked for on CPU processes
@@ -244,7 +205,7 @@ class SpamTrainer(Trainer):
                 f"nothing was saved to {self.args.output_dir}. Lower --learning_rate, or resume from another checkpoint."
             )
         if self.processing_class is None:  # every saved folder works with hf-spam classify, pipeline and the demo
-            self.processing_class = gpt2_tokenizer(self.model.config.truncation_length or self.model.config.context_length)
+            self.processing_class = gpt2_tokenizer(self.model.config.token_limit)
         output_dir = Path(self.args.output_dir)
         if self.args.push_to_hub:
             # Trainer's push: saves the model (weights, config, code, tokenizer), writes the card, waits for any
@@ -355,8 +316,24 @@ class SpamTrainer(Trainer):
             card.save(Path(self.args.output_dir) / "README.md")
 
 
-def _token_ids(dataset) -> bool:
-    return isinstance(dataset, Dataset) and "input_ids" in dataset.column_names
+def _prefix_cache_metrics(splits: dict) -> dict:
+    """Which cache each cached split read, whether this run built it, and its size (``all_results.json``)."""
+    metrics = {}
+    for name, cache in splits.items():
+        if isinstance(cache, CachedPrefix):
+            logger.info(
+                "Prefix cache for %s: %s, %s (%s).",
+                name,
+                cache.folder,
+                "built by this run" if cache.built else "reused",
+                format_size(cache.bytes),
+            )
+            metrics |= {
+                f"prefix_cache_{name}_key": cache.folder.name,
+                f"prefix_cache_{name}_built": cache.built,
+                f"prefix_cache_{name}_bytes": cache.bytes,
+            }
+    return metrics
 
 
 def _first_batches(dataset, batches: int | None, batch_size: int):

@@ -11,7 +11,8 @@ Every fenced block is one of three kinds, by its language:
   info string may choose lines (``lines="REGEX"``: the lines that match, in order; the prose says a selection is
   shown), mask what changes between runs (``ignore="REGEX"``: dates, timings) and give the tolerance used on a host
   of another type than the one the quote was recorded on (``elsewhere=0.08``: absolute, on numbers with a decimal
-  point). The line after the block names that host; see :func:`compare`.
+  point), and bound what the block printed in all (``at_most_lines=40``: lines on a pipe, the log and bars included).
+  The line after the block names that host; see :func:`compare`.
 
 A block that cannot run here (it downloads OpenAI's weights, needs several GPUs or the Hub, runs the test suite
 itself) is preceded by sybil's ``<!-- skip: next "why" -->``; the session lists those blocks with their reasons.
@@ -85,14 +86,16 @@ class Quote:
     lines: str | None = None
     ignore: str | None = None
     elsewhere: float = 0.0
+    at_most_lines: int | None = None
 
     @classmethod
     def parse(cls, arguments: str) -> Quote:
         options = dict(item.split("=", 1) for item in shlex.split(arguments))
-        unknown = set(options) - {"lines", "ignore", "elsewhere"}
+        unknown = set(options) - {"lines", "ignore", "elsewhere", "at_most_lines"}
         if unknown:
-            raise ValueError(f"unknown output option(s) {sorted(unknown)}; known: lines, ignore, elsewhere")
-        return cls(options.get("lines"), options.get("ignore"), float(options.get("elsewhere", 0)))
+            raise ValueError(f"unknown output option(s) {sorted(unknown)}; known: lines, ignore, elsewhere, at_most_lines")
+        at_most = int(options["at_most_lines"]) if "at_most_lines" in options else None
+        return cls(options.get("lines"), options.get("ignore"), float(options.get("elsewhere", 0)), at_most)
 
     def select(self, output: str) -> str:
         """The lines to quote: each line as a terminal leaves it (after the last carriage return), progress bars dropped."""
@@ -150,10 +153,8 @@ class DocumentRun:
         self.blocks = 0
 
     def run(self, command: list[str], example: Example) -> None:
-        done = subprocess.run(
-            command, cwd=self.folder, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=BLOCK_TIMEOUT_S
-        )
-        self.output = done.stdout
+        done = subprocess.run(command, cwd=self.folder, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=BLOCK_TIMEOUT_S)
+        self.output = done.stdout.decode(errors="replace")  # as a pipe has it: a bar's carriage returns are not new lines
         if done.returncode:
             raise AssertionError(f"{example.path}:{example.line}: exit status {done.returncode}; its output ends:\n{done.stdout[-4000:]}")
 
@@ -175,8 +176,10 @@ def check_output(example: Example) -> None:
     if run.output is None:
         raise AssertionError(f"{example.path}:{example.line}: an output block must follow a bash or python block")
     quote: Quote = example.region.lexemes["quote"]
-    fresh = quote.select(run.output)
+    fresh, printed = quote.select(run.output), run.output.count("\n")
     run.output = None
+    if quote.at_most_lines is not None and printed > quote.at_most_lines:
+        raise AssertionError(f"{example.path}:{example.line}: the commands printed {printed} lines, more than {quote.at_most_lines}")
     recordings = example.namespace.get("recordings")
     if recordings is not None:  # scripts/update_doc_outputs.py: keep what was printed, check nothing
         recordings[example.region] = fresh

@@ -20,7 +20,7 @@ GPT2_PRESETS: dict[str, dict[str, int | str]] = {
 POOLINGS = ("last_non_pad", "last", "first", "mean", "mean_all")
 # GPT-2's <|endoftext|>: its pad, bos and eos token, and the book's pad token
 END_OF_TEXT_ID = 50256
-# poolings that read the padded sequence as the book does: pads are ordinary tokens to the trunk
+# poolings that read the padded sequence as the book does: pads are ordinary tokens to the blocks
 BOOK_PADDED_POOLINGS = ("last", "mean_all")
 # transformers' problem types: the loss a classifier head trains with (cross-entropy, MSE, BCE)
 SINGLE_LABEL, REGRESSION, MULTI_LABEL = "single_label_classification", "regression", "multi_label_classification"
@@ -174,6 +174,16 @@ class GPTConfig(PretrainedConfig):
             for token_id in ids if isinstance(ids, list) else [ids]:
                 if token_id is not None and not (isinstance(token_id, int) and 0 <= token_id < self.vocab_size):
                     raise ValueError(f"GPTConfig.{name} {token_id!r} is outside the vocabulary (size {self.vocab_size}).")
+
+    @property
+    def token_limit(self) -> int:
+        """How many tokens of a text the model reads, as training read them: the training pad length of a book-padded
+        model (the book's ``classify_review`` cuts there too), else the length training cut texts to, else the context
+        length. The classifier cuts (and pads) its own input so (``as_trained``); ``hf-spam classify``, ``pipeline``'s
+        tokenizer and the demo read this."""
+        if self.pooling in BOOK_PADDED_POOLINGS and self.padded_length:
+            return self.padded_length
+        return self.truncation_length or self.context_length
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> GPTConfig:

@@ -141,9 +141,9 @@ def load_gpt2_checkpoint(name_or_path: str | os.PathLike, config_class: type, ov
     else:
         hf = GPT2LMHeadModel.from_pretrained(source, dtype=torch.float32)
         head_sd = {"out_head.weight": hf.lm_head.weight} if head == "lm" else {}
-    trunk = gpt2_to_book(hf.transformer.state_dict(), gpt2_config.n_layer)
+    body = gpt2_to_book(hf.transformer.state_dict(), gpt2_config.n_layer)
     prefix = "" if head is None else "model."
-    state_dict = {prefix + k: v for k, v in trunk.items()} | head_sd
+    state_dict = {prefix + k: v for k, v in body.items()} | head_sd
     return config, {k: v.detach() for k, v in state_dict.items()}  # the transformers model is dropped: nothing else holds them
 
 
@@ -174,7 +174,7 @@ def config_from_book_state_dict(book_sd: dict[str, torch.Tensor], config_class: 
 
 
 def book_state_dict_to_hf(book_sd: dict[str, torch.Tensor], head: str | None, vocab_size: int) -> dict[str, torch.Tensor]:
-    """Book keys -> this package's keys: drop the book's ``att.mask`` buffers, prefix the trunk.
+    """Book keys -> this package's keys: drop the book's ``att.mask`` buffers, prefix the GPT model's.
 
     A classifier keeps ``out_head`` only if it is a classification head (fewer rows than the
     vocabulary); an LM head in a classifier's place is left out, so the classifier head starts fresh.
@@ -220,8 +220,8 @@ def to_gpt2_causal_lm(model) -> GPT2LMHeadModel:
     config = gpt2_config_from_book(
         model.config, tie_word_embeddings=model.config.tie_word_embeddings, pad_token_id=model.config.pad_token_id
     )
-    trunk = book_to_gpt2(model.model.state_dict(), model.config.n_layers)
-    state_dict = {f"transformer.{k}": v for k, v in trunk.items()} | {"lm_head.weight": model.out_head.weight.detach()}
+    body = book_to_gpt2(model.model.state_dict(), model.config.n_layers)
+    state_dict = {f"transformer.{k}": v for k, v in body.items()} | {"lm_head.weight": model.out_head.weight.detach()}
     return _load_exact(GPT2LMHeadModel(config), state_dict)
 
 
@@ -258,9 +258,9 @@ def to_gpt2_sequence_classifier(model) -> GPT2ForSequenceClassification:
         problem_type=config.problem_type,
         pad_token_id=config.pad_token_id if config.pooling == "last_non_pad" else None,
     )
-    trunk = book_to_gpt2(model.model.state_dict(), config.n_layers)
-    trunk["ln_f.bias"] = (trunk["ln_f.bias"].double() + delta).to(trunk["ln_f.bias"].dtype)
-    state_dict = {f"transformer.{k}": v for k, v in trunk.items()} | {"score.weight": weight}
+    body = book_to_gpt2(model.model.state_dict(), config.n_layers)
+    body["ln_f.bias"] = (body["ln_f.bias"].double() + delta).to(body["ln_f.bias"].dtype)
+    state_dict = {f"transformer.{k}": v for k, v in body.items()} | {"score.weight": weight}
     return _load_exact(GPT2ForSequenceClassification(gpt2_config), state_dict)
 
 

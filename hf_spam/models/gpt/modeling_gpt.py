@@ -26,7 +26,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 from .configuration_gpt import BOOK_PADDED_POOLINGS, MULTI_LABEL, REGRESSION, SINGLE_LABEL, GPTConfig
 from .gpt_blocks import LayerNorm, TransformerBlock, padding_attention_mask
 from .model_checksums import CHECKSUMS_NAME, MODEL_FILES, ModelFilesError, checksum_problem, write_checksums
-from .pooled_position import book_padding, first_tokens, pool, pooled_position, real_tokens, trunk_mask
+from .pooled_position import blocks_mask, book_padding, first_tokens, pool, pooled_position, real_tokens
 
 
 class GPTPreTrainedModel(PreTrainedModel):
@@ -429,11 +429,11 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         if prefix_hidden_states is None:
             if input_ids is not None and input_ids.shape[1] > 0:  # an empty input is check_inputs' to report
                 input_ids, attention_mask = self.as_trained(input_ids, attention_mask)
-            hidden, attn_mask = self.model.embed(input_ids, trunk_mask(config.pooling, attention_mask), inputs_embeds)
+            hidden, attn_mask = self.model.embed(input_ids, blocks_mask(config.pooling, attention_mask), inputs_embeds)
             depth = 0
         else:  # the embeddings and the first prefix_depth blocks, computed earlier
             hidden, depth = prefix_hidden_states, prefix_depth
-            mask = trunk_mask(config.pooling, attention_mask)
+            mask = blocks_mask(config.pooling, attention_mask)
             attn_mask = None if mask is None else padding_attention_mask(mask, config.causal)
         real = real_tokens(input_ids, attention_mask, config.pad_token_id, hidden)
         every_position = output_attentions or output_hidden_states

@@ -54,8 +54,8 @@ def pool(pooling: str, hidden: torch.Tensor, real: torch.Tensor) -> torch.Tensor
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
-def trunk_mask(pooling: str, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """The mask the trunk sees: none for ``last``/``mean_all`` pooling, where the book's model treats pads as tokens."""
+def blocks_mask(pooling: str, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The mask the transformer blocks see: none for ``last``/``mean_all`` pooling, where the book's model treats pads as tokens."""
     return None if pooling in BOOK_PADDED_POOLINGS else attention_mask
 
 

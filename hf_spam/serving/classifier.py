@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Pipeline, pipeline
 
-from .errors import DataError, ModelNotFoundError, OptionError, UnusableModelError
-from .models.gpt.configuration_gpt import MULTI_LABEL, REGRESSION
-from .serving.predict import check_tokenizer, predict_proba, token_limit  # here since before the serving package
+from ..errors import DataError, ModelNotFoundError, OptionError, UnusableModelError
+from ..models.gpt.configuration_gpt import MULTI_LABEL, REGRESSION
+from .predict import check_tokenizer, predict_proba, token_limit
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def load_classifier(model_name_or_path: str | os.PathLike, device: str | int | N
     one whose tokenizer does not produce the model's ids (another vocabulary would give valid-looking but
     meaningless ids).
     """
-    from .serving.runtime import backend_for, load_exported
+    from .runtime import backend_for, load_exported
 
     if backend_for(str(model_name_or_path), backend) != "torch":
         return load_exported(model_name_or_path, device)
