@@ -6,8 +6,9 @@ import torch
 
 from hf_spam import GPTConfig, GPTForSequenceClassification
 from hf_spam.data import load_sms_spam
+from hf_spam.training.experiments import REDUCED_SHAPES
 from hf_spam.training.model_setup import book_init_
-from tests.helpers import right_padded, tiny_config
+from tests.helpers import parse, right_padded, tiny_config
 from tests.support import book_reference
 
 
@@ -119,24 +120,56 @@ def test_accumulating_8_single_examples_equals_one_batch_of_8(sms_file, tmp_path
         torch.testing.assert_close(accumulated[key], batch[key], atol=1e-6, rtol=1e-5)
 
 
+# the rows whose options take code paths of their own: the reference (the book's padding and last token), LoRA, padding
+# to the model's context, no padding with accumulation, no causal mask, pooled embeddings; every other row's option
+# (a pooling, which layers train, a size, the loss's ignore index) is a choice among those paths, tested on its own
+# elsewhere, and its command line is checked by test_every_rows_command_line_gives_the_options_it_names
+DISTINCT_ROWS = ["1", "11", "13", "15", "17", "19"]
+
+
+def test_every_rows_command_line_gives_the_options_it_names():
+    """Every row's ``hf-spam train`` arguments parse as the command line parses them, each option the row names lands
+    in its dataclass with the row's value, and the pooling and padding go together."""
+    from hf_spam.training.experiments import BONUS_RECIPE, EXPERIMENTS, row_argv
+    from hf_spam.training.recipe import pooling_for
+
+    for experiment in EXPERIMENTS:
+        argv = row_argv(experiment, ["--data_file", "sms.txt", "--max_steps", "2"], reduced=True, offline_random=True)
+        parsed = parse(*argv, "--output_dir", "out")
+        options = {name: value for group in parsed for name, value in vars(group).items()}
+        named = [*BONUS_RECIPE, *experiment.argv()]
+        for flag, value in dict(zip(named[::2], named[1::2], strict=True)).items():  # a row's own option overrides the recipe's
+            given = options[flag.removeprefix("--")]
+            if flag == "--config_overrides":
+                assert value in given and given.startswith(REDUCED_SHAPES[experiment.model]), (experiment.number, given)
+            elif flag != "--weights":  # random wherever OpenAI's weights cannot be had (offline_random)
+                given = getattr(given, "value", given)  # Trainer's strategies are enums
+                same = (
+                    given == float(value) if isinstance(given, int | float) and not isinstance(given, bool) else str(given).lower() == value
+                )
+                assert same, (experiment.number, flag, given)
+        assert options["weights"] == "random" and options["split"] == "bonus"
+        pooling_for(options["pooling"], options["padding"])  # raises where the two do not go together
+
+
 @pytest.mark.slow
-def test_every_row_runs_and_lands_in_the_table(sms_file, tmp_path):
+def test_the_rows_with_code_paths_of_their_own_run_and_land_in_the_table(sms_file, tmp_path):
     from hf_spam.training.experiments import run_experiments, select, write_table
 
     small = tmp_path / "sms_subset"
     small.write_bytes(b"".join(sms_file.read_bytes().splitlines(keepends=True)[:700]))  # ~90 spam: a 180-message balanced set
     table = run_experiments(
-        select(["all"]), ["--data_file", str(small), "--max_steps", "2"], tmp_path / "out", reduced=True, weights="random"
+        select(DISTINCT_ROWS), ["--data_file", str(small), "--max_steps", "2"], tmp_path / "out", reduced=True, weights="random"
     )
     write_table(table, tmp_path / "out")
-    assert [r["row"] for r in table["rows"]] == list(range(1, 20))
+    assert [r["row"] for r in table["rows"]] == [int(row) for row in DISTINCT_ROWS]
     for row in table["rows"]:
         for key in ("train_accuracy", "validation_accuracy", "test_accuracy", "training_minutes"):
             assert 0 <= row[key] < float("inf"), (row["row"], key)
         assert row["command"].startswith("hf-spam train --split bonus") and row["device"]
-    assert "random (the book's init) for rows [1, 2, 3" in table["header"]
+    assert "random (the book's init) for rows [1, 11, 13" in table["header"]
     markdown = (tmp_path / "out" / "experiments.md").read_text()
-    assert markdown.count("\n| ") == 20 and "| 19 | gpt2-small (124M) reduced" in markdown
+    assert markdown.count("\n| ") == len(DISTINCT_ROWS) + 1 and "| 19 | gpt2-small (124M) reduced" in markdown
     assert (tmp_path / "out" / "experiments.json").is_file()
 
 

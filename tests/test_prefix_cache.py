@@ -289,47 +289,6 @@ def test_bf16_switch_reaches_the_cache(tmp_path, sms_file):
     assert not {m["key"] for m in metas["bf16"]} & {m["key"] for m in metas["fp32"]}
 
 
-@pytest.mark.slow
-def test_two_processes_share_the_work_and_read_each_others_shards(tmp_path, sms_file):
-    """torchrun with 2 CPU processes: each example's prefix is computed once in all, and the cache
-    holds the same rows as a single process's."""
-    common = ["--data_file", str(sms_file), "--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2"]
-    common += ["--max_steps", "3", "--initial_eval_batches", "0", "--save_strategy", "no", "--load_best_model_at_end", "false"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "hf_spam.cli", "train", *common]
-    result = subprocess.run(
-        [*ddp, "--prefix_cache_dir", str(tmp_path / "two"), "--output_dir", str(tmp_path / "out2")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    single = [
-        *(sys.executable, "-m", "hf_spam.cli", "train"),
-        *common,
-        "--prefix_cache_dir",
-        str(tmp_path / "one"),
-        "--output_dir",
-        str(tmp_path / "out1"),
-    ]
-    result = subprocess.run(single, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-    two, one = (sorted((tmp_path / name).glob("[!.]*")) for name in ("two", "one"))  # .locks/ aside
-    assert [p.name for p in two] == [p.name for p in one], "same inputs, same cache keys"
-    for folder in two:
-        meta = json.loads((folder / "meta.json").read_text())
-        assert [s["file"] for s in meta["shards"]] == ["shard-0-of-2.bin", "shard-1-of-2.bin"]
-        computed = np.concatenate([np.load(folder / s["index"])[:, 0] for s in meta["shards"]])
-        assert sorted(computed.tolist()) == list(range(meta["examples"])), "every example computed exactly once"
-    for folder_two, folder_one in zip(two, one, strict=True):
-        a, b = CachedPrefix(folder_two, None, 1), CachedPrefix(folder_one, None, 1)
-        for example in range(0, len(a.index), 97):
-            torch.testing.assert_close(a.hidden_states(example), b.hidden_states(example), atol=1e-5, rtol=1e-5)
-
-
 MEMORY_PROBE = """
 import json, resource, sys
 import numpy as np

@@ -16,6 +16,7 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_
 from transformers import AutoModelForSequenceClassification, HfArgumentParser, TrainerCallback
 
 from hf_spam import GPTForSequenceClassification
+from hf_spam.cache.rows import CachedPrefix
 from hf_spam.errors import OptionError
 from hf_spam.models.gpt import SHIPPED_FILES
 from hf_spam.training.config import SpamTrainingArguments
@@ -247,28 +248,50 @@ def test_lora_run_saves_a_merged_plain_model(tmp_path, sms_file):
 
 
 @pytest.mark.slow
-def test_two_processes_train_on_different_data(tmp_path, sms_file):
-    """DDP on 2 CPU processes (gloo) via torchrun, the launcher accelerate uses under --multi_gpu."""
-    out, record = tmp_path / "ddp", tmp_path / "seen"
+def test_two_processes_split_the_data_and_the_cache_and_fsdp_on_cpu_is_said_to_be_ddp(tmp_path, sms_file):
+    """One 2-process job (gloo, ``accelerate launch --use_fsdp``, as a user asks for FSDP) checks what several processes
+    change: DDP's data split (the processes train on different examples); the prefix cache's sharding (each example
+    computed once in all, and the rows those of a single process); accelerate's FSDP, which shards only on accelerators,
+    trains with DDP on CPU (whole parameters in every process) and the run says so; the saved model loads."""
+    out, record = tmp_path / "run", tmp_path / "record"
     record.mkdir()
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "tests/support/train_probe.py",
-        "--probe_record",
-        str(record),
-    ]
-    command += ["--data_file", str(sms_file), *TINY, "--max_steps", "3", "--initial_eval_batches", "0", "--output_dir", str(out)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    common = ["--data_file", str(sms_file), "--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2"]
+    common += ["--max_steps", "3", "--initial_eval_batches", "0"]
+    fsdp = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP"]
+    fsdp += ["--fsdp_transformer_layer_cls_to_wrap", "TransformerBlock", "--fsdp_state_dict_type", "FULL_STATE_DICT"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", *fsdp, "tests/support/train_probe.py"]
+    command += ["--probe_record", str(record), "--probe_sharding", str(record), *common, "--prefix_cache_dir", str(tmp_path / "two")]
+    result = subprocess.run(
+        [*command, "--output_dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
+
     seen = [json.loads((record / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 3 * 8
     assert not set(seen[0]) & set(seen[1]), "both processes trained on the same examples"
+    assert "FSDP was asked for, but accelerate shards only on accelerators (GPUs): on cpu it trains with DDP" in result.stderr
+    held = [json.loads((record / f"rank{rank}-sharding.json").read_text()) for rank in (0, 1)]
+    assert all(entry["local"] == entry["full"] for entries in held for entry in entries.values())
     assert AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).config.id2label == {0: "ham", 1: "spam"}
     assert not list(out.glob("*rank*")), "the product writes no test files into the output folder"
+
+    run(*parse(*common, "--prefix_cache_dir", str(tmp_path / "one"), "--output_dir", str(tmp_path / "single")))
+    two, one = (sorted((tmp_path / name).glob("[!.]*")) for name in ("two", "one"))  # .locks/ aside
+    assert [p.name for p in two] == [p.name for p in one], "same inputs, same cache keys"
+    for folder in two:
+        meta = json.loads((folder / "meta.json").read_text())
+        assert [s["file"] for s in meta["shards"]] == ["shard-0-of-2.bin", "shard-1-of-2.bin"]
+        computed = np.concatenate([np.load(folder / s["index"])[:, 0] for s in meta["shards"]])
+        assert sorted(computed.tolist()) == list(range(meta["examples"])), "every example computed exactly once"
+    for folder_two, folder_one in zip(two, one, strict=True):
+        a, b = CachedPrefix(folder_two, None, 1), CachedPrefix(folder_one, None, 1)
+        for example in range(0, len(a.index), 97):
+            torch.testing.assert_close(a.hidden_states(example), b.hidden_states(example), atol=1e-5, rtol=1e-5)
 
 
 def test_classify_pipeline_and_forward_agree_for_every_pooling(gpt2_bpe, tmp_path):
@@ -412,24 +435,6 @@ def test_fsdp2_on_two_gloo_processes_trains_like_one_process(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     diff, held = map(float, (tmp_path / "out").read_text().split())
     assert diff < 1e-5 and 0.45 < held < 0.55, (diff, held)
-
-
-@pytest.mark.slow
-def test_fsdp_asked_of_accelerate_on_cpu_is_said_to_run_as_ddp(tmp_path, sms_file):
-    """accelerate enables FSDP only on accelerators; on CPU ``accelerate launch --use_fsdp`` trains with DDP
-    (whole parameters in every process, recorded by the probe) and the run says so."""
-    out, record = tmp_path / "run", tmp_path / "record"
-    record.mkdir()
-    fsdp = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP"]
-    fsdp += ["--fsdp_transformer_layer_cls_to_wrap", "TransformerBlock", "--fsdp_state_dict_type", "FULL_STATE_DICT"]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", *fsdp, "tests/support/train_probe.py"]
-    command += ["--probe_sharding", str(record), "--data_file", str(sms_file), *TINY, "--max_steps", "2", "--initial_eval_batches", "0"]
-    command += ["--output_dir", str(out)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "FSDP was asked for, but accelerate shards only on accelerators (GPUs): on cpu it trains with DDP" in result.stderr
-    held = [json.loads((record / f"rank{rank}-sharding.json").read_text()) for rank in (0, 1)]
-    assert all(entry["local"] == entry["full"] for entries in held for entry in entries.values())
 
 
 @pytest.mark.slow

@@ -153,7 +153,9 @@ class DocumentRun:
         self.blocks = 0
 
     def run(self, command: list[str], example: Example) -> None:
-        done = subprocess.run(command, cwd=self.folder, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=BLOCK_TIMEOUT_S)
+        done = subprocess.run(
+            command, cwd=self.folder, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=BLOCK_TIMEOUT_S
+        )
         self.output = done.stdout.decode(errors="replace")  # as a pipe has it: a bar's carriage returns are not new lines
         if done.returncode:
             raise AssertionError(f"{example.path}:{example.line}: exit status {done.returncode}; its output ends:\n{done.stdout[-4000:]}")
