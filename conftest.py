@@ -123,9 +123,11 @@ def pytest_collection_modifyitems(items):
 
 _skipped: list[str] = []
 _documented_skips: list[str] = []
+_seconds_per_file: collections.Counter = collections.Counter()
 
 
 def pytest_runtest_logreport(report):
+    _seconds_per_file[report.nodeid.split("::")[0]] += report.duration
     if report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         if ".md::" in report.nodeid and NO_DATA not in reason:  # a block its document marks as not runnable here
@@ -135,6 +137,10 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_terminal_summary(terminalreporter):
+    if len(_seconds_per_file) > 1:  # which files the full tier's time goes to (setup, call and teardown, in the worker)
+        terminalreporter.write_line("seconds per test file (setup + call + teardown, in the worker that ran it):")
+        for path, seconds in _seconds_per_file.most_common(20):
+            terminalreporter.write_line(f"  {seconds:7.1f} s  {path}")
     if _documented_skips:
         terminalreporter.write_line(f"{len(_documented_skips)} documentation blocks are marked as not runnable here:")
         for line in _documented_skips:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,17 +83,40 @@ DISK_ERRNOS = {
 }
 
 
+# how the libraries that write model files report a failed write in errors of their own
+WRITE_FAILED = re.compile(r"os error \d+|write failed|iostream error|I/O error|No space left|Read-only file system")
+
+
 @contextlib.contextmanager
 def disk_errors(folder: str | Path, option: str, written: str = "") -> Iterator[None]:
     """Turn the OS's refusal to write into ``folder`` (given as ``option``) into a :class:`DiskError`; any other
     error passes through unchanged. ``written`` says what is left behind (e.g. "nothing was written")."""
     try:
         yield
-    except OSError as error:
-        if error.errno not in DISK_ERRNOS:
+    except Exception as error:
+        why = disk_refusal(error, folder)
+        if why is None:
             raise
         left = f"; {written}" if written else ""
         raise DiskError(
-            f"{option} {folder}: cannot write there ({DISK_ERRNOS[error.errno]}){left}. Free space or fix its permissions, "
-            f"or choose another {option}."
+            f"{option} {folder}: cannot write there ({why}){left}. Free space or fix its permissions, or choose another {option}."
         ) from error
+
+
+def disk_refusal(error: Exception, folder: str | Path) -> str | None:
+    """Why the OS refused a write, if ``error`` is such a refusal: an ``OSError`` says it by its errno. safetensors,
+    ``torch.save`` and OpenVINO's writer wrap it in errors of their own, with the OS's words (``No space left on device
+    (os error 28)``) or without them (``file write failed``, ``iostream error``): for those the file system is asked
+    whether it is read-only, and otherwise the failed write is named as it was reported."""
+    if isinstance(error, OSError):
+        return DISK_ERRNOS.get(error.errno)
+    text = str(error)
+    if not (isinstance(error, RuntimeError) or type(error).__name__ == "SafetensorError") or not WRITE_FAILED.search(text):
+        return None
+    for number, why in DISK_ERRNOS.items():
+        if os.strerror(number) in text:
+            return why
+    existing = next((p for p in (Path(folder), *Path(folder).parents) if p.exists()), None)
+    if existing is not None and os.statvfs(existing).f_flag & os.ST_RDONLY:
+        return DISK_ERRNOS[errno.EROFS]
+    return f"a write failed: {text.strip().splitlines()[0][:120]}; the disk may be full"

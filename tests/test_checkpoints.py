@@ -3,6 +3,8 @@
 import csv
 import json
 import logging
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from hf_spam.errors import CheckpointError, OptionError, TrainingError
 from hf_spam.models.gpt.model_checksums import file_checksums
 from hf_spam.training.checkpoints import EARLIER_RUN, MANIFEST, claim_output_dir, resolve_checkpoint
 from hf_spam.training.recipe import run
-from tests.helpers import ROOT, parse, run_script
+from tests.helpers import ROOT, TINY, parse, run_cli, run_script
 
 # last block + head train (the cached path) on a 2-block model from random weights
 CACHED = ["--weights", "random", "--config_overrides", "n_layers=2,emb_dim=64,n_heads=2", "--initial_eval_batches", "0"]
@@ -351,3 +353,20 @@ def test_a_model_with_nan_weights_is_not_saved(tmp_path, sms_file):
     with pytest.raises(TrainingError, match=r"NaN or infinite weights \(out_head.weight\); nothing was saved"):
         run(*parse(*CACHED, "--data_file", str(sms_file), *steps, "--output_dir", str(out)), callbacks=[PoisonAtTheEnd()])
     assert not (out / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_full_or_read_only_disk_during_training_is_one_line_and_its_own_exit_status(sms_file, small_or_read_only):
+    """Red team v3 (issue 40): a disk that fills while a run saves its checkpoint (safetensors' own error, the OS's
+    refusal inside it) or refuses the output folder: one line naming --output_dir and the reason, exit 74."""
+    reasons = {"read_only": "the file system is read-only" if os.geteuid() == 0 else "permission denied", "small": "the disk is full"}
+    for name, disk in small_or_read_only.items():
+        target = disk / "run"
+        result = run_cli(
+            "train", "--data_file", str(sms_file), *TINY, "--max_steps", "2", "--initial_eval_batches", "0", "--output_dir", str(target)
+        )
+        assert result.returncode == 74 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert re.findall(r"ERROR hf_spam: .*", result.stderr) == [  # after the time (and the bar, on a pipe)
+            f"ERROR hf_spam: --output_dir {target}: cannot write there ({reasons[name]}); its complete checkpoints are kept, and "
+            "--resume_from_checkpoint last continues from the last one. Free space or fix its permissions, or choose another --output_dir."
+        ], name

@@ -310,3 +310,15 @@ def test_train_is_quiet_unless_verbose():
     assert transformers.utils.logging.get_verbosity() == logging.INFO and datasets.is_progress_bar_enabled()
     assert transformers.utils.logging.is_progress_bar_enabled() and logging.getLogger("hf_spam.training").isEnabledFor(logging.DEBUG)
     assert "-v, --verbose" in train_parser().format_help()
+
+
+def test_a_mistake_under_a_launcher_is_said_once(monkeypatch, tmp_path):
+    """Red team v3: ``accelerate launch -m hf_spam.cli train`` with a user error printed it from every process. Every
+    process exits with the mistake's status; process 0 alone says it (launchers set ``RANK``)."""
+    said = {}
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        result = run_cli("train", "--output_dir", str(tmp_path / "run"), "--pooling", "last", "--padding", "dynamic")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        said[rank] = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(said["0"]) == 1 and "--pooling last" in said["0"][0] and said["1"] == []

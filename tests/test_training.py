@@ -545,3 +545,27 @@ def test_poolings_that_read_pads_need_pads_that_do_not_depend_on_the_batch(tmp_p
         ids, mask = right_padded(texts)
         expected = torch.cat([alone(torch.tensor([t])).logits for t in texts])
         torch.testing.assert_close(batched(ids, attention_mask=mask).logits, expected, atol=1e-5, rtol=0)
+
+
+def test_the_private_trainer_methods_spam_trainer_relies_on_are_still_there():
+    """SpamTrainer overrides two of Trainer's private methods (``_get_grad_norm``: the norm only on logging steps;
+    ``_push_from_checkpoint``: a pushed checkpoint carries its manifest) and calls two (resuming at the last step). A
+    transformers release that renames one, changes its arguments or stops calling it would silently bypass hf_spam's
+    version: this fails instead, naming the method."""
+    import inspect
+
+    from transformers import Trainer
+
+    expected = {
+        "_get_grad_norm": ["self", "model", "grad_norm"],
+        "_push_from_checkpoint": ["self", "checkpoint_folder"],
+        "_load_from_checkpoint": ["self", "resume_from_checkpoint", "model"],
+        "_load_best_model": ["self"],
+    }
+    for name, parameters in expected.items():
+        assert list(inspect.signature(getattr(Trainer, name)).parameters) == parameters, name
+    source = inspect.getsource(Trainer)
+    for call in ("self._get_grad_norm(model, grad_norm=grad_norm)", "self._push_from_checkpoint("):
+        assert call in source, f"Trainer no longer calls {call}"
+    overridden = {name for name in vars(SpamTrainer) if name.startswith("_") and not name.startswith("__") and hasattr(Trainer, name)}
+    assert overridden == {"_get_grad_norm", "_push_from_checkpoint"}, overridden

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable
 
@@ -54,11 +55,17 @@ class Parser(OneLineErrors, argparse.ArgumentParser):
 
 def report_errors(function: Callable[[], object]) -> object:
     """``function()``; an :class:`~hf_spam.errors.HfSpamError` (its message names the input and what to do) is
-    logged alone, without a traceback, and the process exits with its status (2: the user's input; 74: the disk)."""
+    logged alone, without a traceback, and the process exits with its status (2: the user's input; 74: the disk).
+    Under a launcher every process meets the same mistake in the same input: process 0 says it, the others exit."""
     try:
         return function()
     except HfSpamError as error:
-        logging.getLogger("hf_spam").error("%s", error.command_line)
+        rank = int(os.environ.get("RANK", "0"))
+        if rank == 0:
+            logging.getLogger("hf_spam").error("%s", error.command_line)
+        elif error.exit_status != HfSpamError.exit_status:  # the machine's (disk, Hub): it may be this process's alone
+            logging.getLogger("hf_spam").error("rank %d: %s", rank, error.command_line)
+        # else a mistake in what every process was given (torchrun, accelerate launch): process 0 says it once
         sys.exit(error.exit_status)
 
 

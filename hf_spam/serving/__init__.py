@@ -1,7 +1,8 @@
-"""Serving a finetuned classifier: exported with transformers' own exporters (ONNX, OpenVINO, int8) and run by
-their runtimes (``export``, ``runtime``), its numbers in length-sorted batches whatever runs it (``predict``), and a
-file of any size classified in bounded memory (``streaming``). Names are imported on first use, so that
-``hf_spam.serving.classifier`` can use ``predict`` without importing the exporters."""
+"""Using a finetuned classifier: loaded and classified (``classifier``: ``load_classifier``, ``classify``, what
+``hf-spam classify`` runs), exported with transformers' own exporters (ONNX, OpenVINO, int8) and run by their runtimes
+(``export``, ``runtime``), its numbers in length-sorted batches whatever runs it (``predict``), and a file of any size
+classified in bounded memory (``streaming``). Names are imported on first use, so that loading a PyTorch model does
+not import the exporters."""
 
 from ..lazy import lazy_names
 

@@ -21,7 +21,7 @@ from .. import cache
 from ..data import ClassificationData, TokenizedData, describe, load_sms_spam, load_text_classification, tokenize
 from ..data.reading import parse_encodings
 from ..data.tokenization import cross_split_duplicates
-from ..errors import DataError, OptionError
+from ..errors import DataError, OptionError, disk_errors
 from ..models.gpt.configuration_gpt import BOOK_PADDED_POOLINGS, SINGLE_LABEL, GPTConfig
 from ..models.gpt.modeling_gpt import GPTForSequenceClassification
 from ..tokenizer import gpt2_tokenizer
@@ -34,6 +34,8 @@ from .trainer import SpamTrainer
 
 logger = logging.getLogger(__name__)
 
+# what a run stopped by its disk leaves: checkpoints are complete or ignored when resuming (their manifests)
+KEPT_ON_DISK_ERROR = "its complete checkpoints are kept, and --resume_from_checkpoint last continues from the last one"
 SMS_SOURCE = "UCI SMS Spam Collection (balanced 747/747, split 70/10/20 with seed 123, as in chapter 6)"
 # the training options the model card's recipe lists (beside every model and data option)
 RECIPE_TRAINING_OPTIONS = (
@@ -65,14 +67,16 @@ def run(
     training (a subclass)."""
     pooling = pooling_for(model_args.pooling, data_args.padding)
     output_dir = Path(training_args.output_dir)
-    claim = claim_output_dir(
-        output_dir,
-        overwrite=training_args.overwrite_output_dir,
-        resume=training_args.resume_from_checkpoint,
-        main_process=training_args.process_index == 0,
-    )
-    with claim:
-        return _run(model_args, data_args, training_args, pooling, callbacks, trainer_class)
+    # a full or read-only disk under --output_dir (a checkpoint, the model, the report): one line, exit 74
+    with disk_errors(output_dir, "--output_dir", KEPT_ON_DISK_ERROR):
+        claim = claim_output_dir(
+            output_dir,
+            overwrite=training_args.overwrite_output_dir,
+            resume=training_args.resume_from_checkpoint,
+            main_process=training_args.process_index == 0,
+        )
+        with claim:
+            return _run(model_args, data_args, training_args, pooling, callbacks, trainer_class)
 
 
 def _run(
