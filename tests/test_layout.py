@@ -110,7 +110,7 @@ def test_one_folder_per_concern():
 
 def test_saved_model_code_imports_only_what_a_fresh_environment_has():
     shipped = {name.removesuffix(".py") for name in SHIPPED_FILES}
-    assert {"configuration_gpt", "modeling_gpt", "gpt_blocks", "pooled_position", "convert_gpt2", "model_checksums"} == shipped
+    assert {"configuration_gpt", "modeling_gpt", "gpt_blocks", "pooled_position", "model_checksums"} == shipped
     for name in shipped:
         found = imports(MODEL / f"{name}.py", required_only=True)
         # the saved folder holds these files and nothing of hf_spam around them: siblings only

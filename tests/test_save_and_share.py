@@ -38,6 +38,11 @@ FRESH_PROCESS = textwrap.dedent(
     for row, prob in zip(scores, probs):
         by_label = {d["label"]: d["score"] for d in row}
         assert abs(by_label["spam"] - prob[1].item()) < 1e-5, (by_label, prob)
+    try:  # the GPT-2 conversion is hf_spam's, not the saved model's: asking for it says so
+        type(model).from_gpt2("gpt2")
+        raise SystemExit("from_gpt2 ran without hf_spam")
+    except ImportError as error:
+        assert "needs hf_spam installed" in str(error), error
     print("fresh process OK", type(model).__name__)
     """
 )

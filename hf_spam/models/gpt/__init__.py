@@ -1,4 +1,4 @@
-"""The book's GPT as transformers models: config, model, blocks, pooling, GPT-2 conversion and saved-file checksums.
+"""The book's GPT as transformers models: config, model, blocks, pooling and saved-file checksums.
 
 Every module of this folder but this ``__init__`` is copied next to a saved model by ``save_pretrained`` (so that
 ``trust_remote_code=True`` loads it without hf_spam): they import only each other, torch, transformers and the

@@ -116,13 +116,9 @@ class GPTPreTrainedModel(PreTrainedModel):
         ``id2label``, ``pooling``, ``drop_rate``. A classifier's ``out_head`` starts fresh unless the
         checkpoint is a ``GPT2ForSequenceClassification`` (e.g. one written by :meth:`to_gpt2`).
         """
-        # Imported here, not at the top, so that loading a saved model never imports the GPT-2 conversion; yet
-        # transformers' scan of a model's imports (get_imports) reads this line too, and that is what copies
-        # convert_gpt2.py next to every saved model (SHIPPED_FILES).
-        from .convert_gpt2 import load_gpt2_checkpoint, model_from_state_dict
-
-        config, state_dict = load_gpt2_checkpoint(name_or_path, cls.config_class, config_kwargs, cls.checkpoint_head)
-        return model_from_state_dict(cls, config, state_dict, source=str(name_or_path))
+        convert = conversion()
+        config, state_dict = convert.load_gpt2_checkpoint(name_or_path, cls.config_class, config_kwargs, cls.checkpoint_head)
+        return convert.model_from_state_dict(cls, config, state_dict, source=str(name_or_path))
 
     @classmethod
     def from_book_state_dict(
@@ -134,17 +130,17 @@ class GPTPreTrainedModel(PreTrainedModel):
         ``config`` the sizes are read off the tensors; ``n_heads`` comes from GPT-2's table for that
         width unless given in ``config_kwargs``.
         """
-        from .convert_gpt2 import book_state_dict_to_hf, config_from_book_state_dict, model_from_state_dict
-
+        convert = conversion()
         if isinstance(state_dict_or_path, Mapping):
             book_sd, source = dict(state_dict_or_path), "the given state dict"
         else:
             source = str(state_dict_or_path)
             book_sd = torch.load(state_dict_or_path, map_location="cpu", weights_only=True)
         if config is None:
-            config = config_from_book_state_dict(book_sd, cls.config_class, config_kwargs, cls.checkpoint_head)
-        converted = book_state_dict_to_hf(book_sd, cls.checkpoint_head, config.vocab_size)
-        return model_from_state_dict(cls, config, {k: v.clone() for k, v in converted.items()}, source)  # never the caller's tensors
+            config = convert.config_from_book_state_dict(book_sd, cls.config_class, config_kwargs, cls.checkpoint_head)
+        converted = convert.book_state_dict_to_hf(book_sd, cls.checkpoint_head, config.vocab_size)
+        # cloned: the model never holds the caller's tensors
+        return convert.model_from_state_dict(cls, config, {k: v.clone() for k, v in converted.items()}, source)
 
 
 class GPTModel(GPTPreTrainedModel):
@@ -373,9 +369,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
 
     def to_gpt2(self):
         """The same network as a stock ``GPT2LMHeadModel`` (no custom code needed to use it)."""
-        from .convert_gpt2 import to_gpt2_causal_lm
-
-        return to_gpt2_causal_lm(self)
+        return conversion().to_gpt2_causal_lm(self)
 
 
 class GPTForSequenceClassification(GPTPreTrainedModel):
@@ -485,10 +479,22 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         return loss if num_items_in_batch is None else loss / torch.as_tensor(num_items_in_batch, device=loss.device)
 
     def to_gpt2(self):
-        """The same classifier as a stock ``GPT2ForSequenceClassification`` (see ``convert_gpt2``)."""
-        from .convert_gpt2 import to_gpt2_sequence_classifier
+        """The same classifier as a stock ``GPT2ForSequenceClassification`` (see ``hf_spam.models.convert_gpt2``)."""
+        return conversion().to_gpt2_sequence_classifier(self)
 
-        return to_gpt2_sequence_classifier(self)
+
+def conversion():
+    """hf_spam's GPT-2 and book-checkpoint conversion (``hf_spam.models.convert_gpt2``). It is not shipped with a saved
+    model, whose folder loads without hf_spam; converting needs hf_spam installed. (Imported inside ``try``, which
+    transformers' scan of a saved model's imports skips: the folder does not require hf_spam.)"""
+    try:
+        from hf_spam.models import convert_gpt2
+    except ImportError as error:
+        raise ImportError(
+            "Converting from or to GPT-2 (from_gpt2, from_book_state_dict, to_gpt2) needs hf_spam installed: pip install hf_spam. "
+            "Loading and running this model does not."
+        ) from error
+    return convert_gpt2
 
 
 # how from_pretrained was asked to reach the Hub, for the checksummed files (a local folder needs none of it)

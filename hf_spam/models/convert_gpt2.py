@@ -3,7 +3,8 @@
 The differences are the ones chapter 5's ``load_weights_into_gpt`` handles: GPT-2 stores its linear
 layers as ``Conv1D`` with weights ``(in, out)``, so they are transposed; ``c_attn`` packs query, key
 and value side by side, so it is split in three. Any key that the table does not expect is an error,
-never ignored. Copied next to saved models (imports only ``torch``/``transformers``/siblings).
+never ignored. Not copied next to saved models (a saved model loads without it): ``from_gpt2``, ``from_book_state_dict``
+and ``to_gpt2`` import it from the installed hf_spam.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import torch
 from transformers import AutoConfig, GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
-from .configuration_gpt import GPT2_PRESETS, resolve_preset
+from .gpt.configuration_gpt import GPT2_PRESETS, resolve_preset
 
 # book name -> GPT-2 name, outside the blocks
 GPT2_TOP = {
