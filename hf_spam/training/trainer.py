@@ -48,7 +48,7 @@ SHOWN = ("accuracy", "loss", "f1", "f1_micro", "f1_macro", "exact_match", "mse",
 
 
 class SpamTrainer(Trainer):
-    """``Trainer`` with the book's weight decay and evaluation batches, its datasets prepared, and hf_spam's model card.
+    """``Trainer`` with the book's weight decay and evaluation batches, hf_spam's evaluations of every split, and its model card.
 
     The datasets are token ids, or each split's cached prefix (``hf_spam.cache.prepare``: the frozen prefix of the
     model run once, exact), which is recorded in :attr:`run_metrics`. ``eval_dataset`` is the
