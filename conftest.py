@@ -30,6 +30,10 @@ if TEST_DATA:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Two workers share two cores, and the processes the tests start (commands, documents' blocks, launchers) run
+# torch with the machine's default threads beside them: OpenMP's threads then spin-wait on cores another process
+# needs, by default. Passive waiting changes no result, only who gets the core (CONTRIBUTING.md: what it saves).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # datasets' cache (and the prefix caches under it) in a throwaway folder, not the user's ~/.cache
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="hf_spam_tests_datasets_")
 

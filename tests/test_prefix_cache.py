@@ -298,35 +298,40 @@ from transformers import HfArgumentParser
 from hf_spam.training.recipe import run
 rng = np.random.default_rng(0)
 words = [f"w{i}" for i in range(5000)]
-folder, size = sys.argv[1], int(sys.argv[2])
-for split, n in (("train", size), ("validation", size // 10), ("test", size // 10)):
-    with open(f"{folder}/{split}.csv", "w") as f:
-        f.write("text,label\\n")
-        for i in range(n):
-            f.write(" ".join(rng.choice(words, 120)) + f",{i % 2}\\n")
-args = HfArgumentParser((ModelArguments, DataArguments, SpamTrainingArguments)).parse_args_into_dataclasses(args=sys.argv[3:])
-results = run(*args)
-print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "test_accuracy": results["test_accuracy"]}))
+root, sizes = sys.argv[1], [int(size) for size in sys.argv[2].split(",")]
+for size in sizes:  # one after the other: the process's peak after each run
+    for split, n in (("train", size), ("validation", size // 10), ("test", size // 10)):
+        with open(f"{root}/data{size}/{split}.csv", "w") as f:
+            f.write("text,label\\n")
+            for i in range(n):
+                f.write(" ".join(rng.choice(words, 120)) + f",{i % 2}\\n")
+    argv = [a.replace("{size}", str(size)) for a in sys.argv[3:]]
+    args = HfArgumentParser((ModelArguments, DataArguments, SpamTrainingArguments)).parse_args_into_dataclasses(args=argv)
+    results = run(*args)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"size": size, "peak_kib": peak_kib, "test_accuracy": results["test_accuracy"]}))
 """
 
 
 @pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_cache(gpt2_bpe, tmp_path):
-    """The same run on 200 and on 800 texts (~300 tokens each, 512 wide): the cache grows by ~4x (~500 MB), the
-    process's peak memory by far less than the cache does (it holds one batch, not the cache)."""
-    measured = {}
+    """The same run on 200, then on 800 texts (~300 tokens each, 512 wide) in one process: the cache grows by ~4x
+    (~500 MB), the process's peak memory by far less than the cache does (it holds one batch, not the cache)."""
     for size in (200, 800):
-        data, cache = tmp_path / f"data{size}", tmp_path / f"cache{size}"
-        data.mkdir()
-        argv = ["--dataset_name", str(data), "--weights", "random", "--config_overrides", "n_layers=1,emb_dim=512,n_heads=8"]
-        argv += ["--trainable_layers", "last_layer", "--num_train_epochs", "1", "--initial_eval_batches", "0", "--save_strategy", "no"]
-        argv += ["--load_best_model_at_end", "false", "--prefix_cache_dir", str(cache), "--output_dir", str(tmp_path / f"out{size}")]
-        command = [sys.executable, "-c", MEMORY_PROBE, str(data), str(size), *argv]
-        result = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "2"}, capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, result.stderr[-3000:]
-        report = json.loads(result.stdout.strip().splitlines()[-1])
+        (tmp_path / f"data{size}").mkdir()
+    argv = ["--dataset_name", str(tmp_path / "data{size}"), "--weights", "random", "--config_overrides", "n_layers=1,emb_dim=512,n_heads=8"]
+    argv += ["--trainable_layers", "last_layer", "--num_train_epochs", "1", "--initial_eval_batches", "0", "--save_strategy", "no"]
+    argv += ["--load_best_model_at_end", "false", "--prefix_cache_dir", str(tmp_path / "cache{size}")]
+    argv += ["--output_dir", str(tmp_path / "out{size}")]
+    command = [sys.executable, "-c", MEMORY_PROBE, str(tmp_path), "200,800", *argv]
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "2"}, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = {}
+    for line in [line for line in result.stdout.splitlines() if line.startswith('{"size"')]:
+        report = json.loads(line)
         assert 0.0 <= report["test_accuracy"] <= 1.0
-        measured[size] = (report["peak_kib"] * 1024, sum(f.stat().st_size for f in cache.rglob("*.bin")))
+        cache = tmp_path / f"cache{report['size']}"
+        measured[report["size"]] = (report["peak_kib"] * 1024, sum(f.stat().st_size for f in cache.rglob("*.bin")))
     (small_peak, small_cache), (large_peak, large_cache) = measured[200], measured[800]
     assert large_cache - small_cache > 300e6, measured
     assert large_peak - small_peak < (large_cache - small_cache) / 4, f"peak memory grew with the cache: {measured}"

@@ -71,11 +71,12 @@ def orchestrate(
         variants, skipped = default_variants(native_bf16())
     rounds = rounds or (2 if quick else 1)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    # first: a failure here must not cost the timed runs; only the training table and the limit of serving GPT-2 small
-    # use the count (serving another model alone needs none)
-    recipe = recipe_flops(data_file) if training or not serving_model else None
+    # only the training table and the limit of serving GPT-2 small use GPT-2 small, its FLOP count and this machine's
+    # peaks (serving another model alone needs none of them); the count first: a failure there must not cost the runs
+    gpt2_small = training or not serving_model
+    recipe = recipe_flops(data_file) if gpt2_small else None
     times_bf16 = training and any(v.endswith("_bf16") for v in variants)
-    before = machine_limits(bf16=times_bf16)
+    before = machine_limits(bf16=times_bf16) if gpt2_small else None
     raw: dict = {"partial": True, "failed": failed}
 
     def attempt(name: str, argv: list[str], into: list) -> None:
@@ -89,7 +90,8 @@ def orchestrate(
             progress(raw)
 
     with tempfile.TemporaryDirectory() as folder:
-        build_checkpoint(Path(folder), seed)
+        if gpt2_small:
+            build_checkpoint(Path(folder), seed)
         common = [folder, data_file, str(seed), str(quick), str(baseline_reuses_freed_memory)]
         runs = raw["runs"] = {v: [] for v in VARIANTS if v in variants or v == "transformers"} if training else {}
         for _ in range(rounds):
@@ -105,9 +107,9 @@ def orchestrate(
         for _ in range(1 if quick else max(rounds, 2)):
             for backend in [b for b in models if f"serve_{b}" not in failed]:
                 attempt(f"serve_{backend}", [models[backend]["path"], *common[1:]], serving[backend])
-    after = machine_limits(bf16=times_bf16)
     # the machine's speed drifts: the higher peak gives the lower fraction
-    limits = {name: None if before[name] is None else max(before[name], after[name]) for name in before}
+    after = machine_limits(bf16=times_bf16) if gpt2_small else None
+    limits = {name: None if before[name] is None else max(before[name], after[name]) for name in before} if gpt2_small else {}
     runs = {v: r for v, r in runs.items() if v not in failed}
     inference = {v: r for v, r in inference.items() if f"infer_{v}" not in failed}
     serving = {b: r for b, r in serving.items() if f"serve_{b}" not in failed}
