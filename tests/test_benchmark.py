@@ -115,6 +115,10 @@ def test_the_bf16_variants_are_left_out_on_a_cpu_without_hardware_bf16():
     assert variants == [v for v in VARIANTS if not v.endswith("_bf16")] and set(skipped) == {"hf_spam_bf16", "transformers_bf16"}
     assert "no hardware bf16" in skipped["transformers_bf16"] and "--variants" in skipped["transformers_bf16"]
     assert default_variants(True) == default_variants(None) == (list(VARIANTS), {})  # known, or unknown: all of them
+    # --quick: hf_spam against transformers only, a check of minutes (the padding comparisons took most of its time)
+    variants, skipped = default_variants(False, quick=True)
+    assert variants == ["hf_spam", "transformers"] and set(skipped) == {*VARIANTS} - {"hf_spam", "transformers"}
+    assert default_variants(True, quick=True)[0] == ["hf_spam", "hf_spam_bf16", "transformers", "transformers_bf16"]
 
 
 def serve_run(speed: float, probs: list[list[float]]) -> dict:

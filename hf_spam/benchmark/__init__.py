@@ -14,7 +14,9 @@ The work unit: last block + final LayerNorm + head trainable, AdamW lr 5e-5 / we
 constant rate, batch 8, 5 epochs over the 1,045 training messages (650 steps, the last partial batch
 dropped), then accuracy on train, validation and test (1,494 messages). ``--quick`` times a fixed
 slice (20 steps on 160 messages, 160 evaluated) and scales each phase linearly to the work unit: steps
-by 650/20, evaluation by messages; hf_spam's prefix cache is built for all 1,494 messages and timed as is.
+by 650/20, evaluation by messages; hf_spam's prefix cache is built for all 1,494 messages and timed as is. It
+times hf_spam and transformers only (and their bf16 variants where the CPU has bf16), and takes its inference
+figures from the serving section's runs.
 ``--json`` holds every figure, the ratios and the recipe's FLOP limit (see ``recipe_flops``).
 
 Modules: ``recipe`` (the work unit and its FLOPs), ``machine`` (the machine's limits, a process's peak
@@ -42,6 +44,8 @@ from .report import summarize
 from .runs import INFERENCE, VARIANTS, build_checkpoint
 from .serving import build_serving_models, summarize_serving
 
+QUICK_LEAVES_OUT = ("hf_spam_book", "transformers_padded")
+
 
 def orchestrate(
     data_file: str,
@@ -56,8 +60,8 @@ def orchestrate(
     backends: Sequence[str] | None = None,
     progress: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Every variant's runs (``transformers``, the reference, always), alternating over ``rounds`` (default: 2
-    quick, 1 full), then inference, each run in a worker process of its own; the figures of :func:`summarize`.
+    """Every variant's runs (``transformers``, the reference, always), alternating over ``rounds`` (default 1),
+    then inference, each run in a worker process of its own; the figures of :func:`summarize`.
     ``variants`` defaults to :func:`default_variants`; the ones it leaves out are in ``skipped_variants``. Then the
     serving section (``serving``: every backend, or those ``backends`` names, on the same weights, the random GPT-2
     small's or ``serving_model``'s; one round when ``quick``); ``training=False`` runs that section alone.
@@ -68,8 +72,11 @@ def orchestrate(
     skipped: dict[str, str] = {}
     failed: dict[str, str] = {}
     if variants is None:
-        variants, skipped = default_variants(native_bf16())
-    rounds = rounds or (2 if quick else 1)
+        variants, skipped = default_variants(native_bf16(), quick)
+    rounds = rounds or 1
+    # --quick on GPT-2 small: the serving section's eager and pipeline(batch_size=32) runs are the inference figures
+    # (the same calls on the same 300 messages), so they are not run twice; batch 1 is its latency column there
+    inference_runs = training and not (quick and serving_model is None)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     # only the training table and the limit of serving GPT-2 small use GPT-2 small, its FLOP count and this machine's
     # peaks (serving another model alone needs none of them); the count first: a failure there must not cost the runs
@@ -97,7 +104,7 @@ def orchestrate(
         for _ in range(rounds):
             for variant in [v for v in runs if v not in failed]:
                 attempt(variant, common, runs[variant])
-        inference = raw["inference"] = {v: [] for v in INFERENCE} if training else {}
+        inference = raw["inference"] = {v: [] for v in INFERENCE} if inference_runs else {}
         for _ in range(max(rounds, 2)):
             for variant in [v for v in inference if f"infer_{v}" not in failed]:
                 attempt(f"infer_{variant}", common, inference[variant])
@@ -113,6 +120,9 @@ def orchestrate(
     runs = {v: r for v, r in runs.items() if v not in failed}
     inference = {v: r for v, r in inference.items() if f"infer_{v}" not in failed}
     serving = {b: r for b, r in serving.items() if f"serve_{b}" not in failed}
+    if training and not inference_runs:
+        same_calls = {"hf_spam": "eager", "pipeline_batched": "pipeline_batched"}
+        inference = {ours: serving[backend] for ours, backend in same_calls.items() if backend in serving}
     # the ratios are against the reference runs: without them there is no training table to give
     results = summarize(runs, inference, limits, recipe, quick) if training and "transformers" in runs else {"quick": quick}
     limit_seconds = None if serving_model else recipe["classify_test"] / limits["fp32"]  # the count is gpt2-small's
@@ -129,17 +139,22 @@ def orchestrate(
     return results
 
 
-def default_variants(has_native_bf16: bool | None) -> tuple[list[str], dict[str, str]]:
+def default_variants(has_native_bf16: bool | None, quick: bool = False) -> tuple[list[str], dict[str, str]]:
     """Every variant, less the ``*_bf16`` ones on a CPU known to lack hardware bf16 (there they time torch's
     emulation, not bf16 training, and take most of the run: one ``transformers_bf16`` run of ``--quick`` took over
-    14 minutes on an AVX2-only CPU); (variants, {skipped variant: why})."""
-    if has_native_bf16 is not False:
-        return list(VARIANTS), {}
-    why = (
-        f"this CPU has no hardware bf16 ({' or '.join(NATIVE_BF16_FLAGS)} in /proc/cpuinfo), so bf16 would time torch's "
-        "emulation; name the variant in --variants to time it anyway"
-    )
-    return [v for v in VARIANTS if not v.endswith("_bf16")], {v: why for v in VARIANTS if v.endswith("_bf16")}
+    14 minutes on an AVX2-only CPU), and under ``quick`` less the two that only compare ways of padding
+    (``hf_spam_book``, ``transformers_padded``), so that ``--quick`` stays a check of minutes on a 2-core CPU;
+    (variants, {skipped variant: why})."""
+    skipped = {}
+    if has_native_bf16 is False:
+        why = (
+            f"this CPU has no hardware bf16 ({' or '.join(NATIVE_BF16_FLAGS)} in /proc/cpuinfo), so bf16 would time torch's "
+            "emulation; name the variant in --variants to time it anyway"
+        )
+        skipped |= {v: why for v in VARIANTS if v.endswith("_bf16")}
+    if quick:
+        skipped |= {v: "--quick times hf_spam against transformers only; name the variant in --variants" for v in QUICK_LEAVES_OUT}
+    return [v for v in VARIANTS if v not in skipped], skipped
 
 
 class WorkerError(RuntimeError):

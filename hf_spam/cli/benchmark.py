@@ -31,9 +31,10 @@ def parser() -> Parser:
     parser.add_option(
         "--quick",
         action="store_true",
-        help="time a fixed slice and extrapolate, then one round of the serving section (timings per machine: BENCHMARKS.md)",
+        help="hf_spam against transformers on a fixed slice, extrapolated, then one round of the serving section, whose eager "
+        "and pipeline(batch_size=32) runs give the inference figures (timings per machine: BENCHMARKS.md)",
     )
-    parser.add_option("--rounds", type=int, default=None, help="alternating rounds of the variants (default: 2 quick, 1 full)")
+    parser.add_option("--rounds", type=int, default=None, help="alternating rounds of the variants (default: 1)")
     parser.add_option("--json", help="write the results here")
     parser.add_option(
         "--variants",
