@@ -13,7 +13,7 @@ from hf_spam import GPTForSequenceClassification, save_with_tokenizer
 from hf_spam.benchmark import default_variants, orchestrate
 from hf_spam.benchmark.machine import native_bf16
 from hf_spam.benchmark.recipe import recipe_flops
-from hf_spam.benchmark.report import extrapolate, summarize
+from hf_spam.benchmark.report import extrapolate, format_table, inference_from_serving, summarize
 from hf_spam.benchmark.runs import VARIANTS
 from hf_spam.benchmark.serving import format_serving, summarize_serving
 from hf_spam.data import load_sms_spam, tokenize
@@ -123,6 +123,21 @@ def test_the_bf16_variants_are_left_out_on_a_cpu_without_hardware_bf16():
 
 def serve_run(speed: float, probs: list[list[float]]) -> dict:
     return {"messages_per_second": speed, "p50_ms": 10.0, "p95_ms": 20.0, "probs": probs, "labels": [0, 1, 1, 0], "peak_rss_mib": 1.0}
+
+
+def test_quick_takes_its_inference_figures_from_the_serving_runs():
+    """--quick does not time eager and pipeline(batch_size=32) twice: the serving section's runs (the same calls on
+    the same messages) give the inference table and its ratio; batch 1 is not timed apart."""
+    serving = {"pipeline_batched": [serve_run(10.0, [])], "eager": [serve_run(25.0, [])], "onnx_int8": [serve_run(40.0, [])]}
+    inference = inference_from_serving(serving)
+    assert inference == {"hf_spam": serving["eager"], "pipeline_batched": serving["pipeline_batched"]}
+    runs = {variant: [quick_run(variant, cache)] for variant, cache in (("hf_spam", 30.0), ("transformers", 0.0))}
+    limits, recipe = {"fp32": 300e9, "bf16": None, "bandwidth": 25e9}, {"prefix": 6e12, "train": 2e12, "evaluate": 1e12, "tokens": 1}
+    results = summarize(runs, inference, limits, recipe, quick=True) | {"seed": 123}
+    assert results["inference_speedup_vs_pipeline_batched"] == pytest.approx(2.5) and results["inference_speedup_vs_pipeline"] is None
+    table = format_table(results)
+    assert "| hf_spam predict_proba | 25.0 |" in table and "batch 1" not in table
+    assert inference_from_serving({"eager": [serve_run(25.0, [])]}) == {"hf_spam": serving["eager"]}  # no reference: no ratio
 
 
 def test_the_serving_section_compares_each_backend_with_eager_fp32_and_the_labels():

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from .machine import NATIVE_BF16_FLAGS, machine_limits, native_bf16
 from .recipe import recipe_flops
-from .report import summarize
+from .report import inference_from_serving, summarize
 from .runs import INFERENCE, VARIANTS, build_checkpoint
 from .serving import build_serving_models, summarize_serving
 
@@ -121,8 +121,7 @@ def orchestrate(
     inference = {v: r for v, r in inference.items() if f"infer_{v}" not in failed}
     serving = {b: r for b, r in serving.items() if f"serve_{b}" not in failed}
     if training and not inference_runs:
-        same_calls = {"hf_spam": "eager", "pipeline_batched": "pipeline_batched"}
-        inference = {ours: serving[backend] for ours, backend in same_calls.items() if backend in serving}
+        inference = inference_from_serving(serving)
     # the ratios are against the reference runs: without them there is no training table to give
     results = summarize(runs, inference, limits, recipe, quick) if training and "transformers" in runs else {"quick": quick}
     limit_seconds = None if serving_model else recipe["classify_test"] / limits["fp32"]  # the count is gpt2-small's

@@ -30,6 +30,13 @@ def extrapolate(run: dict) -> dict:
     }
 
 
+def inference_from_serving(serving: dict) -> dict:
+    """The inference section's runs taken from the serving section's (``--quick`` on GPT-2 small): hf_spam's eager
+    ``predict_proba`` and ``pipeline(batch_size=32)`` there are the same calls on the same 300 messages."""
+    same_calls = {"hf_spam": "eager", "pipeline_batched": "pipeline_batched"}
+    return {ours: serving[backend] for ours, backend in same_calls.items() if serving.get(backend)}
+
+
 def summarize(runs: dict, inference: dict, limits: dict, recipe: dict, quick: bool) -> dict:
     """Medians per variant, ratios, and the recipe's physical limit (its counted FLOPs at the measured matmul peak)."""
     recipe_total = recipe["prefix"] + recipe["train"] + recipe["evaluate"]
