@@ -140,9 +140,9 @@ def orchestrate(
 
 def default_variants(has_native_bf16: bool | None, quick: bool = False) -> tuple[list[str], dict[str, str]]:
     """Every variant, less the ``*_bf16`` ones on a CPU known to lack hardware bf16 (there they time torch's
-    emulation, not bf16 training, and take most of the run: one ``transformers_bf16`` run of ``--quick`` took over
-    14 minutes on an AVX2-only CPU), and under ``quick`` less the two that only compare ways of padding
-    (``hf_spam_book``, ``transformers_padded``), so that ``--quick`` stays a check of minutes on a 2-core CPU;
+    emulation, not bf16 training, and take most of the run: BENCHMARKS.md), and under ``quick`` less the two that
+    only compare ways of padding (``hf_spam_book``, ``transformers_padded``), so that ``--quick`` stays a check of
+    minutes on a 2-core CPU;
     (variants, {skipped variant: why})."""
     skipped = {}
     if has_native_bf16 is False:

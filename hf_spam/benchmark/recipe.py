@@ -29,8 +29,8 @@ def recipe_flops(data_file: str) -> dict:
     ``train_memory_bytes``).
     """
 
-    # the 11 frozen blocks are alike: torch counts one of them (below a top block) and the prefix is 11 times it,
-    # which takes seconds where counting all 12 blocks on the meta device took half a minute
+    # the 11 frozen blocks are alike: torch counts one of them (below a top block) and the prefix is 11 times it;
+    # counting every block op by op on the meta device was the slowest part of starting a benchmark
     frozen_blocks = GPTConfig().n_layers - 1
     with torch.device("meta"):
         model = configure_trainable(GPTForSequenceClassification(GPTConfig(num_labels=2, n_layers=2)), "last_block")
