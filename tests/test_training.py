@@ -37,7 +37,7 @@ def test_defaults_are_the_books_recipe():
         8,
         123,
     )
-    assert args.lr_scheduler_type == "constant" and args.max_grad_norm == 0 and args.dataloader_drop_last
+    assert args.lr_scheduler_type == "constant" and args.max_grad_norm == 0 and args.train_drop_last
     assert data_args.padding == "dynamic" and args.train_sampling_strategy == "random" and args.prefix_cache
 
 
@@ -345,9 +345,7 @@ def test_a_training_split_smaller_than_one_batch_is_an_error_before_training(gpt
         str(tmp_path / "other.csv"),
     ]
     argv += [*TINY, "--max_steps", "3"]
-    with pytest.raises(
-        DataError, match=r"The training split \(user: train.csv\) has 7 rows; one batch needs 8 .*--dataloader_drop_last false"
-    ):
+    with pytest.raises(DataError, match=r"The training split \(user: train.csv\) has 7 rows; one batch needs 8 .*--train_drop_last false"):
         run(*parse(*argv, "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "out")))
     assert not (tmp_path / "out").exists(), "nothing trained, nothing saved"
 
@@ -547,9 +545,56 @@ def test_poolings_that_read_pads_need_pads_that_do_not_depend_on_the_batch(tmp_p
         torch.testing.assert_close(batched(ids, attention_mask=mask).logits, expected, atol=1e-5, rtol=0)
 
 
+def indexed_rows(count: int):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"input_ids": [[i] for i in range(count)], "labels": [i % 2 for i in range(count)]})
+
+
+def batches_of(loader, epochs: int) -> list[list[int]]:
+    """The rows each batch holds, epoch after epoch, as Trainer's loop draws them (it sets the loader's epoch; a
+    length-grouped sampler draws from torch's global generator, seeded here as the loop would have left it)."""
+    drawn = []
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        torch.manual_seed(epoch)
+        drawn += [batch["input_ids"][:, 0].tolist() for batch in loader]
+    return drawn
+
+
+def test_training_drops_its_last_partial_batch_as_drop_last_does_and_evaluation_scores_every_row(tmp_path):
+    """The book's ``drop_last=True`` is on its training loader only. The reference is transformers' own Trainer with
+    ``dataloader_drop_last=True``: its training batches, epoch after epoch, are SpamTrainer's, row for row, whatever
+    the sampling; its evaluation would lose the last 3 of 19 rows, SpamTrainer's scores all of them. Transformers'
+    ``--dataloader_drop_last`` itself is refused, since it cuts evaluation too."""
+    from transformers import Trainer, TrainingArguments
+
+    model = GPTForSequenceClassification(tiny_config())
+    common = {"per_device_train_batch_size": 4, "per_device_eval_batch_size": 4, "seed": 7, "report_to": [], "use_cpu": True}
+    for sampling in ("random", "sequential", "group_by_length"):
+        options = {**common, "train_sampling_strategy": sampling}
+        ours_args = SpamTrainingArguments(output_dir=str(tmp_path / "a"), **options)
+        ours = SpamTrainer(model, ours_args, None, indexed_rows(23), indexed_rows(19))
+        reference = Trainer(
+            model,
+            TrainingArguments(output_dir=str(tmp_path / "b"), dataloader_drop_last=True, **options),
+            train_dataset=indexed_rows(23),
+            eval_dataset=indexed_rows(19),
+        )
+        loaders = ours.get_train_dataloader(), reference.get_train_dataloader()  # both seeded by --seed, as in a run
+        drawn = batches_of(loaders[0], epochs=3)
+        assert drawn == batches_of(loaders[1], epochs=3), sampling
+        assert [len(batch) for batch in drawn] == [4] * 15, sampling
+        assert sum(len(batch["labels"]) for batch in ours.get_eval_dataloader("validation")) == 19
+        assert sum(len(batch["labels"]) for batch in reference.get_eval_dataloader()) == 16
+    with pytest.raises(OptionError, match="--dataloader_drop_last would drop evaluation rows too.*--train_drop_last"):
+        parse("--output_dir", "x", "--dataloader_drop_last", "true")
+
+
 def test_the_private_trainer_methods_spam_trainer_relies_on_are_still_there():
-    """SpamTrainer overrides two of Trainer's private methods (``_get_grad_norm``: the norm only on logging steps;
-    ``_push_from_checkpoint``: a pushed checkpoint carries its manifest) and calls two (resuming at the last step). A
+    """SpamTrainer overrides three of Trainer's private methods (``_get_grad_norm``: the norm only on logging steps;
+    ``_push_from_checkpoint``: a pushed checkpoint carries its manifest; ``_get_train_sampler``: the book's drop_last
+    on training alone) and calls two (resuming at the last step). A
     transformers release that renames one, changes its arguments or stops calling it would silently bypass hf_spam's
     version: this fails instead, naming the method."""
     import inspect
@@ -561,11 +606,12 @@ def test_the_private_trainer_methods_spam_trainer_relies_on_are_still_there():
         "_push_from_checkpoint": ["self", "checkpoint_folder"],
         "_load_from_checkpoint": ["self", "resume_from_checkpoint", "model"],
         "_load_best_model": ["self"],
+        "_get_train_sampler": ["self", "train_dataset"],
     }
     for name, parameters in expected.items():
         assert list(inspect.signature(getattr(Trainer, name)).parameters) == parameters, name
     source = inspect.getsource(Trainer)
-    for call in ("self._get_grad_norm(model, grad_norm=grad_norm)", "self._push_from_checkpoint("):
+    for call in ("self._get_grad_norm(model, grad_norm=grad_norm)", "self._push_from_checkpoint(", "sampler_fn=self._get_train_sampler"):
         assert call in source, f"Trainer no longer calls {call}"
     overridden = {name for name in vars(SpamTrainer) if name.startswith("_") and not name.startswith("__") and hasattr(Trainer, name)}
-    assert overridden == {"_get_grad_norm", "_push_from_checkpoint"}, overridden
+    assert overridden == {"_get_grad_norm", "_push_from_checkpoint", "_get_train_sampler"}, overridden

@@ -130,8 +130,8 @@ def run_variant(variant: str, checkpoint: str, data_file: str, quick: bool, seed
             train_sampling_strategy="random",
             prefix_cache=False,
         )
-        # plain Trainer semantics (its weight-decay rule), but evaluation keeps the last partial batch as
-        # for hf_spam: Trainer would apply dataloader_drop_last to evaluation and score 1,480 of 1,494
+        # plain Trainer semantics (its weight-decay rule), but only training drops its last partial batch, as
+        # for hf_spam: Trainer's dataloader_drop_last would cut evaluation too and score 1,480 of 1,494
         evaluated = _slice(data.splits, quick)
         trainer = SpamTrainer(
             model=model,

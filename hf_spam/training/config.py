@@ -86,8 +86,12 @@ class SpamTrainingArguments(TrainingArguments):
     keep_checkpoints: bool = field(
         default=False, metadata={"help": "Keep the checkpoint-* folders after a successful run (default: removed, the final model stays)."}
     )
-    dataloader_drop_last: bool = field(
-        default=True, metadata={"help": "Drop the last incomplete training batch (book); evaluation never drops."}
+    train_drop_last: bool = field(
+        default=True,
+        metadata={
+            "help": "Drop the last incomplete training batch (the book's drop_last=True on train_loader); evaluation never "
+            "drops (transformers' --dataloader_drop_last would drop evaluation rows too, so it is refused)."
+        },
     )
     train_sampling_strategy: str = field(
         default="random",
@@ -146,6 +150,7 @@ class SpamTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         self._check_best_model()
+        self._check_drop_last()
         if not 0.0 <= self.threshold < 1.0:
             raise OptionError(f"--threshold {self.threshold}: give a probability in [0, 1) above which a class is predicted.")
         # accelerate treats a multi-process CPU launch (torchrun, accelerate launch) as distributed only
@@ -170,6 +175,20 @@ class SpamTrainingArguments(TrainingArguments):
             max_size=parse_size(self.prefix_cache_max_size, "--prefix_cache_max_size") if self.prefix_cache_max_size else None,
             progress=not self.disable_tqdm,
         )
+
+    def _check_drop_last(self) -> None:
+        """Every evaluation scores every row: Trainer applies ``dataloader_drop_last`` to its evaluation loaders too (the
+        validation split would lose up to a batch of rows, unsaid), and ``batch_rebalance`` draws its own batches."""
+        if self.dataloader_drop_last:
+            raise OptionError(
+                "--dataloader_drop_last would drop evaluation rows too (Trainer applies it to every loader); hf_spam evaluates "
+                "every row. The book's drop of the last incomplete training batch is --train_drop_last (true by default)."
+            )
+        if self.train_drop_last and self.train_sampling_strategy == "batch_rebalance":
+            raise OptionError(
+                "--train_sampling_strategy batch_rebalance makes its own batches and cannot drop the last incomplete one: "
+                "add --train_drop_last false."
+            )
 
     def _check_best_model(self) -> None:
         """What "best" means must be one metric of one evaluated split, and keeping the best epoch needs a checkpoint

@@ -244,13 +244,13 @@ def describe_run(
 def check_one_batch(rows: int, args: SpamTrainingArguments, where: str) -> None:
     """An error before any training when the training split cannot fill one batch (nothing would train)."""
     needed = args.per_device_train_batch_size * args.world_size
-    if args.dataloader_drop_last and rows < needed:
+    if args.train_drop_last and rows < needed:
         processes = f" x {args.world_size} processes" if args.world_size > 1 else ""
         raise DataError(
             f"The training split ({where}) has {rows} rows; one batch needs {needed} (--per_device_train_batch_size "
-            f"{args.per_device_train_batch_size}{processes}), and --dataloader_drop_last (the book's) drops an incomplete "
+            f"{args.per_device_train_batch_size}{processes}), and --train_drop_last (the book's) drops an incomplete "
             f"batch, so nothing would train. Give at least {needed} training rows, a smaller --per_device_train_batch_size, "
-            "or --dataloader_drop_last false."
+            "or --train_drop_last false."
         )
 
 

@@ -9,15 +9,17 @@ the run's metrics, plots and model card.
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from huggingface_hub.errors import HfHubHTTPError
-from transformers import Trainer, TrainerState, TrainingArguments
+from torch.utils.data import RandomSampler, Sampler
+from transformers import Trainer, TrainerState
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import IntervalStrategy, TrainOutput
 
@@ -298,13 +300,20 @@ class SpamTrainer(Trainer):
             return [name for name, _ in model.named_parameters()]
         return super().get_decay_parameter_names(model)
 
-    def get_eval_dataloader(self, eval_dataset=None):
-        with _eval_keeps_last_batch(self.args):
-            return super().get_eval_dataloader(eval_dataset)
-
-    def get_test_dataloader(self, test_dataset):
-        with _eval_keeps_last_batch(self.args):
-            return super().get_test_dataloader(test_dataset)
+    def _get_train_sampler(self, train_dataset=None):
+        """Trainer's training sampler, cut to whole batches under ``--train_drop_last``: the book's ``drop_last=True``
+        on ``train_loader`` alone (``dataloader_drop_last`` would cut every evaluation loader too). The cut keeps the
+        sampler's first rows, which are the batches ``drop_last`` keeps; a ``RandomSampler`` stays one (``num_samples``:
+        the first rows of the same permutation), so accelerate still reseeds it every epoch and the batches are
+        ``drop_last``'s, bit for bit."""
+        sampler = super()._get_train_sampler(train_dataset)
+        if sampler is None or not getattr(self.args, "train_drop_last", False):
+            return sampler
+        per_round = self._train_batch_size * self.args.world_size  # every process takes a whole batch
+        whole = len(sampler) // per_round * per_round
+        if type(sampler) is RandomSampler:
+            return RandomSampler(sampler.data_source, num_samples=whole, generator=sampler.generator)
+        return WholeBatches(sampler, whole)
 
     def create_model_card(self, **kwargs) -> None:
         """hf_spam's card (``README.md``: the dataset, the recipe, every split's figures) where the run is described;
@@ -340,12 +349,14 @@ def _first_batches(dataset, batches: int | None, batch_size: int):
     return dataset if batches is None else dataset.select(range(min(len(dataset), batches * batch_size)))
 
 
-@contextlib.contextmanager
-def _eval_keeps_last_batch(args: TrainingArguments):
-    """The book drops the last partial batch in training only (``drop_last=True`` on ``train_loader``)."""
-    saved = args.dataloader_drop_last
-    args.dataloader_drop_last = False
-    try:
-        yield
-    finally:
-        args.dataloader_drop_last = saved
+class WholeBatches(Sampler[int]):
+    """The first ``count`` indices ``sampler`` draws: what a loader's ``drop_last`` keeps, for the training loader only."""
+
+    def __init__(self, sampler: Sampler[int], count: int) -> None:
+        self.sampler, self.count = sampler, count
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.sampler), self.count)
+
+    def __len__(self) -> int:
+        return self.count
