@@ -6,6 +6,7 @@ import codecs
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -310,6 +311,24 @@ def test_train_is_quiet_unless_verbose():
     assert transformers.utils.logging.get_verbosity() == logging.INFO and datasets.is_progress_bar_enabled()
     assert transformers.utils.logging.is_progress_bar_enabled() and logging.getLogger("hf_spam.training").isEnabledFor(logging.DEBUG)
     assert "-v, --verbose" in train_parser().format_help()
+
+
+@pytest.mark.slow
+def test_a_mistake_under_accelerate_launch_is_one_line_and_the_launchers_summary_names_it(tmp_path):
+    """Red team v3: ``accelerate launch -m hf_spam.cli train`` with a user error ended in a torch-elastic traceback whose
+    root cause said only "To enable traceback see" torch's documentation. The processes now leave the launcher the error
+    file torch's ``@record`` would (its one line where a traceback would be), so ``accelerate launch -q`` prints the mistake
+    once from process 0 and a summary whose root cause is that line: no traceback, nothing written, a failing status."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "-q", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "hf_spam.cli", "train"]
+    argv = ["--output_dir", str(tmp_path / "run"), "--pooling", "last", "--padding", "dynamic"]
+    result = subprocess.run([*launch, *argv], capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    said = [line for line in result.stderr.splitlines() if line.startswith("ERROR hf_spam") or " ERROR hf_spam: " in line]
+    assert len(said) == 1 and "--pooling last reads pad positions" in said[0], result.stderr[-3000:]
+    root_cause = result.stderr.split("Root Cause (first observed failure):", 1)[1]
+    assert re.search(r"traceback : --pooling last reads pad positions.*--padding longest_train", root_cause), root_cause
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_mistake_under_a_launcher_is_said_once(monkeypatch, tmp_path):

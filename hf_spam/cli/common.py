@@ -4,11 +4,15 @@ handler that turns a user's mistake into one line and exit status 2."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from ..errors import HfSpamError
 
@@ -66,7 +70,20 @@ def report_errors(function: Callable[[], object]) -> object:
         elif error.exit_status != HfSpamError.exit_status:  # the machine's (disk, Hub): it may be this process's alone
             logging.getLogger("hf_spam").error("rank %d: %s", rank, error.command_line)
         # else a mistake in what every process was given (torchrun, accelerate launch): process 0 says it once
+        tell_the_launcher(error.command_line)
         sys.exit(error.exit_status)
+
+
+def tell_the_launcher(message: str) -> None:
+    """torch's elastic launchers (``torchrun``, ``accelerate launch``) summarize a failed process from the error file
+    they name in ``TORCHELASTIC_ERROR_FILE`` (the JSON of torch's ``@record``); without one, the summary's root cause
+    says only to see torch's documentation. Here it is the one line, where ``@record`` would put a traceback."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    report = {"message": {"message": message, "extraInfo": {"py_callstack": message, "timestamp": str(int(time.time()))}}}
+    with contextlib.suppress(OSError):  # the launcher then summarizes without it, as it would anyway
+        Path(path).write_text(json.dumps(report))
 
 
 def log_warnings() -> None:
