@@ -2,7 +2,8 @@
 
 ``pipeline("text-classification", batch_size=32)`` on transformers' ``GPT2ForSequenceClassification`` (``to_gpt2()``
 of the same classifier) is the reference; hf_spam's eager PyTorch (``predict_proba``: length-sorted batches) and the
-exports of ``hf-spam export`` (ONNX Runtime float32 and int8; OpenVINO float32 and int8 where it is installed) run
+exports of ``hf-spam export`` (ONNX Runtime float32 and int8; OpenVINO float32 and int8 where it is installed, and bf16
+where the CPU computes bf16 natively) run
 through ``hf_spam.serving.classifier.classify``, as ``hf-spam classify`` does. Each backend runs in a worker process of its
 own; each reports messages/s at batch 32, the latency of one message at batch 1 (p50, p95), and its probabilities,
 which :func:`summarize_serving` compares with eager float32's (label agreement, max |Δprob|) and with the labels
@@ -23,7 +24,7 @@ from ..errors import HfSpamError
 from ..serving.classifier import classify, load_classifier
 from .machine import peak_rss_mib
 
-# backend: (export format, quantization); "eager" is the saved PyTorch folder, "pipeline_batched" the reference
+# backend: (export format, quantization[, precision]); "eager" is the saved PyTorch folder, "pipeline_batched" the reference
 SERVING = {
     "pipeline_batched": None,
     "eager": None,
@@ -31,6 +32,7 @@ SERVING = {
     "onnx_int8": ("onnx", "int8"),
     "openvino_fp32": ("openvino", None),
     "openvino_int8": ("openvino", "int8"),
+    "openvino_bf16": ("openvino", None, "bf16"),
 }
 LATENCY_MESSAGES = 60  # messages timed one at a time (batch 1) for p50/p95
 
@@ -44,7 +46,7 @@ def build_serving_models(
     export failed: its one-line error})."""
     from ..models.gpt.modeling_gpt import GPTForSequenceClassification
     from ..serving.export import export_classifier
-    from ..serving.runtime import MissingExtraError
+    from ..serving.runtime import MissingExtraError, NoNativeBf16Error
     from ..tokenizer import gpt2_tokenizer, save_with_tokenizer
     from .runs import _same_head
 
@@ -66,7 +68,7 @@ def build_serving_models(
             continue
         try:
             report = export_classifier(folder / "eager", folder / backend, *spec)
-        except MissingExtraError as error:
+        except (MissingExtraError, NoNativeBf16Error) as error:
             skipped[backend] = str(error)
             continue
         except HfSpamError as error:  # e.g. an export whose check against PyTorch failed: the other backends go on
@@ -149,6 +151,7 @@ def summarize_serving(serving: dict, models: dict, skipped: dict, limit_seconds:
         "onnx_fp32_speedup_vs_pipeline_batched": fp32["speedup_vs_pipeline_batched"] if fp32 else None,
         "int8_test_accuracy_delta": (int8["test_accuracy"] - fp32["test_accuracy"]) * 100 if int8 and fp32 else None,
         "int8_label_agreement": int8["label_agreement"] if int8 else None,
+        "bf16_label_agreement": rows["openvino_bf16"]["label_agreement"] if "openvino_bf16" in rows else None,
         "fp32_exports_max_abs_prob_diff": max((rows[n]["max_abs_prob_diff"] for n in exported if n.endswith("fp32")), default=None),
     }
 

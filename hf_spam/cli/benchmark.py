@@ -52,7 +52,8 @@ def parser() -> Parser:
     parser.add_option(
         "--serving_only",
         action="store_true",
-        help="only the serving section: every backend (PyTorch, ONNX Runtime, OpenVINO; fp32 and int8) against pipeline(batch_size=32)",
+        help="only the serving section: every backend (PyTorch, ONNX Runtime, OpenVINO; fp32, int8, bf16 where native) against "
+        "pipeline(batch_size=32)",
     )
     parser.add_option(
         "--serving_model",
@@ -63,7 +64,8 @@ def parser() -> Parser:
         nargs="+",
         choices=[name for name, spec in SERVING.items() if spec is not None],
         default=None,
-        help="which exports the serving section times (eager PyTorch and pipeline(batch_size=32) always; default: all installed)",
+        help="which exports the serving section times (eager PyTorch and pipeline(batch_size=32) always; default: all installed, "
+        "openvino_bf16 where the CPU computes bf16 natively)",
     )
     parser.add_option("--sweep", action="store_true", help="only the sweep over message length and training-set size (about 3 min)")
     return parser

@@ -17,14 +17,37 @@ EXPORT_MANIFEST = "export.json"  # transformers.exporters' manifest, naming the 
 # the packages each exported format needs to be written and run (the [export] extra)
 PACKAGES = {"onnx": ("onnx", "onnxscript", "onnxruntime"), "openvino": ("openvino",)}
 QUANTIZE_PACKAGES = {"onnx": (), "openvino": ("nncf",)}
-# OpenVINO compile properties of an export: float32 computes in float32 on every CPU. Without the hint, OpenVINO's
-# CPU plugin runs a float32 model in bf16 where the CPU has native bf16 (AMX, AVX512-BF16), whatever precision the
-# exporter recorded in the graph, and its probabilities move by ~5e-3.
-OPENVINO_COMPILE = {"INFERENCE_PRECISION_HINT": "f32"}
+# the precisions an export computes in (hf-spam export --precision), as OpenVINO's INFERENCE_PRECISION_HINT names them
+PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
 
 class MissingExtraError(HfSpamError, ImportError):
     """An optional package is not installed: the message names it and the extra that installs it."""
+
+
+class NoNativeBf16Error(OptionError):
+    """``--precision bf16`` on a CPU without native bf16, where OpenVINO would compute in float32 instead."""
+
+
+def native_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively here (AMX or AVX512-BF16): it lists ``BF16`` among the
+    CPU's optimization capabilities. Elsewhere it takes a bf16 hint and compiles float32 without a word."""
+    import openvino
+
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def openvino_compile(folder: Path) -> dict:
+    """OpenVINO compile properties for an export: the precision transformers' exporter recorded in the program (``f32``;
+    ``bf16`` for a ``--precision bf16`` export), asked for explicitly. Without the hint OpenVINO's CPU plugin runs a
+    float32 program in bf16 where the CPU has native bf16, whatever the program records, and its probabilities move by
+    ~5e-3."""
+    import openvino
+
+    manifest = json.loads((folder / EXPORT_MANIFEST).read_text())
+    program = openvino.Core().read_model(str(folder / next(iter(manifest["components"].values()))["file"]))
+    key = ["runtime_options", "INFERENCE_PRECISION_HINT"]
+    return {"INFERENCE_PRECISION_HINT": program.get_rt_info(key).astype(str) if program.has_rt_info(key) else "f32"}
 
 
 def require_extra(export_format: str, quantize: str | None = None) -> None:
@@ -120,7 +143,7 @@ def load_exported(
         raise UnusableModelError(f"{folder}: {problem}. Export the run again with hf-spam export.")
     device = torch.device(f"cuda:{device}" if isinstance(device, int) else device) if device is not None else None
     try:
-        runner = {"config": OPENVINO_COMPILE} if export_format == "openvino" else {}
+        runner = {"config": openvino_compile(folder)} if export_format == "openvino" else {}
         model = ExportedModel.from_pretrained(folder, device=device, trust_remote_code=True, **runner)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as error:

@@ -119,8 +119,8 @@ def attention_at(
     without dropout; ``sum_j p_j`` multiplies ``shift`` and ``c_h`` in general). Per position that is
     2 x num_heads x d_in multiply-adds instead of 2 x d_out x d_in for keys and values, 64x less for
     GPT-2, which is most of a one-position top block's work. Same result up to float rounding.
-    Where ``W_key`` or ``W_value`` is wrapped (LoRA adapters add ``B A y`` beside ``.weight``), keys
-    and values are formed through the modules, so the adapters act and train.
+    Where ``W_key`` or ``W_value`` is wrapped (LoRA adapters add ``B A y`` beside ``.weight``), or the model is being
+    exported, keys and values are formed through the modules, so the adapters act and train.
     """
     b, num_tokens, d_in = x.shape
     heads, head_dim = att.num_heads, att.head_dim
@@ -128,8 +128,10 @@ def attention_at(
     scale = x.new_ones(d_in) if scale is None else scale
     shift = x.new_zeros(d_in) if shift is None else shift
     queries = att.W_query(x[rows, index] * scale + shift).view(b, heads, head_dim)
-    # a wrapped projection (a LoRA adapter, a quantised layer) is more than its .weight: keys and values through it
-    absorbed = type(att.W_key) is nn.Linear and type(att.W_value) is nn.Linear
+    # a wrapped projection (a LoRA adapter, a quantised layer) is more than its .weight: keys and values through it;
+    # so under an exporter, which may trace a module through a forward of its own (transformers' OpenVINO exporter
+    # gives a bf16 model's nn.Linear a float32 placeholder .weight and casts the real one inside its forward)
+    absorbed = type(att.W_key) is nn.Linear and type(att.W_value) is nn.Linear and not torch.compiler.is_exporting()
     if absorbed:
         query_keys = torch.einsum("bhk,hkd->bhd", queries, att.W_key.weight.view(heads, head_dim, d_in))  # W_h^T q_h
         scores = query_keys * scale @ x.transpose(1, 2)  # (b, nh, T)
