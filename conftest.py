@@ -189,5 +189,5 @@ def small_or_read_only(tmp_path):
         made["read_only"].mkdir(mode=0o555)
     yield made
     for folder in made.values():
-        if os.geteuid() == 0:
-            subprocess.run(["umount", str(folder)], check=True)
+        if os.geteuid() == 0:  # lazily: a writer the full disk stopped may hold its file until it is collected
+            subprocess.run(["umount", "--lazy", str(folder)], check=True)

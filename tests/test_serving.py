@@ -257,6 +257,20 @@ def test_transformers_openvino_exporter_on_a_bf16_classifier_computes_what_the_m
 
 
 @pytest.mark.slow
+def test_an_export_prints_its_one_line_and_the_exporters_chatter_only_with_verbose(run_folder, tmp_path):
+    """An int8 export printed torch.onnx's six steps on stdout, which holds the command's answer, and about 30 lines on
+    stderr (transformers' "experimental" notice, torchvision kernels torch.onnx skips, ONNX Runtime's quantizer
+    logging a whole type proto, a FutureWarning from torch.export). Now stdout is the one line and stderr is empty;
+    ``-v`` brings the steps back, on stderr."""
+    quiet = run_cli("export", str(run_folder), "--output_dir", str(tmp_path / "quiet"), "--quantize", "int8")
+    assert quiet.returncode == 0 and quiet.stdout.startswith("Exported ") and len(quiet.stdout.splitlines()) == 1, quiet.stdout
+    assert quiet.stderr == "", quiet.stderr
+    verbose = run_cli("export", str(run_folder), "--output_dir", str(tmp_path / "verbose"), "--quantize", "int8", "-v")
+    assert verbose.returncode == 0 and len(verbose.stdout.splitlines()) == 1
+    assert "[torch.onnx] Run decompositions..." in verbose.stderr
+
+
+@pytest.mark.slow
 def test_an_export_openvino_cannot_compile_is_one_line(run_folder, tmp_path, monkeypatch):
     """Red team v3: a RuntimeError from inside OpenVINO's compile (seen exporting a --pooling last --padding
     longest_train run; forced here, as it did not recur on this CPU): one line naming the folder and --format onnx,

@@ -13,6 +13,12 @@ Needs the export extra: pip install "hf_spam[export]"
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import logging
+import sys
+import warnings
+from collections.abc import Iterator
 
 from ..serving.export import EXPORT_FORMATS, QUANTIZATIONS
 from ..serving.runtime import PRECISIONS
@@ -25,6 +31,9 @@ def parser() -> Parser:
     parser.add_option("--output_dir", required=True, help="a new folder for the export (it must not exist yet, or be empty)")
     parser.add_option("--format", choices=EXPORT_FORMATS, default="onnx", help="onnx (ONNX Runtime) or openvino (default: onnx)")
     parser.add_option("--quantize", choices=QUANTIZATIONS, default=None, help="int8 weights (default: float32, the model's own numbers)")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show what the exporters print as they work (torch.onnx, ONNX Runtime)"
+    )
     parser.add_option(
         "--precision",
         choices=tuple(PRECISIONS),
@@ -37,13 +46,50 @@ def parser() -> Parser:
 def export(args: argparse.Namespace) -> None:
     from ..serving.export import export_classifier  # the exporters' packages: imported only when exporting
 
-    report = export_classifier(args.model, args.output_dir, args.format, args.quantize, args.precision)
+    with exporters_quiet(args.verbose):
+        report = export_classifier(args.model, args.output_dir, args.format, args.quantize, args.precision)
     numbers = report["quantize"] or {"fp32": "float32"}.get(report["precision"], report["precision"])
     print(
         f"Exported {args.model} to {args.output_dir} ({report['format']}, {numbers}) in {report['seconds']:.0f} s, "
         f"{report['bytes'] / 1e6:.1f} MB; against PyTorch: max |Δprob| {report['max_abs_prob_diff']:.2g}, "
         f"labels {'identical' if report['labels_agree'] else 'differ'}."
     )
+
+
+class _FromOnnxRuntimeQuantization(logging.Filter):
+    """ONNX Runtime's quantizer logs on the root logger: a note to preprocess, and every tensor it leaves in float with
+    its whole type proto (about 20 lines an export)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
+
+
+@contextlib.contextmanager
+def exporters_quiet(verbose: bool) -> Iterator[None]:
+    """An export's own chatter, about 35 lines none of which asks anything of the user: torch.onnx prints its steps to
+    stdout (which holds the command's answer) and warns of torchvision kernels it skips; transformers warns that its
+    exporters are experimental and names the versions they were tested with; ONNX Runtime's quantizer logs on the root
+    logger; torch.export raises a FutureWarning of its own. Warnings hf_spam does not expect, and errors, stay; with
+    ``-v`` everything does, the steps on stderr."""
+    if verbose:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "transformers.exporters")]
+    levels = [logger.level for logger in loggers]
+    quantization = _FromOnnxRuntimeQuantization()
+    root = logging.getLogger()
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        root.addFilter(quantization)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+            yield
+    finally:
+        root.removeFilter(quantization)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def main(argv: list[str]) -> None:
