@@ -20,7 +20,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-from ..serving.export import EXPORT_FORMATS, QUANTIZATIONS
+from ..serving.export import EXPORT_FORMATS, NUMBERS, QUANTIZATIONS
 from ..serving.runtime import PRECISIONS
 from .common import Parser, log_warnings, report_errors
 
@@ -48,7 +48,7 @@ def export(args: argparse.Namespace) -> None:
 
     with exporters_quiet(args.verbose):
         report = export_classifier(args.model, args.output_dir, args.format, args.quantize, args.precision)
-    numbers = report["quantize"] or {"fp32": "float32"}.get(report["precision"], report["precision"])
+    numbers = report["quantize"] or NUMBERS[report["precision"]]
     print(
         f"Exported {args.model} to {args.output_dir} ({report['format']}, {numbers}) in {report['seconds']:.0f} s, "
         f"{report['bytes'] / 1e6:.1f} MB; against PyTorch: max |Δprob| {report['max_abs_prob_diff']:.2g}, "

@@ -5,8 +5,8 @@ on OpenVINO where the CPU computes bf16 natively.
 The exported folder holds the program (``export.json`` names its files), the config, the tokenizer, a model card
 section saying how it was made, and ``model_checksums.json`` over all of them. Before the folder is put in place,
 the export is run on a few texts and compared with the float32 PyTorch model it came from: a float32 export whose
-probabilities differ by more than :data:`FP32_TOLERANCE` is refused, a bf16 one past :data:`BF16_TOLERANCE` or with
-another label too; an int8 one's difference is recorded in its card.
+probabilities differ by more than :data:`FP32_TOLERANCE` is refused, a bf16 one past :data:`BF16_TOLERANCE`; an int8
+one's difference is recorded in its card.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ QUANTIZATIONS = ("int8",)
 FP32_TOLERANCE = 1e-4
 # the same for a bf16 export (8 bits of mantissa): the measurements behind it are in docs/serving.md
 BF16_TOLERANCE = 0.05
+NUMBERS = {"fp32": "float32", "bf16": "bf16"}  # each precision as the command's line and the card name it
 CHECK_TEXTS = (
     "WINNER!! As a valued network customer you have been selected to receive a £900 prize reward!",
     "Ok lar... Joking wif u oni...",
@@ -197,7 +198,7 @@ def write_card(folder: Path, output: Path, model_dir, report: dict) -> None:
 
     packages = ["torch", "transformers"] + (["onnx", "onnxscript", "onnxruntime"] if report["format"] == "onnx" else ["openvino"])
     quantizer = "ONNX Runtime dynamic quantization" if report["format"] == "onnx" else "NNCF weight compression"
-    precision = f"int8 weights ({quantizer})" if report["quantize"] else {"fp32": "float32", "bf16": "bf16"}[report["precision"]]
+    precision = f"int8 weights ({quantizer})" if report["quantize"] else NUMBERS[report["precision"]]
     command = f"hf-spam export {model_dir} --output_dir {output} --format {report['format']}"
     command += " --quantize int8" if report["quantize"] else " --precision bf16" if report["precision"] == "bf16" else ""
     card = f"""---
