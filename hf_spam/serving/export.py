@@ -24,7 +24,7 @@ from ..errors import OptionError, UnusableModelError, disk_errors
 from ..models.gpt.model_checksums import checked_files, write_checksums
 from .classifier import load_classifier
 from .predict import predict_proba, token_limit
-from .runtime import EXPORT_MANIFEST, PRECISIONS, NoNativeBf16Error, exported_format, load_exported, native_bf16, require_extra
+from .runtime import EXPORT_MANIFEST, PRECISIONS, NoNativeBf16Error, exported_format, load_exported, openvino_has_native_bf16, require_extra
 
 EXPORT_FORMATS = ("onnx", "openvino")
 QUANTIZATIONS = ("int8",)
@@ -57,7 +57,7 @@ def export_classifier(
     PyTorch model on :data:`CHECK_TEXTS`, also written to the folder's card."""
     check_options(model_dir, output_dir, export_format, quantize, precision)
     require_extra(export_format, quantize)
-    if precision == "bf16" and not native_bf16():
+    if precision == "bf16" and not openvino_has_native_bf16():
         raise NoNativeBf16Error(
             "--precision bf16: this CPU has no native bf16 (no AMX or AVX512-BF16), and OpenVINO would compute the export in "
             "float32 here, so it could not be checked at bf16. Export on a CPU that has it (recent Xeons), or leave "

@@ -29,9 +29,11 @@ class NoNativeBf16Error(OptionError):
     """``--precision bf16`` on a CPU without native bf16, where OpenVINO would compute in float32 instead."""
 
 
-def native_bf16() -> bool:
+def openvino_has_native_bf16() -> bool:
     """Whether OpenVINO's CPU plugin computes bf16 natively here (AMX or AVX512-BF16): it lists ``BF16`` among the
-    CPU's optimization capabilities. Elsewhere it takes a bf16 hint and compiles float32 without a word."""
+    CPU's optimization capabilities. Elsewhere it takes a bf16 hint and compiles float32 without a word. OpenVINO's
+    own answer rather than the CPU's flags (``hf_spam.benchmark.machine.native_bf16``, for torch): it is OpenVINO that
+    decides whether the hint takes."""
     import openvino
 
     return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
