@@ -12,9 +12,9 @@ from datasets import ClassLabel, Dataset, Features, Value
 from transformers import TrainerCallback
 
 from hf_spam.cli import main as cli_main
-from hf_spam.data import DataError, load_sms_spam, load_text_classification
+from hf_spam.data import DataError, docstring_corpus, load_sms_spam, load_text_classification
 from hf_spam.training.recipe import run
-from tests.helpers import parse, run_script
+from tests.helpers import parse
 
 
 def write_csv(path, header, rows, encoding="utf-8"):
@@ -150,8 +150,7 @@ def test_the_sms_path_is_unchanged(sms_file):
 def test_three_classes_end_to_end_with_best_epoch_and_early_stopping(gpt2_bpe, tmp_path):
     """A real 3-class CSV (stdlib docstrings) with the user's column names and split files, through the
     training script's defaults: best epoch kept, early stopping, macro-averaged card, pipeline names."""
-    written = run_script("docstring_corpus.py", str(tmp_path / "docs"), check=True)
-    sizes = json.loads(written.stdout)
+    sizes = docstring_corpus.write(tmp_path / "docs")
     out = tmp_path / "out"
     argv = ["--train_file", str(tmp_path / "docs" / "train.csv"), "--validation_file", str(tmp_path / "docs" / "dev.csv")]
     argv += ["--test_file", str(tmp_path / "docs" / "test.csv"), "--text_column", "docstring", "--label_column", "topic"]

@@ -2,9 +2,10 @@
 
 Every fenced block is one of three kinds, by its language:
 
-- ``bash``: commands, run with ``bash -euo pipefail`` as a reader runs them from a clone, in a fresh folder per
-  document (shared by that document's blocks, so ``runs/tiny`` trained in one block is classified in the next) where
-  ``path/to/SMSSpamCollection`` and ``path/to/tiktoken_cache`` are the tests' data and ``scripts/`` is the clone's;
+- ``bash``: commands, run with ``bash -euo pipefail`` as a reader with hf_spam installed runs them, in a fresh
+  folder per document that holds nothing of the clone (shared by that document's blocks, so ``runs/tiny`` trained in
+  one block is classified in the next) where ``path/to/SMSSpamCollection`` and ``path/to/tiktoken_cache`` are the
+  tests' data;
   offline (``HF_HUB_OFFLINE=1``), with a datasets cache of its own. A non-zero exit fails the block.
 - ``python``: a script, run by ``python`` in the same folder and environment.
 - ``output``: what the block before it printed (stdout and stderr together, progress bars dropped), quoted. Its
@@ -139,7 +140,6 @@ class DocumentRun:
         (folder / "path" / "to").mkdir(parents=True)
         (folder / "path" / "to" / "SMSSpamCollection").symlink_to(sms_file)
         (folder / "path" / "to" / "tiktoken_cache").symlink_to(tiktoken_cache)
-        (folder / "scripts").symlink_to(REPO / "scripts")
         self.env = {
             **os.environ,
             "HF_HUB_OFFLINE": "1",
