@@ -1,6 +1,9 @@
 """The harness that runs README.md and docs/*.md (tests/support/docs.py): every block is run, checked or skipped with a
 reason, and a quoted output that drifts from what its commands print fails."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from unittest import SkipTest
 
@@ -98,3 +101,36 @@ def test_blocks_run_in_order_in_one_folder_and_a_wrong_quote_fails(tmp_path, sms
 def test_an_output_block_can_bound_how_many_lines_were_printed():
     assert Quote.parse('lines="^x" at_most_lines=40') == Quote(lines="^x", at_most_lines=40)
     assert Quote.parse("elsewhere=0.1").at_most_lines is None
+
+
+NESTED_CONFTEST = """
+import pytest
+from pathlib import Path
+from tests.support.docs import make_sybil
+
+@pytest.fixture(scope="session")
+def docs_data(tmp_path_factory):
+    return tmp_path_factory.mktemp("data") / "SMSSpamCollection", tmp_path_factory.mktemp("tiktoken_cache")
+
+@pytest.fixture(scope="session")
+def docs_folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("docs")
+
+pytest_collect_file = make_sybil(Path(__file__).parent, ["page.md"]).pytest()
+"""
+
+
+@pytest.mark.slow
+def test_a_document_runs_whole_in_one_worker_under_xdist(tmp_path):
+    """The project's pytest options keep a document's blocks in one xdist worker, in order, whatever ``-n`` a developer
+    gives: the blocks after the first read the file it wrote, and a ``skip: next`` mark must reach its block (xdist's
+    default, ``--dist load``, hands the middle of a file to the other worker, where neither holds)."""
+    reads = "".join("```bash\ngrep -q written made.txt\n```\n\n" for _ in range(8))
+    page = "```bash\necho written > made.txt\n```\n\n" + reads + '<!-- skip: next "never run" -->\n```bash\nexit 3\n```\n\n' + reads
+    (tmp_path / "page.md").write_text(page)
+    (tmp_path / "conftest.py").write_text(NESTED_CONFTEST)
+    (tmp_path / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text())
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "page.md"]
+    session = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert session.returncode == 0 and "18 passed, 1 skipped" in session.stdout, session.stdout[-3000:] + session.stderr[-2000:]

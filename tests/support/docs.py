@@ -36,8 +36,6 @@ from sybil import Document, Example, Region, Sybil
 from sybil.parsers.markdown import CodeBlockParser, SkipParser
 from sybil.parsers.markdown.lexers import FencedCodeBlockLexer, RawFencedCodeBlockLexer
 
-from hf_spam.benchmark.machine import cpu_flags
-
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENTS = ["README.md", "CONTRIBUTING.md", "docs/*.md"]
 LANGUAGES = ("bash", "python", "output")
@@ -50,6 +48,8 @@ BLOCK_TIMEOUT_S = 900
 
 def host_type() -> str:
     """The CPU family and vector units: float results are reproducible within a host type, not across them."""
+    from hf_spam.benchmark.machine import cpu_flags  # here: the package imports torch, which a block's check needs only here
+
     name = platform.processor() or platform.machine()
     try:
         name = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE).group(1).strip()
@@ -233,12 +233,13 @@ def document_run(example: Example) -> DocumentRun:
     return namespace["run"]
 
 
-def make_sybil() -> Sybil:
-    """README.md and docs/*.md, each block an example; ``docs_data`` is (SMS file, tiktoken cache folder)."""
+def make_sybil(path: Path = REPO, patterns: list[str] = DOCUMENTS) -> Sybil:
+    """README.md and docs/*.md (or ``patterns`` under ``path``), each block an example; ``docs_data`` is (SMS file,
+    tiktoken cache folder)."""
     return Sybil(
         parsers=[SkipParser(), CodeBlockParser("bash", run_bash), CodeBlockParser("python", run_python), OutputParser()],
-        patterns=DOCUMENTS,
-        path=str(REPO),
+        patterns=patterns,
+        path=str(path),
         fixtures=["docs_data", "docs_folder"],
         name="docs",
     )
