@@ -45,7 +45,7 @@ def build_serving_models(
     ``backends`` names, default all); ({backend: {"path", "export_s", "bytes"}}, {backend left out: why}, {backend whose
     export failed: its one-line error})."""
     from ..models.gpt.modeling_gpt import GPTForSequenceClassification
-    from ..serving.export import export_classifier
+    from ..serving.export import export_classifier, exporters_quiet
     from ..serving.runtime import MissingExtraError, NoNativeBf16Error
     from ..tokenizer import gpt2_tokenizer, save_with_tokenizer
     from .runs import _same_head
@@ -67,7 +67,8 @@ def build_serving_models(
             skipped[backend] = "not among --backends"
             continue
         try:
-            report = export_classifier(folder / "eager", folder / backend, *spec)
+            with exporters_quiet(verbose=False):  # the exporters' ~35 lines each, none of them a measurement
+                report = export_classifier(folder / "eager", folder / backend, *spec)
         except (MissingExtraError, NoNativeBf16Error) as error:
             skipped[backend] = str(error)
             continue

@@ -13,14 +13,8 @@ Needs the export extra: pip install "hf_spam[export]"
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import logging
-import sys
-import warnings
-from collections.abc import Iterator
 
-from ..serving.export import EXPORT_FORMATS, NUMBERS, QUANTIZATIONS
+from ..serving.export import EXPORT_FORMATS, NUMBERS, QUANTIZATIONS, exporters_quiet
 from ..serving.runtime import PRECISIONS
 from .common import Parser, log_warnings, report_errors
 
@@ -54,42 +48,6 @@ def export(args: argparse.Namespace) -> None:
         f"{report['bytes'] / 1e6:.1f} MB; against PyTorch: max |Δprob| {report['max_abs_prob_diff']:.2g}, "
         f"labels {'identical' if report['labels_agree'] else 'differ'}."
     )
-
-
-class _FromOnnxRuntimeQuantization(logging.Filter):
-    """ONNX Runtime's quantizer logs on the root logger: a note to preprocess, and every tensor it leaves in float with
-    its whole type proto (about 20 lines an export)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
-
-
-@contextlib.contextmanager
-def exporters_quiet(verbose: bool) -> Iterator[None]:
-    """An export's own chatter, about 35 lines none of which asks anything of the user: torch.onnx prints its steps to
-    stdout (which holds the command's answer) and warns of torchvision kernels it skips; transformers warns that its
-    exporters are experimental and names the versions they were tested with; ONNX Runtime's quantizer logs on the root
-    logger; torch.export raises a FutureWarning of its own. Warnings hf_spam does not expect, and errors, stay; with
-    ``-v`` everything does, the steps on stderr."""
-    if verbose:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-        return
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "transformers.exporters")]
-    levels = [logger.level for logger in loggers]
-    quantization = _FromOnnxRuntimeQuantization()
-    root = logging.getLogger()
-    try:
-        for logger in loggers:
-            logger.setLevel(logging.ERROR)
-        root.addFilter(quantization)
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
-            yield
-    finally:
-        root.removeFilter(quantization)
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
 
 
 def main(argv: list[str]) -> None:

@@ -11,11 +11,17 @@ one's difference is recorded in its card.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -225,3 +231,39 @@ hf-spam classify {output} "See you at 5?"
 or in Python: `hf_spam.load_classifier("{output}")("See you at 5?")`.
 """
     (folder / "README.md").write_text(card, encoding="utf-8")
+
+
+class _FromOnnxRuntimeQuantization(logging.Filter):
+    """ONNX Runtime's quantizer logs on the root logger: a note to preprocess, and every tensor it leaves in float with
+    its whole type proto (about 20 lines an export)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
+
+
+@contextlib.contextmanager
+def exporters_quiet(verbose: bool) -> Iterator[None]:
+    """An export's own chatter, about 35 lines none of which asks anything of the user: torch.onnx prints its steps to
+    stdout (which holds the command's answer) and warns of torchvision kernels it skips; transformers warns that its
+    exporters are experimental and names the versions they were tested with; ONNX Runtime's quantizer logs on the root
+    logger; torch.export raises a FutureWarning of its own. Warnings hf_spam does not expect, and errors, stay; with
+    ``-v`` everything does, the steps on stderr."""
+    if verbose:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "transformers.exporters")]
+    levels = [logger.level for logger in loggers]
+    quantization = _FromOnnxRuntimeQuantization()
+    root = logging.getLogger()
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        root.addFilter(quantization)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+            yield
+    finally:
+        root.removeFilter(quantization)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
