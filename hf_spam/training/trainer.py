@@ -307,7 +307,7 @@ class SpamTrainer(Trainer):
         the first rows of the same permutation), so accelerate still reseeds it every epoch and the batches are
         ``drop_last``'s, bit for bit."""
         sampler = super()._get_train_sampler(train_dataset)
-        if sampler is None or not getattr(self.args, "train_drop_last", False):
+        if sampler is None or not self.args.train_drop_last:
             return sampler
         per_round = self._train_batch_size * self.args.world_size  # every process takes a whole batch
         whole = len(sampler) // per_round * per_round
